@@ -114,7 +114,10 @@ def test_past_the_end_it_holds_and_logs_once(caplog):
     opt = torch.optim.SGD(_model().parameters(), lr=0.1)
     sched = Scheduler(opt, {"lr": lin(1.0, 0.5)}, 3)
     with caplog.at_level(logging.INFO, logger="onecycle.scheduler"):
-        for _ in range(10):
+        for _ in range(3):  # the call after the last of 3 steps is still in time
+            sched.step()
+        assert not caplog.records
+        for _ in range(7):
             sched.step()
     assert opt.param_groups[0]["lr"] == 0.5
     assert sum("past total_steps" in r.message for r in caplog.records) == 1

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -66,6 +67,187 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_fit_args(f: argparse.ArgumentParser) -> None:
+    from onecycle.run import SCHEDULES
+
+    g = f.add_argument_group("data and model")
+    g.add_argument(
+        "--dataset",
+        choices=["fashion-mnist", "mnist1d"],
+        default="mnist1d",
+        help="fashion-mnist: IDX files (Debian's dataset-fashion-mnist, --data-dir "
+        "or --download); mnist1d: generated, no download",
+    )
+    g.add_argument("--data-dir", default=None, help="folder holding the Fashion-MNIST IDX files")
+    g.add_argument(
+        "--download",
+        action="store_true",
+        help="fetch Fashion-MNIST (checksummed) if it is not found locally",
+    )
+    g.add_argument(
+        "--model",
+        default=None,
+        choices=["cnn", "resnet", "cnn1d", "mlp"],
+        help="zoo model (default: cnn for fashion-mnist, cnn1d for mnist1d)",
+    )
+    g.add_argument(
+        "--factory",
+        default=None,
+        metavar="MODULE:FUNCTION",
+        help="your own model and data: a function returning "
+        "(model, train_batches, valid_batches, loss_func)",
+    )
+    g.add_argument(
+        "--train-samples",
+        type=int,
+        default=None,
+        help="train on a random subset of this many samples (quick runs)",
+    )
+    g.add_argument("--crop-pad", type=int, default=0, help="random-crop augmentation padding")
+    g.add_argument("--hflip", action="store_true", help="random horizontal flips")
+    g = f.add_argument_group("schedule (Smith's method)")
+    g.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default="one-cycle",
+        help="one-cycle: warm up to lr_max, anneal far below (super-convergence); "
+        "clr: cyclical LR between lr_max/div and lr_max; const/step/exp/time: "
+        "the classic fixed schedules; sgdr: cosine warm restarts",
+    )
+    g.add_argument("--epochs", type=int, default=5, help="passes over the training data")
+    g.add_argument(
+        "--lr-max",
+        type=float,
+        default=None,
+        help="peak LR (one-cycle, clr), or the LR (const) / start LR (decays); "
+        "default: the data set's recipe. Find it with a range test",
+    )
+    g.add_argument(
+        "--div",
+        type=float,
+        default=25.0,
+        help="one-cycle starts at lr_max/div; clr's lower bound is lr_max/div",
+    )
+    g.add_argument(
+        "--div-final",
+        type=float,
+        default=None,
+        help="one-cycle ends at lr_max/div_final (default 1e5; fastai's meaning, "
+        "torch's final_div_factor is relative to the start); exp/time decay "
+        "end at lr_max/div_final (default 100)",
+    )
+    g.add_argument(
+        "--pct-start",
+        type=float,
+        default=0.25,
+        help="fraction of the steps spent warming up (fastai 0.25, torch 0.3)",
+    )
+    g.add_argument(
+        "--moms",
+        type=float,
+        nargs=3,
+        default=[0.95, 0.85, 0.95],
+        metavar=("HI", "LO", "END"),
+        help="cyclical momentum (SGD momentum or Adam beta1), against the LR",
+    )
+    g.add_argument(
+        "--anneal",
+        choices=["cos", "linear"],
+        default="cos",
+        help="shape of the one-cycle phases (linear = Smith's papers)",
+    )
+    g.add_argument(
+        "--three-phase",
+        action="store_true",
+        help="Smith's three-phase 1cycle: up, down to the start LR, annihilate",
+    )
+    g.add_argument(
+        "--clr-mode",
+        choices=["triangular", "triangular2", "exp_range"],
+        default="triangular2",
+        help="CLR amplitude policy",
+    )
+    g.add_argument(
+        "--step-size",
+        type=int,
+        default=None,
+        help="CLR half-cycle in optimizer steps (default: 2 epochs)",
+    )
+    g.add_argument("--gamma", type=float, default=0.99994, help="exp_range decay per step")
+    g.add_argument("--cycles", type=int, default=3, help="SGDR: number of cycles")
+    g.add_argument("--cycle-mult", type=float, default=2.0, help="SGDR: cycle length growth")
+    g = f.add_argument_group("optimization")
+    g.add_argument(
+        "--opt",
+        choices=["sgd", "adamw"],
+        default=None,
+        help="sgd (Nesterov) or adamw (default: the data set's recipe)",
+    )
+    g.add_argument("--bs", type=int, default=None, help="batch size")
+    g.add_argument(
+        "--wd",
+        type=float,
+        default=None,
+        help="decoupled weight decay (not on biases/norm layers); large LRs "
+        "regularize, so keep it small",
+    )
+    g.add_argument(
+        "--accumulate",
+        type=int,
+        default=1,
+        help="batches per optimizer step (the schedule counts steps)",
+    )
+    g.add_argument("--clip", type=float, default=None, help="clip the gradient norm")
+    g.add_argument(
+        "--amp",
+        action="store_true",
+        help="mixed precision (bf16 on CPU, fp16 + GradScaler on CUDA)",
+    )
+    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
+    g.add_argument("--seed", type=int, default=0, help="seed for weights and data order")
+    g = f.add_argument_group("output")
+    g.add_argument("--out", default="runs/fit", help="folder for metrics.json and plots")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar")
+    g.add_argument("--json", action="store_true", help="print metrics.json's content")
+
+
+def _fit_config(args: argparse.Namespace):  # -> FitConfig
+    from onecycle.run import FitConfig
+
+    return FitConfig(
+        dataset=None if args.factory else args.dataset, data_dir=args.data_dir,
+        download=args.download, factory=args.factory, model=args.model, opt=args.opt,
+        epochs=args.epochs, schedule=args.schedule, lr_max=args.lr_max, div=args.div,
+        div_final=args.div_final, pct_start=args.pct_start, moms=tuple(args.moms),
+        anneal=args.anneal, three_phase=args.three_phase, clr_mode=args.clr_mode,
+        step_size=args.step_size, gamma=args.gamma, cycles=args.cycles,
+        cycle_mult=args.cycle_mult, bs=args.bs, wd=args.wd, accumulate=args.accumulate,
+        clip=args.clip, amp=args.amp, crop_pad=args.crop_pad, hflip=args.hflip,
+        train_samples=args.train_samples, seed=args.seed, device=args.device, out=args.out,
+        progress=not args.no_progress,
+    )  # fmt: skip
+
+
+def _cmd_fit(args: argparse.Namespace) -> int:
+    from onecycle.run import run_fit
+
+    result = run_fit(_fit_config(args), stream=sys.stdout)
+    final = result.metrics["final"]
+    if args.json:
+        print(json.dumps(result.metrics, default=str))
+        return 0
+    acc = final["test_accuracy"]
+    print(
+        f"test accuracy {acc:.4f} after {final['optimizer_steps']} steps "
+        f"in {final['train_seconds']:.1f}s"
+        if acc is not None
+        else "done"
+    )
+    for kind, path in result.files.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``onecycle`` argument parser (subcommands ``schedule``, ...)."""
     p = _Parser(prog="onecycle", description="Leslie Smith's training method on PyTorch.")
@@ -105,17 +287,35 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cycle-mult", type=float, default=2.0, help="SGDR cycle growth")
     s.add_argument("--out", default="runs/schedule", help="output folder")
     s.set_defaults(func=_cmd_schedule)
+
+    f = sub.add_parser(
+        "fit", help="train a model with a schedule; table, metrics.json and plots",
+        description="Train on real data with Smith's 1cycle (default), CLR or a fixed "
+                    "schedule. Writes OUT/metrics.json, OUT/loss.png and OUT/schedule.png.",
+    )  # fmt: skip
+    _add_fit_args(f)
+    f.set_defaults(func=_cmd_fit)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``onecycle`` command; returns the exit status."""
+    from onecycle.callbacks import NonFiniteLossError
+    from onecycle.data import DataError
+
+    logging.basicConfig(level=logging.INFO, format="onecycle: %(message)s")
     try:
         args = build_parser().parse_args(argv)
         return int(args.func(args))
     except (UsageError, ConfigError) as e:
         print(f"onecycle: error: {e}" if isinstance(e, ConfigError) else str(e), file=sys.stderr)
         return 2
+    except DataError as e:
+        print(f"onecycle: error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"onecycle: training stopped: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("onecycle: interrupted", file=sys.stderr)
         return 130

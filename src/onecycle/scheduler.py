@@ -165,7 +165,8 @@ class Scheduler:
     def step(self) -> None:
         """Advance one optimizer step and set the next step's values."""
         self._step += 1
-        if self._step >= self.total_steps and not self._warned_past_end:
+        # The call after the last step lands on total_steps; only a call beyond that is late.
+        if self._step > self.total_steps and not self._warned_past_end:
             self._warned_past_end = True
             log.info(
                 "Scheduler stepped past total_steps=%d; holding the final values.",

@@ -1,0 +1,355 @@
+"""Callbacks: small objects that react to the training loop's events.
+
+Each event method receives the learner explicitly (``def after_step(self, learn)``),
+never through attribute delegation. ``order`` decides who runs first (lower first).
+The events, in the order the loop fires them:
+
+``before_fit`` > [``before_epoch`` > ``before_train`` > [``before_batch`` > ``after_loss``
+> ``after_backward`` > ``after_step`` > ``after_batch``]* > ``after_train`` >
+``before_validate`` > ``after_validate`` > ``after_epoch``]* > ``after_fit``
+
+``after_step`` fires only when the optimizer really stepped (not on accumulation
+micro-batches, not when a gradient scaler skipped the step). ``after_batch``,
+``after_epoch`` and ``after_fit`` always fire, also after a cancellation or an error.
+Raise ``CancelBatch``, ``CancelEpoch`` or ``CancelFit`` to stop cleanly.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from contextlib import nullcontext
+from typing import TYPE_CHECKING, Any, TextIO
+
+import torch
+
+from onecycle.errors import check_int, check_positive
+
+if TYPE_CHECKING:
+    from onecycle.learner import Learner
+
+__all__ = [
+    "EVENTS",
+    "Callback",
+    "CancelBatch",
+    "CancelEpoch",
+    "CancelFit",
+    "GradientAccumulation",
+    "GradientClip",
+    "MixedPrecision",
+    "NonFiniteGuard",
+    "NonFiniteLossError",
+    "ProgressBar",
+    "Recorder",
+]
+
+EVENTS = (
+    "before_fit", "before_epoch", "before_train", "before_batch", "after_loss",
+    "after_backward", "after_step", "after_batch", "after_train", "before_validate",
+    "after_validate", "after_epoch", "after_fit",
+)  # fmt: skip
+
+
+class CancelBatch(Exception):
+    """Skip the rest of this batch: no optimizer step; its gradients are discarded."""
+
+
+class CancelEpoch(Exception):
+    """Skip the rest of this epoch (training and validation); ``after_epoch`` still runs."""
+
+
+class CancelFit(Exception):
+    """Stop training now; ``after_fit`` still runs."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss (or a gradient) became NaN or infinite; training stopped before the step."""
+
+    def __init__(self, what: str, value: float, epoch: int, step: int, lr: float) -> None:
+        self.what, self.value, self.epoch, self.step, self.lr = what, value, epoch, step, lr
+        super().__init__(
+            f"non-finite {what} ({value}) at epoch {epoch}, optimizer step {step}, lr={lr:.4g}: "
+            f"stopped before the optimizer step; weights are those after step {step - 1}. "
+            "Lower lr_max, clip gradients, or check the data."
+        )
+
+
+class Callback:
+    """Base class: every event is a no-op; override the ones you need.
+
+    >>> class CountSteps(Callback):
+    ...     def before_fit(self, learn): self.n = 0
+    ...     def after_step(self, learn): self.n += 1
+    """
+
+    order: int = 50
+
+    def before_fit(self, learn: Learner) -> None: ...
+    def before_epoch(self, learn: Learner) -> None: ...
+    def before_train(self, learn: Learner) -> None: ...
+    def before_batch(self, learn: Learner) -> None: ...
+    def after_loss(self, learn: Learner) -> None: ...
+    def after_backward(self, learn: Learner) -> None: ...
+    def after_step(self, learn: Learner) -> None: ...
+    def after_batch(self, learn: Learner) -> None: ...
+    def after_train(self, learn: Learner) -> None: ...
+    def before_validate(self, learn: Learner) -> None: ...
+    def after_validate(self, learn: Learner) -> None: ...
+    def after_epoch(self, learn: Learner) -> None: ...
+    def after_fit(self, learn: Learner) -> None: ...
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+class Recorder(Callback):
+    """Records what happened: per optimizer step the scheduled hyper-parameters (the exact
+    schedule values), per batch the training loss, per epoch a row of results.
+
+    ``hypers["lr"]`` is a list with one entry per optimizer step, each a list with one
+    value per param group; ``lrs`` / ``moms`` give group ``-1`` for convenience.
+    ``smooth_losses`` uses a bias-corrected EMA (``beta=0.98``, as fastai).
+    """
+
+    order = 90
+
+    def __init__(self, beta: float = 0.98) -> None:
+        self.beta = beta
+        self.losses: list[float] = []
+        self.hypers: dict[str, list[list[float]]] = {}
+        self.rows: list[dict[str, Any]] = []
+
+    def before_fit(self, learn: Learner) -> None:
+        self.losses, self.hypers, self.rows = [], {}, []
+        self._pending: list[torch.Tensor] = []
+
+    def before_epoch(self, learn: Learner) -> None:
+        self._t0 = time.perf_counter()
+        self._epoch_start = len(self.losses)
+
+    def after_loss(self, learn: Learner) -> None:
+        # Keep tensors; convert once per epoch, so a GPU is not synchronised each batch.
+        self._pending.append(learn.loss.detach().float())
+
+    def after_step(self, learn: Learner) -> None:
+        for key, vals in learn.scheduler.values_at(learn.scheduler.step_count - 1).items():
+            self.hypers.setdefault(key, []).append(vals)
+
+    def _flush(self) -> None:
+        if self._pending:
+            self.losses.extend(torch.stack(self._pending).tolist())
+            self._pending = []
+
+    def after_train(self, learn: Learner) -> None:
+        self._flush()
+
+    def after_epoch(self, learn: Learner) -> None:
+        self._flush()
+        epoch_losses = self.losses[self._epoch_start :]
+        row: dict[str, Any] = {
+            "epoch": learn.epoch,
+            "train_loss": sum(epoch_losses) / len(epoch_losses) if epoch_losses else math.nan,
+        }
+        row.update(learn.valid_results)
+        row["seconds"] = time.perf_counter() - self._t0
+        self.rows.append(row)
+
+    def after_fit(self, learn: Learner) -> None:
+        self._flush()
+
+    @property
+    def lrs(self) -> list[float]:
+        """LR of the last param group at each optimizer step."""
+        return [v[-1] for v in self.hypers.get("lr", [])]
+
+    @property
+    def moms(self) -> list[float]:
+        """Momentum (or beta1) of the last param group at each optimizer step."""
+        return [v[-1] for v in self.hypers.get("momentum", [])]
+
+    @property
+    def smooth_losses(self) -> list[float]:
+        out, avg = [], 0.0
+        for i, loss in enumerate(self.losses, 1):
+            avg = self.beta * avg + (1 - self.beta) * loss
+            out.append(avg / (1 - self.beta**i))
+        return out
+
+    def plot_loss(self, path: str, skip_start: int = 5) -> str:
+        """PNG of the training loss (raw and smoothed) per batch, with validation per epoch."""
+        from onecycle.plots import plot_losses
+
+        return str(plot_losses(self, path, skip_start=skip_start))
+
+    def plot_sched(self, path: str) -> str:
+        """PNG of each recorded hyper-parameter over optimizer steps."""
+        from onecycle.plots import plot_recorded
+
+        return str(plot_recorded(self.hypers, path))
+
+
+class ProgressBar(Callback):
+    """A tqdm bar per epoch on stderr (only if stderr is a terminal, unless ``bar=True``)
+    and a results table.
+
+    The table (epoch, train loss, valid loss, metrics, seconds) is written to ``stream``
+    (default stderr) one row per epoch; ``table=False`` hides it, ``bar=False`` the bar.
+    """
+
+    order = 95
+
+    def __init__(
+        self, *, table: bool = True, bar: bool | None = None, stream: TextIO | None = None
+    ) -> None:
+        self.table, self.bar, self.stream = table, bar, stream
+        self._pbar: Any = None
+
+    def _out(self) -> TextIO:
+        return self.stream if self.stream is not None else sys.stderr
+
+    def before_fit(self, learn: Learner) -> None:
+        self._header_done = False
+        show = self.bar if self.bar is not None else sys.stderr.isatty()
+        self._use_bar = bool(show)
+        if self._use_bar:
+            try:
+                import tqdm  # noqa: F401
+            except ImportError:
+                self._use_bar = False
+
+    def before_train(self, learn: Learner) -> None:
+        if self._use_bar:
+            from tqdm.auto import tqdm
+
+            self._pbar = tqdm(
+                total=learn.n_iter, leave=False, file=sys.stderr,
+                desc=f"epoch {learn.epoch + 1}/{learn.n_epoch}",
+            )  # fmt: skip
+
+    def after_batch(self, learn: Learner) -> None:
+        if self._pbar is not None:
+            self._pbar.update(1)
+
+    def after_train(self, learn: Learner) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None
+
+    def after_epoch(self, learn: Learner) -> None:
+        if not self.table or not learn.recorder.rows:
+            return
+        row = learn.recorder.rows[-1]
+        keys = list(row)
+        out = self._out()
+        if not self._header_done:
+            out.write("  ".join(f"{k:>11}" for k in keys) + "\n")
+            self._header_done = True
+        cells = []
+        for k in keys:
+            v = row[k]
+            cells.append(f"{v:>11d}" if isinstance(v, int) else f"{v:>11.4f}")
+        out.write("  ".join(cells) + "\n")
+        out.flush()
+
+    def after_fit(self, learn: Learner) -> None:
+        self.after_train(learn)
+
+
+class GradientClip(Callback):
+    """Clip the gradient norm to ``max_norm`` before each optimizer step."""
+
+    order = 20
+
+    def __init__(self, max_norm: float = 1.0) -> None:
+        self.max_norm = check_positive("max_norm", max_norm)
+
+    def after_backward(self, learn: Learner) -> None:
+        if not learn.will_step:
+            return
+        if learn.scaler is not None:
+            learn.scaler.unscale_(learn.opt)
+        torch.nn.utils.clip_grad_norm_(learn.trainable_params(), self.max_norm)
+
+
+class GradientAccumulation(Callback):
+    """Accumulate gradients over ``n`` batches per optimizer step.
+
+    The schedules count optimizer steps: an epoch of ``N`` batches has ``ceil(N / n)``
+    steps (the last group of an epoch may be smaller; its loss is averaged over its
+    own size). Each micro-batch's loss is divided by the group size.
+    """
+
+    order = 10
+
+    def __init__(self, n: int = 2) -> None:
+        self.n = check_int("n", n)
+
+    def before_fit(self, learn: Learner) -> None:
+        learn.accumulate = self.n
+
+    def after_fit(self, learn: Learner) -> None:
+        learn.accumulate = 1
+
+
+class MixedPrecision(Callback):
+    """Mixed precision: bf16 autocast on CPU; fp16 autocast + ``GradScaler`` on CUDA.
+
+    A step the scaler skips (inf/NaN gradients at the current scale) does not advance
+    the schedule: the learner notices the scale dropping and calls no ``after_step``.
+    """
+
+    order = 5
+
+    def __init__(self, dtype: torch.dtype | None = None) -> None:
+        if dtype not in (None, torch.float16, torch.bfloat16):
+            from onecycle.errors import ConfigError
+
+            raise ConfigError("dtype", dtype, "torch.float16, torch.bfloat16 or None")
+        self.dtype = dtype
+
+    def before_fit(self, learn: Learner) -> None:
+        dev = learn.device.type
+        dtype = self.dtype or (torch.float16 if dev == "cuda" else torch.bfloat16)
+        learn.autocast = lambda: torch.autocast(dev, dtype=dtype)
+        if dtype == torch.float16 and dev == "cuda":
+            learn.scaler = torch.amp.GradScaler("cuda")
+
+    def after_fit(self, learn: Learner) -> None:
+        learn.autocast = nullcontext
+        learn.scaler = None
+
+
+class NonFiniteGuard(Callback):
+    """Stop with ``NonFiniteLossError`` when the loss (and, with ``check_grads``, the
+    gradient norm) is NaN or infinite, before the optimizer step can spoil the weights.
+
+    On by default in every ``Learner``. Costs one device synchronisation per batch.
+    """
+
+    order = 0
+
+    def __init__(self, check_grads: bool = False) -> None:
+        self.check_grads = check_grads
+
+    def _lr(self, learn: Learner) -> float:
+        return float(learn.opt.param_groups[-1]["lr"])
+
+    def after_loss(self, learn: Learner) -> None:
+        if not bool(torch.isfinite(learn.loss.detach()).all()):
+            raise NonFiniteLossError(
+                "loss", float(learn.loss.detach().float().mean()), learn.epoch,
+                learn.scheduler.step_count, self._lr(learn),
+            )  # fmt: skip
+
+    def after_backward(self, learn: Learner) -> None:
+        if not self.check_grads or not learn.will_step or learn.scaler is not None:
+            return  # a GradScaler handles inf gradients itself by skipping the step
+        grads = [p.grad for p in learn.trainable_params() if p.grad is not None]
+        if grads:
+            norm = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+            if not bool(torch.isfinite(norm)):
+                raise NonFiniteLossError(
+                    "gradient norm", float(norm), learn.epoch,
+                    learn.scheduler.step_count, self._lr(learn),
+                )  # fmt: skip

@@ -1,0 +1,177 @@
+"""A fast in-memory batch loader: tensors held once, shuffled by index.
+
+No per-sample Python on the hot path: each batch is one ``index_select``, and
+augmentation (random crop with padding, horizontal flip) runs on the whole batch
+as tensor ops. The order of epoch ``e`` depends only on ``(seed, e)``, so a run
+can be resumed mid-epoch and sharded across processes without storing a
+generator: ``set_epoch(e)`` says which epoch comes next (``DistributedSampler``
+semantics); without it, each full pass over the loader moves on to the next epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from onecycle.errors import ConfigError, check_int
+
+__all__ = ["Loader", "flip", "random_crop"]
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
+    """Random crops of a batch ``(N, C, H, W)`` after zero-padding by ``pad`` pixels.
+
+    One gather per distinct shift, at most ``(2 pad + 1) ** 2`` of them per batch.
+    """
+    if pad <= 0:
+        return x
+    n, _, h, w = x.shape
+    padded = F.pad(x, (pad, pad, pad, pad))
+    shifts = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen, device=gen.device)
+    out = torch.empty_like(x)
+    keys = shifts[:, 0] * (2 * pad + 1) + shifts[:, 1]
+    for key in torch.unique(keys).tolist():
+        idx = (keys == key).nonzero(as_tuple=True)[0]
+        dy, dx = divmod(key, 2 * pad + 1)
+        out[idx] = padded[idx, :, dy : dy + h, dx : dx + w]
+    return out
+
+
+def flip(x: torch.Tensor, gen: torch.Generator, p: float = 0.5) -> torch.Tensor:
+    """Flip each image of a batch left-right with probability ``p``."""
+    mask = torch.rand(x.shape[0], generator=gen, device=gen.device) < p
+    return torch.where(mask.view(-1, *([1] * (x.dim() - 1))), x.flip(-1), x)
+
+
+class Loader:
+    """Iterate over ``(x[idx], y[idx])`` batches of in-memory tensors.
+
+    Args:
+        x, y: inputs and targets, first dimension = samples. Moved to ``device`` once.
+        batch_size: samples per batch (per process when sharded).
+        shuffle: a new permutation each epoch, drawn from ``seed`` and the epoch number.
+        drop_last: drop the last, smaller batch.
+        seed: the data order's seed.
+        crop_pad: random crop after padding by this many pixels (images only), 0 = off.
+        hflip: random horizontal flips (images only).
+        rank, world_size: this process's shard: epoch permutation ``perm[rank::world_size]``.
+        device: where batches live (default: where ``x`` is).
+
+    ``state_dict()`` is ``{"epoch": e, "batches_done": k}``: with the same data and
+    seed, the rest of epoch ``e`` is reproduced exactly after ``load_state_dict``.
+
+    >>> import torch
+    >>> dl = Loader(torch.arange(10.0), torch.arange(10), batch_size=4, seed=0)
+    >>> len(dl), [len(xb) for xb, yb in dl]
+    (3, [4, 4, 2])
+    >>> sorted(torch.cat([yb for _, yb in dl]).tolist()) == list(range(10))
+    True
+    """
+
+    def __init__(
+        self,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        drop_last: bool = False,
+        seed: int = 0,
+        crop_pad: int = 0,
+        hflip: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        device: torch.device | str | None = None,
+    ) -> None:
+        if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+            raise ConfigError("x, y", (type(x).__name__, type(y).__name__), "two torch.Tensors")
+        if len(x) != len(y):
+            raise ConfigError("y", f"{len(y)} samples", f"as many samples as x ({len(x)})")
+        if len(x) == 0:
+            raise ConfigError("x", "0 samples", "a non-empty data set")
+        self.world_size = check_int("world_size", world_size)
+        self.rank = check_int("rank", rank, minimum=0)
+        if self.rank >= self.world_size:
+            raise ConfigError("rank", rank, f"an integer in [0, world_size={world_size})")
+        self.batch_size = check_int("batch_size", batch_size)
+        n_local = len(x) // self.world_size
+        if self.batch_size > n_local:
+            raise ConfigError(
+                "batch_size", batch_size, f"at most the samples per process ({n_local})"
+            )
+        self.crop_pad = check_int("crop_pad", crop_pad, minimum=0)
+        if (self.crop_pad or hflip) and x.dim() != 4:
+            raise ConfigError("crop_pad/hflip", (crop_pad, hflip), "image batches (N, C, H, W)")
+        dev = torch.device(device) if device is not None else x.device
+        self.x, self.y = x.to(dev), y.to(dev)
+        self.device = dev
+        self.shuffle, self.drop_last, self.hflip = bool(shuffle), bool(drop_last), bool(hflip)
+        self.seed = int(seed)
+        self.epoch = 0
+        self.batches_done = 0  # within self.epoch, for resume
+
+    @property
+    def n_samples(self) -> int:
+        """Samples this process sees per epoch (equal across ranks: the tail is dropped)."""
+        return len(self.x) // self.world_size
+
+    def __len__(self) -> int:
+        n = self.n_samples
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next pass epoch ``epoch`` (its own permutation and augmentation)."""
+        self.epoch = check_int("epoch", epoch, minimum=0)
+        self.batches_done = 0
+
+    def state_dict(self) -> dict[str, int]:
+        """Where the data order stands: the epoch and the batches already yielded in it."""
+        return {"epoch": self.epoch, "batches_done": self.batches_done, "seed": self.seed}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue epoch ``state["epoch"]`` after its first ``state["batches_done"]`` batches."""
+        if int(state.get("seed", self.seed)) != self.seed:
+            raise ConfigError("seed", self.seed, f"the checkpoint's data seed {state['seed']}")
+        self.epoch = check_int("epoch", state["epoch"], minimum=0)
+        self.batches_done = check_int("batches_done", state["batches_done"], minimum=0)
+
+    def _generator(self, epoch: int, stream: int) -> torch.Generator:
+        g = torch.Generator(device=self.device if self.device.type != "mps" else "cpu")
+        # distinct, reproducible streams per (seed, epoch, purpose)
+        g.manual_seed((self.seed * 1_000_003 + epoch * 7919 + stream) % (2**63 - 1))
+        return g
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        n_total = self.n_samples * self.world_size
+        if self.shuffle:
+            perm = torch.randperm(len(self.x), generator=self._generator(epoch, 0), device="cpu")
+        else:
+            perm = torch.arange(len(self.x))
+        return perm[:n_total][self.rank :: self.world_size].to(self.device)
+
+    def __iter__(self) -> Iterator[Batch]:
+        epoch, start = self.epoch, self.batches_done
+        order = self._order(epoch)
+        augment = bool(self.crop_pad or self.hflip)
+        for b in range(start, len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            xb = self.x.index_select(0, idx)
+            if augment:
+                # one generator per batch: a resumed epoch draws exactly what it would have
+                xb = self._augment(xb, self._generator(epoch, 1 + b * self.world_size + self.rank))
+            self.batches_done = b + 1
+            yield xb, self.y.index_select(0, idx)
+        self.epoch, self.batches_done = epoch + 1, 0
+
+    def _augment(self, xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        if self.crop_pad:
+            xb = random_crop(xb, self.crop_pad, gen)
+        if self.hflip:
+            xb = flip(xb, gen)
+        return xb

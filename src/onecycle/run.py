@@ -1,0 +1,281 @@
+"""One training run from a typed config: data, model, Learner, schedule, results on disk.
+
+This is what ``onecycle fit`` executes; it is usable from Python too:
+
+>>> cfg = FitConfig(dataset="mnist1d", epochs=1, out=None)   # doctest: +SKIP
+>>> run_fit(cfg).metrics["final"]["test_accuracy"]              # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import importlib
+import importlib.util
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TextIO
+
+import torch
+import torch.nn.functional as F
+
+from onecycle import schedules as S
+from onecycle.callbacks import (
+    Callback,
+    GradientAccumulation,
+    GradientClip,
+    MixedPrecision,
+    ProgressBar,
+)
+from onecycle.errors import ConfigError, check_int, check_positive
+from onecycle.learner import Learner, accuracy, adamw, sgd
+
+__all__ = ["RECIPES", "FitConfig", "RunResult", "run_fit", "weights_sha256"]
+
+log = logging.getLogger(__name__)
+
+ScheduleName = Literal["one-cycle", "clr", "const", "step", "exp", "time", "sgdr"]
+SCHEDULES = ("one-cycle", "clr", "const", "step", "exp", "time", "sgdr")
+
+# Per data set, what trains well on a 2-core CPU (see docs/benchmarks.md for the evidence).
+RECIPES: dict[str, dict[str, Any]] = {
+    "fashion-mnist": {"model": "cnn", "opt": "sgd", "lr_max": 0.2, "bs": 256, "wd": 5e-3},
+    "mnist1d": {"model": "cnn1d", "opt": "adamw", "lr_max": 3e-2, "bs": 100, "wd": 1e-2},
+}
+
+
+@dataclass
+class FitConfig:
+    """Everything one run depends on. ``None`` fields take the data set's recipe."""
+
+    dataset: str | None = "mnist1d"
+    data_dir: str | None = None
+    download: bool = False
+    factory: str | None = None
+    model: str | None = None
+    opt: Literal["sgd", "adamw"] | None = None
+    epochs: int = 5
+    schedule: ScheduleName = "one-cycle"
+    lr_max: float | None = None
+    div: float = 25.0
+    div_final: float | None = None  # one-cycle: 1e5; exp/time decay: 100
+    pct_start: float = 0.25
+    moms: tuple[float, float, float] = (0.95, 0.85, 0.95)
+    anneal: Literal["cos", "linear"] = "cos"
+    three_phase: bool = False
+    clr_mode: Literal["triangular", "triangular2", "exp_range"] = "triangular2"
+    step_size: int | None = None
+    gamma: float = 0.99994
+    cycles: int = 3
+    cycle_mult: float = 2.0
+    bs: int | None = None
+    wd: float | None = None
+    accumulate: int = 1
+    clip: float | None = None
+    amp: bool = False
+    crop_pad: int = 0
+    hflip: bool = False
+    train_samples: int | None = None
+    seed: int = 0
+    device: str | None = None
+    out: str | None = "runs/fit"
+    progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def resolved(self) -> FitConfig:
+        """A copy with the recipe's values filled in and every field validated."""
+        recipe = RECIPES.get(self.dataset or "", RECIPES["mnist1d"])
+        c = dataclasses.replace(self)
+        for name in ("model", "opt", "lr_max", "bs", "wd"):
+            if getattr(c, name) is None:
+                setattr(c, name, recipe[name])
+        if c.div_final is None:
+            c.div_final = 1e5 if c.schedule == "one-cycle" else 100.0
+        if c.factory is None and c.dataset not in RECIPES:
+            raise ConfigError("dataset", c.dataset, f"one of {', '.join(RECIPES)}")
+        if c.schedule not in SCHEDULES:
+            raise ConfigError("schedule", c.schedule, f"one of {', '.join(SCHEDULES)}")
+        if c.opt not in ("sgd", "adamw"):
+            raise ConfigError("opt", c.opt, "'sgd' or 'adamw'")
+        c.epochs = check_int("epochs", c.epochs)
+        c.bs = check_int("bs", c.bs)
+        c.accumulate = check_int("accumulate", c.accumulate)
+        c.lr_max = check_positive("lr_max", c.lr_max)
+        if c.wd is None or not (c.wd >= 0 and c.wd < float("inf")):
+            raise ConfigError("wd", c.wd, "a finite number >= 0")
+        if c.train_samples is not None:
+            c.train_samples = check_int("train_samples", c.train_samples)
+        if c.clip is not None:
+            c.clip = check_positive("clip", c.clip)
+        c.seed = check_int("seed", c.seed, minimum=0)
+        return c
+
+
+def _load_factory(spec: str) -> Callable[[], Any]:
+    """``module:function`` or ``path/to/file.py:function``."""
+    if ":" not in spec:
+        raise ConfigError("factory", spec, "'module:function' or 'file.py:function'")
+    mod_name, fn_name = spec.rsplit(":", 1)
+    try:
+        if mod_name.endswith(".py"):
+            loader_spec = importlib.util.spec_from_file_location("_onecycle_factory", mod_name)
+            if loader_spec is None or loader_spec.loader is None:
+                raise ImportError(f"cannot load {mod_name}")
+            module = importlib.util.module_from_spec(loader_spec)
+            loader_spec.loader.exec_module(module)
+        else:
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            module = importlib.import_module(mod_name)
+    except (ImportError, OSError) as e:
+        raise ConfigError("factory", spec, f"an importable module ({e})") from None
+    fn = getattr(module, fn_name, None)
+    if not callable(fn):
+        raise ConfigError("factory", spec, f"a function named {fn_name!r} in {mod_name}")
+    return fn
+
+
+def _build(cfg: FitConfig) -> tuple[torch.nn.Module, Any, Any, Any, dict[str, Any]]:
+    """Model, train data, valid data, loss function, and facts about them."""
+    from onecycle.data import Loader, load_dataset
+    from onecycle.models import count_params, get_model
+
+    torch.manual_seed(cfg.seed)
+    if cfg.factory:
+        made = _load_factory(cfg.factory)()
+        if isinstance(made, dict):
+            made = (made.get("model"), made.get("train"), made.get("valid"), made.get("loss"))
+        if not isinstance(made, (tuple, list)) or len(made) != 4:
+            raise ConfigError(
+                "factory", cfg.factory, "a function returning (model, train, valid, loss_func)"
+            )
+        model, train, valid, loss = made
+        facts = {"factory": cfg.factory, "params": sum(p.numel() for p in model.parameters())}
+        return model, train, valid, loss, facts
+    assert cfg.dataset is not None and cfg.model is not None and cfg.bs is not None
+    data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
+    x, y = data.x_train, data.y_train
+    if cfg.train_samples is not None and cfg.train_samples < len(x):
+        pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed))
+        x, y = x[pick[: cfg.train_samples]], y[pick[: cfg.train_samples]]
+    train = Loader(
+        x, y, cfg.bs, shuffle=True, seed=cfg.seed, crop_pad=cfg.crop_pad, hflip=cfg.hflip,
+        device=cfg.device,
+    )  # fmt: skip
+    valid = Loader(data.x_test, data.y_test, 1000, shuffle=False, device=cfg.device)
+    model = get_model(cfg.model, data.input_shape, len(data.classes))
+    facts = {
+        "dataset": data.name, "train_samples": len(x), "test_samples": len(data.x_test),
+        "model": cfg.model, "params": count_params(model),
+    }  # fmt: skip
+    return model, train, valid, F.cross_entropy, facts
+
+
+def weights_sha256(model: torch.nn.Module) -> str:
+    """SHA-256 over the model's ``state_dict``: for each entry in order, its name, dtype,
+    shape and raw bytes (contiguous, on the CPU). Equal hashes mean bit-identical weights."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _fit(learn: Learner, cfg: FitConfig, cbs: list[Callback]) -> None:
+    assert cfg.lr_max is not None and cfg.div_final is not None
+    lr = cfg.lr_max
+    if cfg.schedule == "one-cycle":
+        learn.fit_one_cycle(
+            cfg.epochs, lr, cfg.div, cfg.div_final, cfg.pct_start, cfg.moms, cbs=cbs,
+            anneal=cfg.anneal, three_phase=cfg.three_phase,
+        )  # fmt: skip
+    elif cfg.schedule == "clr":
+        learn.fit_clr(cfg.epochs, lr / cfg.div, lr, cfg.step_size, cfg.clr_mode, cfg.gamma, cbs=cbs)
+    elif cfg.schedule == "sgdr":
+        learn.fit(
+            cfg.epochs, lr, schedules={"lr": S.sgdr(lr, 0.0, cfg.cycles, cfg.cycle_mult)}, cbs=cbs
+        )
+    else:
+        sched = {
+            "const": lambda: S.const(lr),
+            "step": lambda: S.step_decay(lr, 0.1, (0.5, 0.75)),
+            "exp": lambda: S.exp_decay(lr, lr / cfg.div_final),  # type: ignore[operator]
+            "time": lambda: S.time_decay(lr, lr / cfg.div_final),  # type: ignore[operator]
+        }[cfg.schedule]()
+        learn.fit(cfg.epochs, lr, schedules={"lr": sched}, cbs=cbs)
+
+
+@dataclass
+class RunResult:
+    """What a run produced: the metrics (as written to ``metrics.json``), the files
+    written, and the trained learner."""
+
+    metrics: dict[str, Any]
+    files: dict[str, str]
+    learner: Learner
+
+
+def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
+    """Train as ``cfg`` says; write ``metrics.json`` and plots to ``cfg.out`` (if set)."""
+    cfg = cfg.resolved()
+    t_start = time.perf_counter()
+    model, train, valid, loss, facts = _build(cfg)
+    learn = Learner(
+        model, train, valid, loss_func=loss, metrics=[accuracy],
+        opt_func=sgd if cfg.opt == "sgd" else adamw, wd=cfg.wd or 0.0,
+        moms=cfg.moms, device=cfg.device,
+    )  # fmt: skip
+    cbs: list[Callback] = [ProgressBar(stream=stream, bar=None if cfg.progress else False)]
+    if cfg.accumulate > 1:
+        cbs.append(GradientAccumulation(cfg.accumulate))
+    if cfg.clip:
+        cbs.append(GradientClip(cfg.clip))
+    if cfg.amp:
+        cbs.append(MixedPrecision())
+    t_train = time.perf_counter()
+    _fit(learn, cfg, cbs)
+    train_seconds = time.perf_counter() - t_train
+    final = learn.validate() if valid is not None else {}
+    rec = learn.recorder
+    metrics: dict[str, Any] = {
+        "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"},
+        "facts": facts,
+        "epochs": rec.rows,
+        "steps": {k: [v[-1] for v in vals] for k, vals in rec.hypers.items()},
+        "final": {
+            "test_accuracy": final.get("accuracy"),
+            "test_loss": final.get("valid_loss"),
+            "train_seconds": train_seconds,
+            "wall_seconds": time.perf_counter() - t_start,
+            "optimizer_steps": len(rec.lrs),
+            "weights_sha256": weights_sha256(learn.model),
+        },
+        "versions": {"torch": torch.__version__, "onecycle": _version()},
+    }
+    files: dict[str, str] = {}
+    if cfg.out:
+        out = Path(cfg.out)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / "metrics.json.tmp"
+        tmp.write_text(json.dumps(metrics, indent=1, default=str))
+        os.replace(tmp, out / "metrics.json")
+        files["metrics"] = str(out / "metrics.json")
+        try:
+            files["loss_plot"] = rec.plot_loss(str(out / "loss.png"))
+            files["schedule_plot"] = rec.plot_sched(str(out / "schedule.png"))
+        except ImportError as e:
+            log.warning("no plots: %s", e)
+    return RunResult(metrics, files, learn)
+
+
+def _version() -> str:
+    from onecycle import __version__
+
+    return __version__
