@@ -119,9 +119,10 @@ class Recorder(Callback):
         self.losses: list[float] = []
         self.hypers: dict[str, list[list[float]]] = {}
         self.rows: list[dict[str, Any]] = []
+        self.train_seconds: list[float] = []  # per epoch, training only (no validation)
 
     def before_fit(self, learn: Learner) -> None:
-        self.losses, self.hypers, self.rows = [], {}, []
+        self.losses, self.hypers, self.rows, self.train_seconds = [], {}, [], []
         self._pending: list[torch.Tensor] = []
 
     def before_epoch(self, learn: Learner) -> None:
@@ -142,6 +143,7 @@ class Recorder(Callback):
             self._pending = []
 
     def after_train(self, learn: Learner) -> None:
+        self.train_seconds.append(time.perf_counter() - self._t0)
         self._flush()
 
     def after_epoch(self, learn: Learner) -> None:

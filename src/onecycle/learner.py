@@ -11,7 +11,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
@@ -29,11 +29,15 @@ from onecycle.callbacks import (
 from onecycle.errors import ConfigError, check_finite, check_int, check_positive
 from onecycle.scheduler import Scheduler, ScheduleSpec, momentum_key
 
+if TYPE_CHECKING:
+    from onecycle.range_test import RangeTestResult
+
 __all__ = ["Learner", "accuracy", "adamw", "sgd"]
 
 log = logging.getLogger(__name__)
 
 LR = float | slice | Sequence[float]
+LRMax = LR | Literal["auto"]
 Schedules = Mapping[str, ScheduleSpec]
 
 _NORM_TYPES = (
@@ -155,6 +159,7 @@ class Learner:
         self.autocast: Callable[[], AbstractContextManager[Any]] = nullcontext
         self.scaler: torch.amp.GradScaler | None = None
         self.valid_results: dict[str, float] = {}
+        self.lr_find_result: RangeTestResult | None = None
         self.batch: Any = None
         self.pred: Any = None
         self.loss: torch.Tensor = torch.zeros(())
@@ -422,10 +427,58 @@ class Learner:
             return {}
         return {"momentum": make(tuple(moms if moms is not None else self.moms))}
 
+    def lr_find(
+        self,
+        start_lr: float = 1e-7,
+        end_lr: float = 10.0,
+        num_it: int = 100,
+        mode: Literal["exp", "linear"] = "exp",
+        smooth: float = 0.98,
+        stop_div: bool = True,
+        div_factor: float = 4.0,
+        valid_batches: Iterable[Any] | None = None,
+        metric: Callable[[Any, Any], torch.Tensor] | None = None,
+        accumulate: int | None = None,
+    ) -> RangeTestResult:
+        """The LR range test on this learner's model, optimizer, loss and training data;
+        everything is restored afterwards (see ``onecycle.range_test``, same options).
+
+        The sweep's LRs apply to the last param group; the others keep their ratio to it.
+        """
+        from onecycle.range_test import range_test
+
+        if self.opt is None:
+            self._make_opt([start_lr] * len(self.param_groups))
+        assert self.opt is not None
+        return range_test(
+            self.model, self.opt, self.loss_func, self.train_data, start_lr=start_lr,
+            end_lr=end_lr, num_it=num_it, mode=mode, smooth=smooth, stop_div=stop_div,
+            div_factor=div_factor, valid_batches=valid_batches, metric=metric,
+            accumulate=accumulate or self.accumulate, autocast=self.autocast,
+        )  # fmt: skip
+
+    def auto_lr_max(self, **lr_find_kwargs: Any) -> list[float]:
+        """Run the range test and return its recommended ``lr_max`` per param group.
+
+        Raises ``ConfigError`` naming the reason when the curve supports no recommendation.
+        """
+        res = self.lr_find(**lr_find_kwargs)
+        self.lr_find_result = res
+        if res.recommended is None or res.recommended.lr is None:
+            reasons = {s.reason for s in res.suggestions.values() if s.lr is None}
+            raise ConfigError(
+                "lr_max", "auto",
+                f"an explicit number: the range test found no reliable lr_max "
+                f"({'; '.join(sorted(reasons)) or res.stop_reason})",
+            )  # fmt: skip
+        lr = res.recommended.lr
+        log.info("lr_max=auto: %.3g from the range test (%s)", lr, res.recommended.reason)
+        return [lr * r for r in res.group_ratios]
+
     def fit_one_cycle(
         self,
         n_epoch: int,
-        lr_max: LR = 1e-2,
+        lr_max: LRMax = 1e-2,
         div: float = 25.0,
         div_final: float = 1e5,
         pct_start: float = 0.25,
@@ -442,10 +495,14 @@ class Learner:
         The LR of each group rises from ``lr_max/div`` to ``lr_max`` over the first
         ``pct_start`` of all steps, then anneals to ``lr_max/div_final``; momentum (or
         Adam's beta1) moves against it through ``moms`` (default: the Learner's,
-        0.95-0.85-0.95). ``lr_max`` may be a slice or a sequence (discriminative LRs).
+        0.95-0.85-0.95). ``lr_max`` may be a slice or a sequence (discriminative LRs), or
+        ``"auto"``: a range test first (everything restored), then its recommendation.
         See ``onecycle.schedules.one_cycle`` for ``anneal`` and ``three_phase``.
         """
-        lrs = self.group_values(lr_max, "lr_max")
+        if isinstance(lr_max, str) and lr_max == "auto":
+            lrs = self.auto_lr_max()
+        else:
+            lrs = self.group_values(lr_max, "lr_max")
         spec: dict[str, ScheduleSpec] = {
             "lr": [S.one_cycle(v, div, div_final, pct_start, anneal, three_phase) for v in lrs]
         }

@@ -9,7 +9,7 @@ from typing import Any
 from onecycle.errors import ConfigError, check_int
 from onecycle.schedules import Schedule, sample
 
-__all__ = ["plot_losses", "plot_recorded", "plot_schedule"]
+__all__ = ["plot_losses", "plot_range_test", "plot_recorded", "plot_schedule"]
 
 
 def _pyplot() -> Any:
@@ -113,3 +113,53 @@ def _save(fig: Any, plt: Any, path: str | Path) -> Path:
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
+
+
+def plot_range_test(result: Any, path: str | Path) -> Path:
+    """Loss against LR from a range test, smoothed and raw, with the suggestions marked."""
+    plt = _pyplot()
+    panels = 2 if result.valid_metrics or result.valid_losses else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 3.8), squeeze=False)
+    ax = axes[0][0]
+    lrs = result.lrs[: len(result.smoothed)]
+    ax.plot(lrs, result.losses[: len(lrs)], alpha=0.25, label="loss")
+    ax.plot(lrs, result.smoothed, alpha=0.5, lw=1, label="EMA (stop rule)")
+    ax.plot(result.lrs, result.analysis_curve, lw=2, label="zero-lag (suggestions)")
+    if result.mode == "exp":
+        ax.set_xscale("log")
+    markers = {"valley": "o", "steep": "v", "minimum": "s", "clr_bounds": "D"}
+    for name, sug in result.suggestions.items():
+        if sug.lr is None or sug.index is None:
+            continue
+        near = min(range(len(result.lrs)), key=lambda i: abs(result.lrs[i] - sug.lr))
+        y = result.analysis_curve[near]
+        y = result.losses[near] if y != y else y
+        ax.plot([sug.lr], [y], markers.get(name, "x"), ms=8, label=f"{name} {sug.lr:.2g}")
+        if sug.bounds:
+            for b in sug.bounds:
+                ax.axvline(b, ls=":", color="gray")
+    if result.recommended is not None:
+        ax.axvline(
+            result.recommended.lr, color="red", ls="--", label=f"lr_max {result.recommended.lr:.2g}"
+        )
+    finite = [v for v in result.analysis_curve if v == v] or [v for v in result.smoothed if v == v]
+    if finite:  # keep the divergence from squashing the useful part
+        lo, hi = min(finite), max(finite)
+        pad = max(abs(hi - lo), 1e-3 * abs(hi))
+        ax.set_ylim(lo - 0.3 * pad, hi + 0.5 * pad)
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel("training loss")
+    ax.set_title(result.stop_reason, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if panels == 2:
+        ax2 = axes[0][1]
+        n = len(result.valid_metrics or result.valid_losses)
+        ax2.plot(lrs[:n], result.valid_metrics or result.valid_losses)
+        if result.mode == "exp":
+            ax2.set_xscale("log")
+        ax2.set_xlabel("learning rate")
+        ax2.set_ylabel("validation metric" if result.valid_metrics else "validation loss")
+        ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, plt, path)

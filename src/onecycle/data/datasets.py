@@ -41,22 +41,10 @@ FASHION_MEAN, FASHION_STD = 0.2860, 0.3530  # of the training images, in [0, 1]
 FASHION_URL = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 # SHA-256 of the decompressed IDX content.
 FASHION_FILES = {
-    "train-images-idx3-ubyte": (
-        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
-        47040016,
-    ),
-    "train-labels-idx1-ubyte": (
-        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
-        60008,
-    ),
-    "t10k-images-idx3-ubyte": (
-        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
-        7840016,
-    ),
-    "t10k-labels-idx1-ubyte": (
-        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
-        10008,
-    ),
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
 }
 FASHION_CLASSES = (
     "T-shirt/top",

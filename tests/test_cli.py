@@ -1,0 +1,185 @@
+"""The onecycle command, end to end: real runs, files written, and usage errors."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from onecycle.cli import main
+from onecycle.data import find_fashion_mnist
+
+
+def _run(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "onecycle", *args], capture_output=True, text=True, cwd=cwd,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}, timeout=600,
+    )  # fmt: skip
+
+
+def test_fit_mnist1d_writes_metrics_and_plots(tmp_path):
+    r = _run("fit", "--dataset", "mnist1d", "--epochs", "6", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "train_loss" in r.stdout and "test accuracy" in r.stdout
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["config"]["schedule"] == "one-cycle" and m["config"]["model"] == "cnn1d"
+    assert len(m["epochs"]) == 6
+    steps = m["final"]["optimizer_steps"]
+    assert len(m["steps"]["lr"]) == len(m["steps"]["momentum"]) == steps == 6 * 40
+    assert m["steps"]["lr"][0] == pytest.approx(3e-2 / 25) and m["steps"]["lr"][-1] == 3e-7
+    assert m["final"]["test_accuracy"] > 0.75
+    assert len(m["final"]["weights_sha256"]) == 64
+    for png in ("loss.png", "schedule.png"):
+        assert (tmp_path / png).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("schedule", ["clr", "const", "step", "exp", "time", "sgdr"])
+def test_every_schedule_runs(tmp_path, schedule):
+    rc = main(
+        [
+            "fit",
+            "--dataset",
+            "mnist1d",
+            "--epochs",
+            "2",
+            "--schedule",
+            schedule,
+            "--train-samples",
+            "800",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ]
+    )
+    assert rc == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["config"]["schedule"] == schedule and len(m["steps"]["lr"]) == 16
+
+
+def test_same_seed_same_weights(tmp_path):
+    shas = []
+    for i in range(2):
+        assert (
+            main(
+                [
+                    "fit",
+                    "--epochs",
+                    "1",
+                    "--train-samples",
+                    "500",
+                    "--no-progress",
+                    "--seed",
+                    "7",
+                    "--out",
+                    str(tmp_path / str(i)),
+                ]
+            )
+            == 0
+        )
+        shas.append(json.loads((tmp_path / str(i) / "metrics.json").read_text()))
+    assert shas[0]["final"]["weights_sha256"] == shas[1]["final"]["weights_sha256"]
+
+
+def test_factory_trains_the_users_model(tmp_path):
+    (tmp_path / "mymodel.py").write_text(
+        textwrap.dedent("""
+        import torch
+        from onecycle.data import Loader
+
+        def make():
+            g = torch.Generator().manual_seed(0)
+            x = torch.randn(400, 4, generator=g)
+            y = (x[:, 0] + x[:, 1] > 0).long()
+            model = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.ReLU(),
+                                        torch.nn.Linear(16, 2))
+            return model, Loader(x, y, 40), Loader(x, y, 200, shuffle=False), \\
+                torch.nn.functional.cross_entropy
+    """)
+    )
+    r = _run(
+        "fit",
+        "--factory",
+        "mymodel:make",
+        "--epochs",
+        "4",
+        "--lr-max",
+        "0.5",
+        "--out",
+        str(tmp_path / "out"),
+        cwd=tmp_path,
+    )
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert m["facts"]["factory"] == "mymodel:make" and m["final"]["test_accuracy"] > 0.9
+
+
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["fit", "--epochs", "0"], "epochs=0"),
+        (["fit", "--lr-max", "-1"], "lr_max=-1.0"),
+        (["fit", "--lr-max", "nan"], "lr_max=nan"),
+        (["fit", "--pct-start", "1.5"], "pct_start=1.5"),
+        (["fit", "--div-final", "0.5"], "div_final=0.5"),
+        (["fit", "--bs", "5000"], "batch_size=5000"),
+        (["fit", "--schedule", "warp"], "invalid choice"),
+        (["fit", "--factory", "nomodule:make"], "factory"),
+        (["fit", "--factory", "nocolon"], "factory"),
+        (["fit", "--dataset", "fashion-mnist", "--data-dir", "/nonexistent"], "not found"),
+        (["fit", "--wd", "-1"], "wd=-1.0"),
+        (["schedule", "--lr-max", "0"], "lr_max=0.0"),
+        (["nosuchcommand"], "invalid choice"),
+    ],
+)
+def test_usage_errors_exit_2_with_one_line(args, needle, tmp_path):
+    r = _run(*args, "--out", str(tmp_path)) if args[0] in ("fit", "schedule") else _run(*args)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and needle in lines[0], r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_help_explains_the_options():
+    r = _run("fit", "--help")
+    assert r.returncode == 0
+    text = " ".join(re.sub(r"-\n\s+", "-", r.stdout).split())  # undo argparse's wrapping
+    for word in ("--lr-max", "--pct-start", "--div-final", "--moms", "super-convergence"):
+        assert word in text
+
+
+def test_schedule_preview(tmp_path):
+    assert (
+        main(["schedule", "--kind", "triangular2", "--steps", "200", "--out", str(tmp_path)]) == 0
+    )
+    values = json.loads((tmp_path / "schedule.json").read_text())["values"]["lr"]
+    assert len(values) == 200 and max(values) == pytest.approx(0.1)
+
+
+@pytest.mark.slow
+def test_fit_on_real_fashion_mnist(tmp_path, in_ci):
+    if find_fashion_mnist() is None:
+        if in_ci:
+            pytest.fail("Fashion-MNIST must be installed in CI (.ci/run installs it)")
+        pytest.skip("Fashion-MNIST not installed")
+    r = _run(
+        "fit",
+        "--dataset",
+        "fashion-mnist",
+        "--model",
+        "mlp",
+        "--epochs",
+        "2",
+        "--train-samples",
+        "12000",
+        "--lr-max",
+        "0.1",
+        "--out",
+        str(tmp_path),
+    )
+    assert r.returncode == 0, r.stderr
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["facts"]["test_samples"] == 10000
+    assert m["final"]["test_accuracy"] > 0.80
