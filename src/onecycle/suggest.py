@@ -168,7 +168,6 @@ def _suggest(
     beta = min(0.95, max(0.5, 1 - 20 / n))
     lr = np.asarray(lrs[start:cut], dtype=float)
     s = zero_lag(np.minimum(raw_all[:cut], head + abs(head)), beta)[start:]
-    raw = raw_all[start:cut]
     i_min = int(np.argmin(s))
     fall = float(s[0] - s[i_min])
     if fall < FLAT_FRACTION * max(abs(float(s[0])), 1e-12):
