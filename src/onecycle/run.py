@@ -35,8 +35,9 @@ from onecycle.callbacks import (
 )
 from onecycle.errors import ConfigError, check_int, check_positive
 from onecycle.learner import Learner, accuracy, adamw, sgd
+from onecycle.range_test import RangeTestResult
 
-__all__ = ["RECIPES", "FitConfig", "RunResult", "run_fit", "weights_sha256"]
+__all__ = ["RECIPES", "FitConfig", "RunResult", "run_fit", "run_lr_find", "weights_sha256"]
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +63,7 @@ class FitConfig:
     opt: Literal["sgd", "adamw"] | None = None
     epochs: int = 5
     schedule: ScheduleName = "one-cycle"
-    lr_max: float | None = None
+    lr_max: float | Literal["auto"] | None = None  # "auto": from a range test first
     div: float = 25.0
     div_final: float | None = None  # one-cycle: 1e5; exp/time decay: 100
     pct_start: float = 0.25
@@ -106,7 +107,8 @@ class FitConfig:
         c.epochs = check_int("epochs", c.epochs)
         c.bs = check_int("bs", c.bs)
         c.accumulate = check_int("accumulate", c.accumulate)
-        c.lr_max = check_positive("lr_max", c.lr_max)
+        if c.lr_max != "auto":
+            c.lr_max = check_positive("lr_max", c.lr_max)
         if c.wd is None or not (c.wd >= 0 and c.wd < float("inf")):
             raise ConfigError("wd", c.wd, "a finite number >= 0")
         if c.train_samples is not None:
@@ -189,7 +191,7 @@ def weights_sha256(model: torch.nn.Module) -> str:
 
 
 def _fit(learn: Learner, cfg: FitConfig, cbs: list[Callback]) -> None:
-    assert cfg.lr_max is not None and cfg.div_final is not None
+    assert isinstance(cfg.lr_max, float) and cfg.div_final is not None
     lr = cfg.lr_max
     if cfg.schedule == "one-cycle":
         learn.fit_one_cycle(
@@ -222,16 +224,61 @@ class RunResult:
     learner: Learner
 
 
-def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
-    """Train as ``cfg`` says; write ``metrics.json`` and plots to ``cfg.out`` (if set)."""
-    cfg = cfg.resolved()
-    t_start = time.perf_counter()
+def _learner(cfg: FitConfig) -> tuple[Learner, dict[str, Any]]:
     model, train, valid, loss, facts = _build(cfg)
     learn = Learner(
         model, train, valid, loss_func=loss, metrics=[accuracy],
         opt_func=sgd if cfg.opt == "sgd" else adamw, wd=cfg.wd or 0.0,
         moms=cfg.moms, device=cfg.device,
     )  # fmt: skip
+    return learn, facts
+
+
+def _write_json(path: Path, content: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(content, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def run_lr_find(
+    cfg: FitConfig,
+    *,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_it: int = 100,
+    mode: Literal["exp", "linear"] = "exp",
+) -> tuple[RangeTestResult, dict[str, str]]:
+    """The range test on ``cfg``'s model and data; ``lr_find.json`` and ``lr_find.png``
+    go to ``cfg.out`` (if set)."""
+    cfg = dataclasses.replace(cfg, lr_max=cfg.lr_max or 1.0)
+    cfg = cfg.resolved()
+    learn, _ = _learner(cfg)
+    if cfg.accumulate > 1:
+        learn.accumulate = cfg.accumulate
+    res = learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, mode=mode)
+    files: dict[str, str] = {}
+    if cfg.out:
+        out = Path(cfg.out)
+        _write_json(out / "lr_find.json", res.to_dict())
+        files["lr_find"] = str(out / "lr_find.json")
+        try:
+            files["lr_find_plot"] = str(res.plot(out / "lr_find.png"))
+        except ImportError as e:
+            log.warning("no plot: %s", e)
+    return res, files
+
+
+def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
+    """Train as ``cfg`` says; write ``metrics.json`` and plots to ``cfg.out`` (if set).
+
+    With ``lr_max="auto"`` a range test runs first (everything restored afterwards); its
+    recommendation becomes ``lr_max`` (for ``clr``: its ``clr_bounds``), and its curve is
+    kept in ``metrics.json`` under ``lr_find`` and plotted to ``lr_find.png``.
+    """
+    cfg = cfg.resolved()
+    t_start = time.perf_counter()
+    learn, facts = _learner(cfg)
     cbs: list[Callback] = [ProgressBar(stream=stream, bar=None if cfg.progress else False)]
     if cfg.accumulate > 1:
         cbs.append(GradientAccumulation(cfg.accumulate))
@@ -239,10 +286,27 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
         cbs.append(GradientClip(cfg.clip))
     if cfg.amp:
         cbs.append(MixedPrecision())
+    files: dict[str, str] = {}
+    lr_find = None
+    if cfg.lr_max == "auto":
+        learn.accumulate = cfg.accumulate
+        lr = learn.auto_lr_max()[-1]
+        learn.accumulate = 1
+        lr_find = learn.lr_find_result
+        assert lr_find is not None
+        bounds = lr_find.suggestions["clr_bounds"].bounds
+        cfg = dataclasses.replace(cfg, lr_max=lr)
+        if cfg.schedule == "clr" and bounds:
+            cfg.div = bounds[1] / bounds[0]
+        if cfg.out:
+            try:
+                files["lr_find_plot"] = str(lr_find.plot(Path(cfg.out) / "lr_find.png"))
+            except ImportError as e:
+                log.warning("no plot: %s", e)
     t_train = time.perf_counter()
     _fit(learn, cfg, cbs)
     train_seconds = time.perf_counter() - t_train
-    final = learn.validate() if valid is not None else {}
+    final = learn.validate() if learn.valid_data is not None else {}
     rec = learn.recorder
     metrics: dict[str, Any] = {
         "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"},
@@ -259,13 +323,11 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
         },
         "versions": {"torch": torch.__version__, "onecycle": _version()},
     }
-    files: dict[str, str] = {}
+    if lr_find is not None:
+        metrics["lr_find"] = lr_find.to_dict()
     if cfg.out:
         out = Path(cfg.out)
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "metrics.json.tmp"
-        tmp.write_text(json.dumps(metrics, indent=1, default=str))
-        os.replace(tmp, out / "metrics.json")
+        _write_json(out / "metrics.json", metrics)
         files["metrics"] = str(out / "metrics.json")
         try:
             files["loss_plot"] = rec.plot_loss(str(out / "loss.png"))
