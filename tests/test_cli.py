@@ -158,6 +158,51 @@ def test_schedule_preview(tmp_path):
     assert len(values) == 200 and max(values) == pytest.approx(0.1)
 
 
+def test_lr_find_prints_a_table_and_writes_json_and_png(tmp_path):
+    r = _run("lr-find", "--dataset", "mnist1d", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    for rule in ("valley", "steep", "minimum", "clr_bounds", "lr_max"):
+        assert rule in r.stdout
+    d = json.loads((tmp_path / "lr_find.json").read_text())
+    assert len(d["lrs"]) == len(d["losses"]) > 50 and d["recommended"]["lr"] > 0
+    assert (tmp_path / "lr_find.png").read_bytes()[:4] == b"\x89PNG"
+    r = _run(
+        "lr-find",
+        "--dataset",
+        "mnist1d",
+        "--num-it",
+        "60",
+        "--mode",
+        "linear",
+        "--end-lr",
+        "1",
+        "--json",
+        "--out",
+        str(tmp_path),
+    )
+    assert r.returncode == 0 and json.loads(r.stdout)["mode"] == "linear"
+
+
+def test_fit_lr_max_auto_uses_the_range_test(tmp_path):
+    assert (
+        main(["fit", "--lr-max", "auto", "--epochs", "3", "--no-progress", "--out", str(tmp_path)])
+        == 0
+    )
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    rec = m["lr_find"]["recommended"]["lr"]
+    assert m["config"]["lr_max"] == rec
+    assert max(m["steps"]["lr"]) == pytest.approx(rec, rel=1e-2)
+    assert (tmp_path / "lr_find.png").exists()
+
+
+def test_demo_runs_the_whole_method(tmp_path):
+    r = _run("demo", "--epochs", "5", "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    assert "range test" in r.stdout and "test accuracy" in r.stdout
+    for f in ("lr_find.png", "loss.png", "schedule.png", "metrics.json"):
+        assert (tmp_path / f).exists(), f
+
+
 @pytest.mark.slow
 def test_fit_on_real_fashion_mnist(tmp_path, in_ci):
     if find_fashion_mnist() is None:

@@ -1,9 +1,11 @@
 """One training run from a typed config: data, model, Learner, schedule, results on disk.
 
-This is what ``onecycle fit`` executes; it is usable from Python too:
+This is what ``onecycle fit`` and ``onecycle lr-find`` execute; from Python::
 
->>> cfg = FitConfig(dataset="mnist1d", epochs=1, out=None)   # doctest: +SKIP
->>> run_fit(cfg).metrics["final"]["test_accuracy"]              # doctest: +SKIP
+    result = run_fit(FitConfig(dataset="mnist1d", epochs=10, lr_max="auto", out="runs/x"))
+    result.metrics["final"]["test_accuracy"], result.files["loss_plot"]
+
+(exercised end to end by ``tests/test_cli.py``).
 """
 
 from __future__ import annotations
