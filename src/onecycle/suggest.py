@@ -33,8 +33,10 @@ The rules:
   the total fall from the minimum). ``lr`` is the upper bound.
 - **recommended** ``lr_max`` for 1cycle: Smith (arXiv:1803.09820) takes the range test's
   upper bound as 1cycle's maximum LR, so the recommendation is the ``clr_bounds`` upper
-  bound; if that rule has no answer, none is given. docs/lr_find.md reports how well it
-  does against a grid of LRs.
+  bound, but never more than the LR where the sweep blew up divided by 2.5 (0.4
+  decades): 1cycle spends a long time near ``lr_max``, and with SGD the bottom of the
+  valley can sit right at the cliff. If ``clr_bounds`` has no answer, none is given.
+  docs/lr_find.md reports how well it does against a grid of LRs.
 
 >>> import math
 >>> lrs = [10 ** (-5 + 5 * i / 99) for i in range(100)]
@@ -64,6 +66,7 @@ __all__ = ["Analysis", "Suggestion", "suggest", "zero_lag"]
 MIN_POINTS = 10
 FLAT_FRACTION = 0.005
 NOISE_RATIO = 2.0
+SAFETY = 2.5  # lr_max stays 0.4 decades below the LR where the sweep blew up
 
 
 @dataclass(frozen=True)
@@ -221,7 +224,21 @@ def _suggest(
         f"loss starts falling at lr {lr[lo]:.3g}, stops falling at lr {lr[hi]:.3g}",
         start + hi, (float(lr[lo]), float(lr[hi])),
     )  # fmt: skip
-    rec = Suggestion("recommended", float(lr[hi]),
-                     "clr_bounds upper bound: where the loss stops falling (Smith 2018)",
-                     start + hi)  # fmt: skip
+    upper = float(lr[hi])
+    if not diverged:
+        rec = Suggestion("recommended", upper,
+                         "clr_bounds upper bound: where the loss stops falling (Smith 2018)",
+                         start + hi)  # fmt: skip
+        return out, rec, (start, s)
+    blow_up = float(lrs[cut - 1])
+    safe = blow_up / SAFETY
+    if upper <= safe:
+        why = (f"clr_bounds upper bound {upper:.3g} (where the loss stops falling, Smith 2018); "
+               f"below divergence {blow_up:.3g} / {SAFETY:g}")  # fmt: skip
+        rec = Suggestion("recommended", upper, why, start + hi)
+    else:
+        idx = int(np.searchsorted(lr, safe))  # lr grows along the sweep
+        why = (f"divergence lr {blow_up:.3g} / {SAFETY:g}: the clr_bounds upper bound "
+               f"{upper:.3g} sits too close to where training blows up")  # fmt: skip
+        rec = Suggestion("recommended", safe, why, start + min(idx, len(lr) - 1))
     return out, rec, (start, s)
