@@ -17,10 +17,12 @@ import argparse
 import dataclasses
 import json
 import math
+import statistics
 
+import numpy as np
 import torch
 
-from onecycle.run import FitConfig, run_fit, run_lr_find
+from onecycle.run import FitConfig, build_learner, run_fit, run_lr_find
 
 PAIRS = {
     "mnist1d-adamw": ("mnist1d", "cnn1d", "adamw", 1e-4),
@@ -30,6 +32,38 @@ PAIRS = {
 }
 
 
+def ema_valley(lrs: list[float], smoothed: list[float]) -> float:
+    """fastai's valley rule on the online (lagging) EMA, over [n//10 : -5] as fastai does."""
+    from onecycle.suggest import _longest_decreasing
+
+    n = len(smoothed)
+    lo = n // 10
+    s = np.asarray(smoothed[lo : n - 5])
+    start, end = _longest_decreasing(s)
+    return lrs[lo + start + int((end - start) / 3) + int((end - start) / 6)]
+
+
+def torch_lr_finder_steepest(base: FitConfig) -> float | None:
+    """torch-lr-finder 0.2.x's suggestion on the same model and data: the steepest
+    index-spaced gradient of its lightly smoothed loss, skipping 10 points / the last 5."""
+    try:
+        from torch_lr_finder import LRFinder
+    except ImportError:
+        return None
+    from torch.utils.data import DataLoader, TensorDataset
+
+    learn, _ = build_learner(base.resolved())
+    train = learn.train_data
+    loader = DataLoader(TensorDataset(train.x, train.y), batch_size=train.batch_size,
+                        shuffle=True)  # fmt: skip
+    learn._make_opt([1e-7] * len(learn.param_groups))
+    finder = LRFinder(learn.model, learn.opt, learn.loss_func)
+    finder.range_test(loader, start_lr=1e-7, end_lr=10, num_iter=100)
+    lrs, losses = finder.history["lr"][10:-5], finder.history["loss"][10:-5]
+    finder.reset()
+    return float(lrs[int(np.gradient(np.asarray(losses)).argmin())])
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -37,7 +71,7 @@ def main() -> None:
     )
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--train-samples", type=int, default=None)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds averaged per LR")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
@@ -46,12 +80,18 @@ def main() -> None:
     for pair in args.pairs:
         dataset, model, opt, grid_lo = PAIRS[pair]
         base = FitConfig(dataset=dataset, model=model, opt=opt, epochs=args.epochs,
-                         train_samples=args.train_samples, seed=args.seed, out=None,
+                         train_samples=args.train_samples, seed=0, out=None,
                          progress=False)  # fmt: skip
 
         def acc(lr: float, base: FitConfig = base) -> tuple[float, int]:
-            m = run_fit(dataclasses.replace(base, lr_max=lr)).metrics["final"]
-            return m["test_accuracy"], m["optimizer_steps"]
+            """Mean test accuracy over seeds, and the optimizer steps this cost."""
+            accs, steps = [], 0
+            for seed in range(args.seeds):
+                cfg = dataclasses.replace(base, lr_max=lr, seed=seed)
+                m = run_fit(cfg).metrics["final"]
+                accs.append(m["test_accuracy"])
+                steps += m["optimizer_steps"]
+            return statistics.mean(accs), steps
 
         res, _ = run_lr_find(base)
         grid = [grid_lo * math.sqrt(10) ** k for k in range(9)]
@@ -66,6 +106,10 @@ def main() -> None:
         rules = {k: v.lr for k, v in res.suggestions.items() if v.lr is not None}
         if res.recommended is not None:
             rules["recommended"] = res.recommended.lr
+        peer = torch_lr_finder_steepest(base)
+        if peer is not None:
+            rules["torch-lr-finder steepest"] = peer
+        rules["fastai-style valley (lagging EMA)"] = ema_valley(res.lrs, res.smoothed)
         rule_acc = {}
         for name, lr in rules.items():
             rule_acc[name] = {"lr": lr, "accuracy": acc(lr)[0]}

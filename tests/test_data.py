@@ -150,3 +150,35 @@ def test_loader_validation(kw, name):
     with pytest.raises(ConfigError) as e:
         Loader(torch.zeros(10, 3), torch.zeros(10), **args)
     assert e.value.name == name
+
+
+def test_download_is_verified_and_atomic(tmp_path, monkeypatch, in_ci):
+    """With no network in tests, the download is simulated by copying local files; a
+    corrupted transfer is refused and leaves no file under the real name."""
+    import urllib.request
+
+    from onecycle.data import datasets
+
+    src = find_fashion_mnist()
+    if src is None:
+        if in_ci:
+            pytest.fail("Fashion-MNIST must be installed in CI")
+        pytest.skip("Fashion-MNIST not installed")
+    monkeypatch.setattr(datasets, "find_fashion_mnist", lambda root=None: None)
+    fetched = []
+
+    def fake_retrieve(url, dest, corrupt=False):
+        name = url.rsplit("/", 1)[1]
+        fetched.append(name)
+        data = (src / name).read_bytes()
+        if corrupt and name.startswith("t10k-images"):
+            data = gzip.compress(gzip.decompress(data)[:-100])
+        open(dest, "wb").write(data)
+
+    monkeypatch.setattr(urllib.request, "urlretrieve", lambda u, d: fake_retrieve(u, d, True))
+    with pytest.raises(DataError, match="t10k-images"):
+        load_fashion_mnist(tmp_path / "dl", download=True)
+    assert not (tmp_path / "dl" / "t10k-images-idx3-ubyte.gz").exists()
+    monkeypatch.setattr(urllib.request, "urlretrieve", fake_retrieve)
+    d = load_fashion_mnist(tmp_path / "dl", download=True)
+    assert d.x_test.shape == (10000, 1, 28, 28) and len(fetched) >= 4

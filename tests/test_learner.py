@@ -364,3 +364,20 @@ def test_bad_input_names_the_parameter(make, name):
     with pytest.raises(ConfigError) as e:
         make()
     assert e.value.name == name
+
+
+def test_fine_tune_freezes_then_unfreezes_with_discriminative_lrs():
+    model = _model()
+    split = lambda m: [list(m[0].parameters()) + list(m[1].parameters()), list(m[3].parameters())]  # noqa: E731
+    x, y = _data()
+    learn = Learner(model, Loader(x, y, 64), loss_func=F.cross_entropy, splitter=split)
+    first = model[0].weight.detach().clone()
+    learn.fine_tune(1, base_lr=0.02, freeze_epochs=1)
+    per_step = learn.recorder.hypers["lr"]  # the unfrozen fit
+    n = len(per_step)
+    head = sample(one_cycle(0.01, div=5.0, pct_start=0.3), n)  # base_lr / 2 for the head
+    body = sample(one_cycle(0.01 / 100, div=5.0, pct_start=0.3), n)  # / lr_mult for the body
+    assert [v[1] for v in per_step] == pytest.approx(head, rel=1e-12)
+    assert [v[0] for v in per_step] == pytest.approx(body, rel=1e-12)
+    assert not torch.equal(first, model[0].weight)
+    assert all(p.requires_grad for p in model.parameters())

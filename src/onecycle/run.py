@@ -39,7 +39,15 @@ from onecycle.errors import ConfigError, check_int, check_positive
 from onecycle.learner import Learner, accuracy, adamw, sgd
 from onecycle.range_test import RangeTestResult
 
-__all__ = ["RECIPES", "FitConfig", "RunResult", "run_fit", "run_lr_find", "weights_sha256"]
+__all__ = [
+    "RECIPES",
+    "FitConfig",
+    "RunResult",
+    "build_learner",
+    "run_fit",
+    "run_lr_find",
+    "weights_sha256",
+]
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +234,11 @@ class RunResult:
     learner: Learner
 
 
-def _learner(cfg: FitConfig) -> tuple[Learner, dict[str, Any]]:
+def build_learner(cfg: FitConfig) -> tuple[Learner, dict[str, Any]]:
+    """The Learner ``cfg`` describes (data, model, optimizer, wd), and facts about them.
+
+    ``cfg`` must be ``resolved()``.
+    """
     model, train, valid, loss, facts = _build(cfg)
     learn = Learner(
         model, train, valid, loss_func=loss, metrics=[accuracy],
@@ -255,7 +267,7 @@ def run_lr_find(
     go to ``cfg.out`` (if set)."""
     cfg = dataclasses.replace(cfg, lr_max=cfg.lr_max or 1.0)
     cfg = cfg.resolved()
-    learn, _ = _learner(cfg)
+    learn, _ = build_learner(cfg)
     if cfg.accumulate > 1:
         learn.accumulate = cfg.accumulate
     res = learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, mode=mode)
@@ -280,7 +292,7 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
     """
     cfg = cfg.resolved()
     t_start = time.perf_counter()
-    learn, facts = _learner(cfg)
+    learn, facts = build_learner(cfg)
     cbs: list[Callback] = [ProgressBar(stream=stream, bar=None if cfg.progress else False)]
     if cfg.accumulate > 1:
         cbs.append(GradientAccumulation(cfg.accumulate))
