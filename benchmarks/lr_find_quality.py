@@ -140,7 +140,7 @@ def main() -> None:
                 {
                     "epochs": args.epochs,
                     "train_samples": args.train_samples,
-                    "seed": args.seed,
+                    "seeds": args.seeds,
                     "torch": torch.__version__,
                     "pairs": report,
                 },

@@ -319,8 +319,9 @@ def test_recommendation_keeps_clear_of_a_cliff():
         x = math.log10(lr)
         v = 2.3 - 0.3 / (1 + math.exp(-(x + 0.6) * 6))  # falls around 0.25
         loss.append(v + (50 * (x + 0.25) if x > -0.25 else 0.0))  # blows up at ~0.56
-    a = suggest(lrs, loss, "diverged")
+    a = suggest(lrs, loss, "diverged", adaptive=True)
     upper = a.suggestions["clr_bounds"].lr
+    assert suggest(lrs, loss, "diverged").recommended.lr < a.recommended.lr  # SGD: further
     blow_up = next(lr for lr, v in zip(lrs, loss) if lr > 0.1 and v > 2.3 * 1.005)  # start + 0.5%
     assert a.recommended.lr == pytest.approx(blow_up / 2.5)
     assert a.recommended.lr < upper

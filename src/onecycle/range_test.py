@@ -278,10 +278,16 @@ def range_test(
                 break
             sched.step()
     result = RangeTestResult(lrs, losses, smoothed, stop_reason, mode, ratios, v_losses, v_metrics)
-    analysis = suggest(lrs, losses, stop_reason)
+    analysis = suggest(lrs, losses, stop_reason, adaptive=_adaptive(optimizer))
     result.suggestions, result.recommended = analysis.suggestions, analysis.recommended
     result.analysis_curve = analysis.curve
     return result
+
+
+def _adaptive(optimizer: torch.optim.Optimizer) -> bool:
+    """Does the optimizer normalise its steps per parameter (Adam family, RMSprop, ...)?"""
+    adaptive = (torch.optim.RMSprop, torch.optim.Adagrad, torch.optim.Adadelta)
+    return "betas" in optimizer.param_groups[0] or isinstance(optimizer, adaptive)
 
 
 def _null() -> Any:
