@@ -124,10 +124,16 @@ class Recorder(Callback):
     def before_fit(self, learn: Learner) -> None:
         self.losses, self.hypers, self.rows, self.train_seconds = [], {}, [], []
         self._pending: list[torch.Tensor] = []
+        self._resumed_start: int | None = None
+        self._epoch_start = 0
 
     def before_epoch(self, learn: Learner) -> None:
         self._t0 = time.perf_counter()
-        self._epoch_start = len(self.losses)
+        # a resumed epoch began before the checkpoint: its row covers all its batches
+        self._epoch_start = (
+            self._resumed_start if self._resumed_start is not None else len(self.losses)
+        )
+        self._resumed_start = None
 
     def after_loss(self, learn: Learner) -> None:
         # Keep tensors; convert once per epoch, so a GPU is not synchronised each batch.
@@ -159,6 +165,22 @@ class Recorder(Callback):
 
     def after_fit(self, learn: Learner) -> None:
         self._flush()
+
+    def state_dict(self) -> dict[str, Any]:
+        """The history so far, in plain types (goes into checkpoints)."""
+        self._flush()
+        return {"losses": list(self.losses), "hypers": dict(self.hypers), "rows": list(self.rows),
+                "train_seconds": list(self.train_seconds),
+                "epoch_start": self._epoch_start}  # fmt: skip
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue the history of a checkpointed run."""
+        self.losses = list(state["losses"])
+        self.hypers = {k: list(v) for k, v in state["hypers"].items()}
+        self.rows = list(state["rows"])
+        self.train_seconds = list(state["train_seconds"])
+        self._resumed_start = int(state["epoch_start"])
+        self._pending = []
 
     @property
     def lrs(self) -> list[float]:

@@ -224,6 +224,25 @@ def _add_fit_args(f: argparse.ArgumentParser) -> None:
         action="store_true",
         help="mixed precision (bf16 on CPU, fp16 + GradScaler on CUDA)",
     )
+    g = f.add_argument_group("checkpoints and resume")
+    g.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=None,
+        metavar="K",
+        help="also checkpoint every K optimizer steps (epoch ends always are), "
+        "atomically, in OUT/checkpoints",
+    )
+    g.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
+    g.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue exactly from the newest good checkpoint in OUT (or start "
+        "fresh if there is none): re-run the same command after any stop",
+    )
+    g.add_argument(
+        "--resume-from", default=None, metavar="PATH", help="continue from this checkpoint file"
+    )
     g = f.add_argument_group("output")
     g.add_argument("--out", default="runs/fit", help="folder for metrics.json and plots")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -251,7 +270,8 @@ def _fit_config(args: argparse.Namespace):  # -> FitConfig
         cycle_mult=args.cycle_mult, bs=args.bs, wd=args.wd, accumulate=args.accumulate,
         clip=args.clip, amp=args.amp, crop_pad=args.crop_pad, hflip=args.hflip,
         train_samples=args.train_samples, seed=args.seed, device=args.device, out=args.out,
-        progress=not args.no_progress,
+        progress=not args.no_progress, checkpoint_every=args.checkpoint_every, keep=args.keep,
+        resume=args.resume, resume_from=args.resume_from,
     )  # fmt: skip
 
 
@@ -416,6 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``onecycle`` command; returns the exit status."""
     from onecycle.callbacks import NonFiniteLossError
+    from onecycle.checkpoint import CheckpointError, TrainingInterrupted
     from onecycle.data import DataError
 
     logging.basicConfig(level=logging.INFO, format="onecycle: %(message)s")
@@ -431,6 +452,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"onecycle: training stopped: {e}", file=sys.stderr)
         return 1
+    except CheckpointError as e:
+        print(f"onecycle: error: {e}", file=sys.stderr)
+        return 2
+    except TrainingInterrupted as e:
+        print(f"onecycle: {e}", file=sys.stderr)
+        return 128 + e.signum
     except KeyboardInterrupt:
         print("onecycle: interrupted", file=sys.stderr)
         return 130

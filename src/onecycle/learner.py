@@ -11,6 +11,7 @@ import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
@@ -160,6 +161,9 @@ class Learner:
         self.scaler: torch.amp.GradScaler | None = None
         self.valid_results: dict[str, float] = {}
         self.lr_find_result: RangeTestResult | None = None
+        self.fit_signature = ""  # what a checkpoint must match to resume this fit
+        self.run_config: dict[str, Any] = {}  # stored in checkpoints (the CLI's config)
+        self.epoch_completed = False
         self.batch: Any = None
         self.pred: Any = None
         self.loss: torch.Tensor = torch.zeros(())
@@ -250,6 +254,7 @@ class Learner:
         cbs: Sequence[Callback] = (),
         start_epoch: int = 0,
         reset_opt: bool = False,
+        resume: str | Path | None = None,
     ) -> None:
         """Train for ``n_epoch`` epochs.
 
@@ -258,6 +263,11 @@ class Learner:
         over all its optimizer steps), or a function ``total_steps -> schedules`` for
         schedules that need the step count (CLR). ``start_epoch`` skips the first epochs,
         schedule included (resume at an epoch boundary, as fastai).
+
+        ``resume``: a checkpoint file, a folder of them, or ``"auto"`` (the folder of the
+        ``Checkpoint`` callback in use): continue from the newest good checkpoint, mid-epoch
+        and mid-cycle, exactly (bit-identical on CPU with ``onecycle.data.Loader``). With
+        no checkpoint there yet, training starts fresh (logged).
         """
         n_epoch = check_int("n_epoch", n_epoch)
         start_epoch = check_int("start_epoch", start_epoch, minimum=0)
@@ -286,32 +296,67 @@ class Learner:
             if start_epoch:
                 self.scheduler.load_state_dict({"step": start_epoch * steps_per_epoch})
             self._decay = self._decay_params()
+            self.fit_signature = (
+                f"n_epoch={n_epoch}; total_steps={total}; accumulate={self.accumulate}; "
+                f"schedules={spec!r}"
+            )
+            skip = 0
+            if resume is not None:
+                start_epoch, skip = self._resume(resume, extra)
             for self.epoch in range(start_epoch, n_epoch):
-                self._do_epoch()
+                self._do_epoch(skip if self.epoch == start_epoch else 0)
         except CancelFit:
             pass
         finally:
             self._event("after_fit")
             self._cb_table = self._bind(self.cbs)
 
-    def _do_epoch(self) -> None:
+    def _resume(self, resume: str | Path, extra: Sequence[Callback]) -> tuple[int, int]:
+        from onecycle import checkpoint as ck
+
+        if resume == "auto":
+            folders = [c.folder for c in [*self.cbs, *extra] if isinstance(c, ck.Checkpoint)]
+            if not folders:
+                raise ConfigError("resume", "auto", "a path, or a Checkpoint callback in cbs")
+            resume = folders[0]
+        path = Path(resume)
+        found = ck.latest(path) if path.is_dir() or not path.exists() else (path, ck.load(path))
+        if found is None:
+            log.info("no checkpoint in %s yet: starting fresh", path)
+            return 0, 0
+        source, state = found
+        epoch, skip = ck.restore(self, state, str(source))
+        step = self.scheduler.step_count if self.scheduler else 0
+        log.info("resumed from %s: epoch %d, %d batches in, optimizer step %d",
+                 source, epoch, skip, step)  # fmt: skip
+        return epoch, skip
+
+    def _do_epoch(self, skip: int = 0) -> None:
+        self.epoch_completed = False
         self._event("before_epoch")
         try:
-            self._do_train()
+            self._do_train(skip)
             if self.valid_data is not None:
                 self.valid_results = self._do_validate(self.valid_data)
+            self.epoch_completed = True
         except CancelEpoch:
-            pass
+            self.epoch_completed = True  # skipped on purpose: the next epoch comes next
         finally:
             self._event("after_epoch")
 
-    def _do_train(self) -> None:
+    def _do_train(self, skip: int = 0) -> None:
+        """One pass over the training data; ``skip``: batches already done (resume)."""
         self.model.train()
-        if hasattr(self.train_data, "set_epoch"):
+        if skip == 0 and hasattr(self.train_data, "set_epoch"):
             self.train_data.set_epoch(self.epoch)
         self.valid_results = {}
         self._event("before_train")
-        for i, batch in enumerate(self.train_data):
+        # A loader that was positioned by load_state_dict starts at batch `skip` by itself;
+        # any other iterable is wound forward (exact only if its order is deterministic).
+        positioned = skip > 0 and hasattr(self.train_data, "load_state_dict")
+        for i, batch in enumerate(self.train_data, start=skip if positioned else 0):
+            if i < skip:
+                continue
             self.iter = i
             self._do_batch(batch)
         self._event("after_train")
@@ -489,6 +534,7 @@ class Learner:
         *,
         anneal: S.Anneal = "cos",
         three_phase: bool = False,
+        resume: str | Path | None = None,
     ) -> None:
         """Smith's 1cycle policy (fastai's ``fit_one_cycle``): ``fit`` plus a schedule.
 
@@ -497,7 +543,8 @@ class Learner:
         Adam's beta1) moves against it through ``moms`` (default: the Learner's,
         0.95-0.85-0.95). ``lr_max`` may be a slice or a sequence (discriminative LRs), or
         ``"auto"``: a range test first (everything restored), then its recommendation.
-        See ``onecycle.schedules.one_cycle`` for ``anneal`` and ``three_phase``.
+        See ``onecycle.schedules.one_cycle`` for ``anneal`` and ``three_phase``, and ``fit``
+        for ``resume``.
         """
         if isinstance(lr_max, str) and lr_max == "auto":
             lrs = self.auto_lr_max()
@@ -509,7 +556,8 @@ class Learner:
         spec.update(self._moms_schedules(
             moms, lambda m: S.one_cycle_moms(m, pct_start, anneal, three_phase)  # type: ignore[arg-type]
         ))  # fmt: skip
-        self.fit(n_epoch, lrs, schedules=spec, wd=wd, cbs=cbs, start_epoch=start_epoch)
+        self.fit(n_epoch, lrs, schedules=spec, wd=wd, cbs=cbs, start_epoch=start_epoch,
+                 resume=resume)  # fmt: skip
 
     def fit_clr(
         self,
@@ -522,6 +570,7 @@ class Learner:
         moms: tuple[float, float] | None = None,
         wd: float | None = None,
         cbs: Sequence[Callback] = (),
+        resume: str | Path | None = None,
     ) -> None:
         """Smith's cyclical learning rates (arXiv:1506.01186) between ``base_lr`` and ``max_lr``.
 
@@ -547,7 +596,7 @@ class Learner:
                 out["momentum"] = S.Cyclic(moms[0], moms[1], step, total, lr.mode, lr.gamma)
             return out
 
-        self.fit(n_epoch, max_lr, schedules=spec, wd=wd, cbs=cbs)
+        self.fit(n_epoch, max_lr, schedules=spec, wd=wd, cbs=cbs, resume=resume)
 
     def fit_sgdr(
         self,
@@ -557,6 +606,7 @@ class Learner:
         cycle_mult: int = 2,
         wd: float | None = None,
         cbs: Sequence[Callback] = (),
+        resume: str | Path | None = None,
     ) -> None:
         """SGDR (arXiv:1608.03983): ``n_cycles`` cosine anneals from ``lr_max`` to 0, the
         first ``cycle_len`` epochs long, each next one ``cycle_mult`` times longer."""
@@ -565,7 +615,7 @@ class Learner:
         cycle_mult = check_int("cycle_mult", cycle_mult)
         n_epoch = sum(cycle_len * cycle_mult**k for k in range(n_cycles))
         spec = {"lr": S.sgdr(lr_max, 0.0, n_cycles, float(cycle_mult))}
-        self.fit(n_epoch, lr_max, schedules=spec, wd=wd, cbs=cbs)
+        self.fit(n_epoch, lr_max, schedules=spec, wd=wd, cbs=cbs, resume=resume)
 
     def fine_tune(
         self,

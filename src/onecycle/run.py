@@ -35,6 +35,7 @@ from onecycle.callbacks import (
     MixedPrecision,
     ProgressBar,
 )
+from onecycle.checkpoint import Checkpoint
 from onecycle.errors import ConfigError, check_int, check_positive
 from onecycle.learner import Learner, accuracy, adamw, sgd
 from onecycle.range_test import RangeTestResult
@@ -97,6 +98,10 @@ class FitConfig:
     device: str | None = None
     out: str | None = "runs/fit"
     progress: bool = True
+    checkpoint_every: int | None = None  # optimizer steps; epoch ends always (with out)
+    keep: int = 3
+    resume: bool = False  # continue from the newest good checkpoint in out/checkpoints
+    resume_from: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> FitConfig:
@@ -126,6 +131,11 @@ class FitConfig:
         if c.clip is not None:
             c.clip = check_positive("clip", c.clip)
         c.seed = check_int("seed", c.seed, minimum=0)
+        if c.checkpoint_every is not None:
+            c.checkpoint_every = check_int("checkpoint_every", c.checkpoint_every)
+        c.keep = check_int("keep", c.keep)
+        if (c.resume or c.checkpoint_every) and not c.out:
+            raise ConfigError("out", c.out, "a folder: checkpoints live in OUT/checkpoints")
         return c
 
 
@@ -203,17 +213,18 @@ def weights_sha256(model: torch.nn.Module) -> str:
 def _fit(learn: Learner, cfg: FitConfig, cbs: list[Callback]) -> None:
     assert isinstance(cfg.lr_max, float) and cfg.div_final is not None
     lr = cfg.lr_max
+    resume = "auto" if cfg.resume else cfg.resume_from
     if cfg.schedule == "one-cycle":
         learn.fit_one_cycle(
             cfg.epochs, lr, cfg.div, cfg.div_final, cfg.pct_start, cfg.moms, cbs=cbs,
-            anneal=cfg.anneal, three_phase=cfg.three_phase,
+            anneal=cfg.anneal, three_phase=cfg.three_phase, resume=resume,
         )  # fmt: skip
     elif cfg.schedule == "clr":
-        learn.fit_clr(cfg.epochs, lr / cfg.div, lr, cfg.step_size, cfg.clr_mode, cfg.gamma, cbs=cbs)
+        learn.fit_clr(cfg.epochs, lr / cfg.div, lr, cfg.step_size, cfg.clr_mode, cfg.gamma,
+                      cbs=cbs, resume=resume)  # fmt: skip
     elif cfg.schedule == "sgdr":
-        learn.fit(
-            cfg.epochs, lr, schedules={"lr": S.sgdr(lr, 0.0, cfg.cycles, cfg.cycle_mult)}, cbs=cbs
-        )
+        learn.fit(cfg.epochs, lr, schedules={"lr": S.sgdr(lr, 0.0, cfg.cycles, cfg.cycle_mult)},
+                  cbs=cbs, resume=resume)  # fmt: skip
     else:
         sched = {
             "const": lambda: S.const(lr),
@@ -221,7 +232,7 @@ def _fit(learn: Learner, cfg: FitConfig, cbs: list[Callback]) -> None:
             "exp": lambda: S.exp_decay(lr, lr / cfg.div_final),  # type: ignore[operator]
             "time": lambda: S.time_decay(lr, lr / cfg.div_final),  # type: ignore[operator]
         }[cfg.schedule]()
-        learn.fit(cfg.epochs, lr, schedules={"lr": sched}, cbs=cbs)
+        learn.fit(cfg.epochs, lr, schedules={"lr": sched}, cbs=cbs, resume=resume)
 
 
 @dataclass
@@ -300,6 +311,8 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
         cbs.append(GradientClip(cfg.clip))
     if cfg.amp:
         cbs.append(MixedPrecision())
+    if cfg.out:  # epoch-end checkpoints always: any interrupted run can be resumed
+        cbs.append(Checkpoint(Path(cfg.out) / "checkpoints", cfg.checkpoint_every, cfg.keep))
     files: dict[str, str] = {}
     lr_find = None
     if cfg.lr_max == "auto":
@@ -317,6 +330,7 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
                 files["lr_find_plot"] = str(lr_find.plot(Path(cfg.out) / "lr_find.png"))
             except ImportError as e:
                 log.warning("no plot: %s", e)
+    learn.run_config = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"}
     t_train = time.perf_counter()
     _fit(learn, cfg, cbs)
     train_seconds = time.perf_counter() - t_train

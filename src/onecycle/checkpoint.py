@@ -1,0 +1,337 @@
+"""Checkpoints that survive a kill, load safely and resume bit-exactly.
+
+A checkpoint is one ``torch.save`` file plus a manifest beside it (``<file>.manifest``,
+JSON: size, SHA-256, format). Both are written atomically: a temporary file in the same
+folder, ``fsync``, ``os.replace``, ``fsync`` of the folder. The manifest is written last,
+so a checkpoint without one is incomplete. Loading checks the manifest, then uses
+``torch.load(weights_only=True)``: nothing in a checkpoint can run code, and a file that
+would need arbitrary unpickling is refused. ``latest`` walks back from the newest file to
+the newest *good* one and says which it skipped and why.
+
+What a checkpoint holds: model, optimizer, scheduler step, epoch and batches consumed,
+the loader's position, the torch/CUDA/numpy/python random states, the Recorder's history,
+a signature of the fit (epochs, steps, schedules) and the run's config, format and
+library versions. All plain types and tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import random
+import re
+import signal
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from onecycle.callbacks import Callback
+from onecycle.errors import ConfigError, check_int
+
+if TYPE_CHECKING:
+    from onecycle.learner import Learner
+
+__all__ = [
+    "FORMAT_VERSION",
+    "Checkpoint",
+    "CheckpointError",
+    "TrainingInterrupted",
+    "latest",
+    "load",
+    "save",
+]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, torn, corrupt, unsafe, or does not fit this run."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM arrived: the step finished, a checkpoint was written, training stopped."""
+
+    def __init__(self, signum: int, path: Path | None, epoch: int, step: int) -> None:
+        self.signum, self.path, self.epoch, self.step = signum, path, epoch, step
+        name = signal.Signals(signum).name
+        where = f"checkpoint {path}" if path else "no checkpoint (no Checkpoint folder)"
+        super().__init__(
+            f"stopped by {name} after optimizer step {step} (epoch {epoch}); {where}; "
+            "run again with resume to continue exactly"
+        )
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def save(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` atomically to ``path`` with its manifest; refuse non-finite weights."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for name, t in state.get("model", {}).items():
+        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise CheckpointError(f"not saving {path.name}: model tensor {name!r} is not finite")
+    import io
+
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    _write_atomic(path, data)
+    manifest = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
+                "format": FORMAT_VERSION}  # fmt: skip
+    _write_atomic(path.with_name(path.name + ".manifest"), json.dumps(manifest).encode())
+    return path
+
+
+def load(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
+    """Load a checkpoint: manifest check (unless ``verify=False``), then ``weights_only``.
+
+    Raises ``CheckpointError`` naming the file and what is wrong with it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint")
+    data = path.read_bytes()
+    if verify:
+        mpath = path.with_name(path.name + ".manifest")
+        try:
+            manifest = json.loads(mpath.read_text())
+        except (OSError, ValueError):
+            raise CheckpointError(f"{path}: incomplete (no readable manifest)") from None
+        if manifest.get("size") != len(data):
+            raise CheckpointError(
+                f"{path}: torn or truncated ({len(data)} bytes, "
+                f"manifest says {manifest.get('size')})"
+            )
+        if manifest.get("sha256") != hashlib.sha256(data).hexdigest():
+            raise CheckpointError(f"{path}: corrupt (SHA-256 differs from its manifest)")
+    import io
+    import pickle
+
+    try:
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path}: refused, it needs arbitrary unpickling ({first})") from None
+    except (RuntimeError, EOFError, ValueError) as e:
+        raise CheckpointError(f"{path}: unreadable ({e})") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
+        fmt = state.get("format") if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(f"{path}: format {fmt!r}, this onecycle reads {FORMAT_VERSION}")
+    return state
+
+
+def checkpoints(folder: str | Path) -> list[Path]:
+    """The checkpoint files in ``folder``, newest (highest step) first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = []
+    for p in folder.iterdir():
+        m = _NAME.match(p.name)
+        if m:
+            found.append((int(m.group(2)), int(m.group(1)), p))
+    return [p for _, _, p in sorted(found, reverse=True)]
+
+
+def latest(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint in ``folder`` that loads and verifies; None if there is none.
+
+    Each newer one that fails is skipped with a warning that names it and the reason.
+    """
+    for path in checkpoints(folder):
+        try:
+            return path, load(path)
+        except CheckpointError as e:
+            log.warning("skipping checkpoint: %s; falling back to the previous one", e)
+    return None
+
+
+# --- what a learner's state is ------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """torch (CPU, CUDA), numpy and python random states, in types ``weights_only`` loads."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, py_state, py_gauss = random.getstate()
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
+        "numpy": [str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos),
+                  int(has_gauss), float(gauss)],
+        "python": [int(version), list(py_state), py_gauss],
+    }  # fmt: skip
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what ``rng_state`` captured."""
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    version, py_state, py_gauss = state["python"]
+    random.setstate((version, tuple(py_state), py_gauss))
+
+
+def capture(learn: Learner, *, epoch: int, batches_done: int) -> dict[str, Any]:
+    """The learner's full state at an optimizer-step boundary.
+
+    ``epoch`` and ``batches_done`` say where the data order resumes.
+    """
+    assert learn.opt is not None and learn.scheduler is not None
+    loader = learn.train_data
+    rec = learn.recorder
+    rec._flush()
+    return {
+        "format": FORMAT_VERSION,
+        "versions": {"onecycle": _version(), "torch": str(torch.__version__)},
+        "model": {k: v.detach().cpu().clone() for k, v in learn.model.state_dict().items()},
+        "optimizer": learn.opt.state_dict(),
+        "scheduler": learn.scheduler.state_dict(),
+        "position": {
+            "epoch": epoch,
+            "batches_done": batches_done,
+            "n_epoch": learn.n_epoch,
+            "step": learn.scheduler.step_count,
+        },
+        "loader": loader.state_dict() if hasattr(loader, "state_dict") else None,
+        "rng": rng_state(),
+        "recorder": rec.state_dict(),
+        "fit": learn.fit_signature,
+        "config": learn.run_config,
+    }
+
+
+def restore(learn: Learner, state: dict[str, Any], source: str = "checkpoint") -> tuple[int, int]:
+    """Put ``state`` into ``learn`` (whose fit was set up with the same schedules).
+
+    Returns ``(epoch, batches_done)``: where training continues.
+    """
+    assert learn.opt is not None and learn.scheduler is not None
+    if state.get("fit") != learn.fit_signature:
+        raise ConfigError(
+            "resume", source,
+            f"a checkpoint of this same fit; it was made by {state.get('fit')!r}, "
+            f"this fit is {learn.fit_signature!r}",
+        )  # fmt: skip
+    try:
+        learn.model.load_state_dict(state["model"])
+    except RuntimeError as e:
+        detail = " ".join(str(e).split())
+        raise CheckpointError(f"{source}: does not fit this model: {detail}") from None
+    learn.opt.load_state_dict(state["optimizer"])
+    learn.scheduler.load_state_dict(state["scheduler"])
+    pos = state["position"]
+    if state.get("loader") is not None and hasattr(learn.train_data, "load_state_dict"):
+        learn.train_data.load_state_dict(
+            {**state["loader"], "epoch": pos["epoch"], "batches_done": pos["batches_done"]}
+        )
+    learn.recorder.load_state_dict(state["recorder"])
+    set_rng_state(state["rng"])
+    return int(pos["epoch"]), int(pos["batches_done"])
+
+
+class Checkpoint(Callback):
+    """Write checkpoints to ``folder``: every ``every`` optimizer steps (if given) and at
+    each epoch end, keeping the newest ``keep``. Also turns SIGINT/SIGTERM into "finish
+    this step, checkpoint, stop" (``TrainingInterrupted``).
+
+    Resume with ``learn.fit_one_cycle(..., resume="auto")`` (the newest good checkpoint
+    here) or ``resume=path``.
+    """
+
+    order = 97  # after the Recorder has recorded the step
+
+    def __init__(
+        self, folder: str | Path, every: int | None = None, keep: int = 3, signals: bool = True
+    ) -> None:
+        self.folder = Path(folder)
+        self.every = None if every is None else check_int("every", every)
+        self.keep = check_int("keep", keep)
+        self.signals = signals
+        self._signal: int | None = None
+        self._old: dict[int, Any] = {}
+        self.last: Path | None = None
+
+    def before_fit(self, learn: Learner) -> None:
+        self._signal = None
+        if self.signals:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                try:
+                    self._old[sig] = signal.signal(sig, self._on_signal)
+                except ValueError:  # not the main thread: no handlers, no interruption
+                    break
+
+    def _on_signal(self, signum: int, frame: Any) -> None:
+        if self._signal is not None:  # second signal: give up waiting for the step
+            raise KeyboardInterrupt
+        self._signal = signum
+        log.warning("%s received: finishing this step, then checkpoint and stop",
+                    signal.Signals(signum).name)  # fmt: skip
+
+    def _save(self, learn: Learner, epoch: int, batches_done: int) -> Path:
+        assert learn.scheduler is not None
+        step = learn.scheduler.step_count
+        path = self.folder / f"ckpt-e{epoch:04d}-s{step:08d}.pt"
+        save(capture(learn, epoch=epoch, batches_done=batches_done), path)
+        self.last = path
+        for old in checkpoints(self.folder)[self.keep :]:
+            for p in (old, old.with_name(old.name + ".manifest")):
+                p.unlink(missing_ok=True)
+        return path
+
+    def _stop_if_signalled(self, learn: Learner, path: Path | None) -> None:
+        if self._signal is not None:
+            assert learn.scheduler is not None
+            raise TrainingInterrupted(self._signal, path, learn.epoch, learn.scheduler.step_count)
+
+    def after_step(self, learn: Learner) -> None:
+        assert learn.scheduler is not None
+        due = self.every is not None and learn.scheduler.step_count % self.every == 0
+        path = None
+        if due or self._signal is not None:
+            path = self._save(learn, learn.epoch, learn.iter + 1)
+        self._stop_if_signalled(learn, path)
+
+    def after_epoch(self, learn: Learner) -> None:
+        if not learn.epoch_completed:  # an error or an interruption is on its way up
+            return
+        path = self._save(learn, learn.epoch + 1, 0)
+        self._stop_if_signalled(learn, path)
+
+    def after_fit(self, learn: Learner) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+        self._old = {}
+
+
+def _version() -> str:
+    from onecycle import __version__
+
+    return __version__
