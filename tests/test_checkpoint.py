@@ -128,7 +128,7 @@ def test_torn_corrupt_and_incomplete_files_fall_back_to_the_previous_one(tmp_pat
     data = newest.read_bytes()
     newest.write_bytes(data[: len(data) // 2])  # torn
     with caplog.at_level("WARNING"):
-        path, state = ck.latest(tmp_path)
+        path, _state = ck.latest(tmp_path)
     assert path == second and "torn" in caplog.text and newest.name in caplog.text
     raw = bytearray(second.read_bytes())
     raw[len(raw) // 2] ^= 0xFF  # one flipped byte
@@ -195,7 +195,7 @@ def test_non_finite_loss_leaves_only_finite_checkpoints(tmp_path):
     learn.loss_func = loss
     with pytest.raises(NonFiniteLossError, match="optimizer step 6"):
         learn.fit_one_cycle(2, 0.05, cbs=[ck.Checkpoint(tmp_path, every=1)])
-    path, state = ck.latest(tmp_path)
+    _path, state = ck.latest(tmp_path)
     assert state["position"]["step"] == 6  # six good steps, the seventh never happened
     for k, v in learn.model.named_parameters():  # weights of the last good step (BN running
         assert torch.equal(v, state["model"][k])  # statistics saw the bad batch's forward)
@@ -212,7 +212,7 @@ def test_resuming_a_different_schedule_or_model_is_refused(tmp_path):
         _setup(sgd).fit_one_cycle(1, 0.07, cbs=[ck.Checkpoint(tmp_path)], resume="auto")
     learn = _setup(sgd)
     learn.model[0] = nn.Conv2d(1, 4, 5, padding=2)  # another model with the same schedule
-    with pytest.raises(ck.CheckpointError, match="0.weight"):
+    with pytest.raises(ck.CheckpointError, match=r"0\.weight"):
         learn.fit_one_cycle(1, 0.05, cbs=[ck.Checkpoint(tmp_path)], resume="auto")
 
 
