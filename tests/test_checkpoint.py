@@ -275,3 +275,34 @@ def test_cli_sigterm_checkpoints_and_exits_then_resumes_exactly(tmp_path):
     r = subprocess.run(_cli(out, "--resume"), capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
     assert _sha(out) == _sha(tmp_path / "ref")
+
+
+WRITER = """
+import sys, torch
+from onecycle import checkpoint as ck
+folder = sys.argv[1]
+state = {"format": ck.FORMAT_VERSION, "model": {"w": torch.randn(4_000_000)}}
+for step in range(1, 10_000):
+    state["position"] = {"step": step}
+    ck.save(state, f"{folder}/ckpt-e0000-s{step:08d}.pt")
+    print(step, flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_sigkill_during_checkpoint_writes_never_leaves_a_bad_newest(tmp_path):
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    rng = random.Random(1)
+    survived = 0
+    for _ in range(5):
+        proc = subprocess.Popen([sys.executable, "-c", WRITER, str(tmp_path)], env=env,
+                                stdout=subprocess.PIPE, text=True)  # fmt: skip
+        proc.stdout.readline()  # at least one complete checkpoint
+        time.sleep(rng.uniform(0.0, 0.4))  # then die somewhere inside a later write
+        proc.kill()
+        proc.wait()
+        path, state = ck.latest(tmp_path)  # the newest complete one, whatever was torn
+        assert state["model"]["w"].shape == (4_000_000,)
+        assert int(path.name[-11:-3]) == state["position"]["step"]
+        survived += 1
+    assert survived == 5
