@@ -81,6 +81,49 @@ def test_same_seed_same_weights(tmp_path):
         )
         shas.append(json.loads((tmp_path / str(i) / "metrics.json").read_text()))
     assert shas[0]["final"]["weights_sha256"] == shas[1]["final"]["weights_sha256"]
+    assert (
+        main(
+            [
+                "fit",
+                "--epochs",
+                "1",
+                "--train-samples",
+                "500",
+                "--no-progress",
+                "--seed",
+                "8",
+                "--out",
+                str(tmp_path / "other"),
+            ]
+        )
+        == 0
+    )
+    other = json.loads((tmp_path / "other" / "metrics.json").read_text())
+    assert other["final"]["weights_sha256"] != shas[0]["final"]["weights_sha256"]
+
+
+def test_resume_from_a_file_and_a_bad_checkpoint_is_one_line(tmp_path):
+    args = [
+        "fit",
+        "--epochs",
+        "2",
+        "--train-samples",
+        "400",
+        "--no-progress",
+        "--checkpoint-every",
+        "3",
+        "--out",
+        str(tmp_path),
+    ]
+    assert main(args) == 0
+    done = json.loads((tmp_path / "metrics.json").read_text())["final"]["weights_sha256"]
+    first = sorted((tmp_path / "checkpoints").glob("*.pt"))[0]
+    assert main([*args, "--resume-from", str(first)]) == 0
+    again = json.loads((tmp_path / "metrics.json").read_text())["final"]["weights_sha256"]
+    assert again == done
+    first.write_bytes(first.read_bytes()[:100])
+    r = _run(*args, "--resume-from", str(first))
+    assert r.returncode == 2 and "torn" in r.stderr and "Traceback" not in r.stderr
 
 
 def test_factory_trains_the_users_model(tmp_path):

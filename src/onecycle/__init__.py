@@ -19,6 +19,7 @@ from onecycle.callbacks import (
     ProgressBar,
     Recorder,
 )
+from onecycle.checkpoint import Checkpoint, CheckpointError, TrainingInterrupted
 from onecycle.errors import ConfigError
 from onecycle.learner import Learner, accuracy, adamw, sgd
 from onecycle.plots import plot_schedule
@@ -31,6 +32,8 @@ __all__ = [
     "CancelBatch",
     "CancelEpoch",
     "CancelFit",
+    "Checkpoint",
+    "CheckpointError",
     "ConfigError",
     "GradientAccumulation",
     "GradientClip",
@@ -42,6 +45,7 @@ __all__ = [
     "Recorder",
     "ScheduleLR",
     "Scheduler",
+    "TrainingInterrupted",
     "__version__",
     "accuracy",
     "adamw",
