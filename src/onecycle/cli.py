@@ -26,38 +26,23 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message}")
 
 
-def _schedule_spec(args: argparse.Namespace, total: int) -> dict:
-    from onecycle import schedules as S
-
-    if args.kind == "one-cycle":
-        return {
-            "lr": S.one_cycle(
-                args.lr_max, args.div, args.div_final, args.pct_start, args.anneal, args.three_phase
-            ),
-            "momentum": S.one_cycle_moms(
-                tuple(args.moms), args.pct_start, args.anneal, args.three_phase
-            ),
-        }
-    if args.kind in ("triangular", "triangular2", "exp_range"):
-        base = args.lr_max / args.div
-        step = args.step_size or max(1, total // 4)
-        if args.kind == "exp_range":
-            return {"lr": S.exp_range(base, args.lr_max, step, total, args.gamma)}
-        return {"lr": getattr(S, args.kind)(base, args.lr_max, step, total)}
-    if args.kind == "sgdr":
-        return {"lr": S.sgdr(args.lr_max, 0.0, args.cycles, args.cycle_mult)}
-    raise UsageError(f"unknown schedule kind {args.kind!r}")
-
-
 def _cmd_schedule(args: argparse.Namespace) -> int:
     from onecycle.plots import plot_schedule
+    from onecycle.run import FitConfig, schedules_for
     from onecycle.schedules import sample
 
-    spec = _schedule_spec(args, args.steps)
+    cfg = FitConfig(
+        epochs=args.epochs, schedule=args.schedule, lr_max=args.lr_max, div=args.div,
+        div_final=args.div_final, pct_start=args.pct_start, moms=tuple(args.moms),
+        anneal=args.anneal, three_phase=args.three_phase, clr_mode=args.clr_mode,
+        step_size=args.step_size, gamma=args.gamma, cycles=args.cycles,
+        cycle_mult=args.cycle_mult, out=None,
+    ).resolved()  # fmt: skip
+    spec = schedules_for(cfg, args.steps)
     out = Path(args.out)
-    png = plot_schedule(spec, args.steps, out / "schedule.png", title=args.kind)
+    png = plot_schedule(spec, args.steps, out / "schedule.png", title=args.schedule)
     values = {k: sample(v, args.steps) for k, v in spec.items()}
-    (out / "schedule.json").write_text(json.dumps({"kind": args.kind, "values": values}))
+    (out / "schedule.json").write_text(json.dumps({"schedule": args.schedule, "values": values}))
     marks = sorted({0, args.steps // 4, args.steps // 2, 3 * args.steps // 4, args.steps - 1})
     keys = list(values)
     print(f"{'step':>6}  " + "  ".join(f"{k:>12}" for k in keys))
@@ -141,19 +126,9 @@ def _add_optim_args(f: argparse.ArgumentParser) -> None:
 
 
 def _add_fit_args(f: argparse.ArgumentParser) -> None:
-    from onecycle.run import SCHEDULES
-
     _add_data_args(f)
     _add_optim_args(f)
-    g = f.add_argument_group("schedule (Smith's method)")
-    g.add_argument(
-        "--schedule",
-        choices=SCHEDULES,
-        default="one-cycle",
-        help="one-cycle: warm up to lr_max, anneal far below (super-convergence); "
-        "clr: cyclical LR between lr_max/div and lr_max; const/step/exp/time: "
-        "the classic fixed schedules; sgdr: cosine warm restarts",
-    )
+    g = f.add_argument_group("length and peak")
     g.add_argument("--epochs", type=int, default=5, help="passes over the training data")
     g.add_argument(
         "--lr-max",
@@ -162,6 +137,23 @@ def _add_fit_args(f: argparse.ArgumentParser) -> None:
         help="peak LR (one-cycle, clr), or the LR (const) / start LR (decays); "
         "'auto' runs the range test first and uses its recommendation "
         "(clr: its bounds); default: the data set's recipe",
+    )
+    _add_schedule_args(f)
+    _add_run_args(f)
+
+
+def _add_schedule_args(f: argparse.ArgumentParser) -> None:
+    """The schedule's shape: shared by ``fit`` and the ``schedule`` preview."""
+    from onecycle.run import SCHEDULES
+
+    g = f.add_argument_group("schedule (Smith's method)")
+    g.add_argument(
+        "--schedule",
+        choices=SCHEDULES,
+        default="one-cycle",
+        help="one-cycle: warm up to lr_max, anneal far below (super-convergence); "
+        "clr: cyclical LR between lr_max/div and lr_max; const/step/exp/time: "
+        "the classic fixed schedules; sgdr: cosine warm restarts",
     )
     g.add_argument(
         "--div",
@@ -217,6 +209,9 @@ def _add_fit_args(f: argparse.ArgumentParser) -> None:
     g.add_argument("--gamma", type=float, default=0.99994, help="exp_range decay per step")
     g.add_argument("--cycles", type=int, default=3, help="SGDR: number of cycles")
     g.add_argument("--cycle-mult", type=float, default=2.0, help="SGDR: cycle length growth")
+
+
+def _add_run_args(f: argparse.ArgumentParser) -> None:
     g = f.add_argument_group("training")
     g.add_argument("--clip", type=float, default=None, help="clip the gradient norm")
     g.add_argument(
@@ -359,37 +354,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     s = sub.add_parser("schedule", help="preview a schedule without training (PNG + JSON)")
-    s.add_argument(
-        "--kind",
-        default="one-cycle",
-        choices=["one-cycle", "triangular", "triangular2", "exp_range", "sgdr"],
-    )
     s.add_argument("--steps", type=int, default=1000, help="optimizer steps in the run")
-    s.add_argument("--lr-max", type=float, default=0.1, help="peak learning rate")
-    s.add_argument(
-        "--div", type=float, default=25.0, help="start LR = lr_max/div (CLR: base LR = lr_max/div)"
-    )
-    s.add_argument("--div-final", type=float, default=1e5, help="end LR = lr_max/div_final")
-    s.add_argument("--pct-start", type=float, default=0.25, help="fraction of steps warming up")
-    s.add_argument("--anneal", choices=["cos", "linear"], default="cos")
-    s.add_argument("--three-phase", action="store_true", help="Smith's three-phase 1cycle")
-    s.add_argument(
-        "--moms",
-        type=float,
-        nargs=3,
-        default=[0.95, 0.85, 0.95],
-        metavar=("HI", "LO", "END"),
-        help="momentum (or Adam beta1) through the cycle",
-    )
-    s.add_argument(
-        "--step-size",
-        type=int,
-        default=None,
-        help="CLR half-cycle in iterations (default: steps/4)",
-    )
-    s.add_argument("--gamma", type=float, default=0.999, help="exp_range amplitude decay")
-    s.add_argument("--cycles", type=int, default=3, help="SGDR restarts")
-    s.add_argument("--cycle-mult", type=float, default=2.0, help="SGDR cycle growth")
+    s.add_argument("--epochs", type=int, default=5, help="epochs those steps span (CLR's default "
+                   "step size is 2 epochs)")  # fmt: skip
+    s.add_argument("--lr-max", type=float, default=0.1, help="peak (or starting) LR")
+    _add_schedule_args(s)
     s.add_argument("--out", default="runs/schedule", help="output folder")
     s.set_defaults(func=_cmd_schedule)
 

@@ -47,6 +47,7 @@ __all__ = [
     "build_learner",
     "run_fit",
     "run_lr_find",
+    "schedules_for",
     "weights_sha256",
 ]
 
@@ -210,6 +211,38 @@ def weights_sha256(model: torch.nn.Module) -> str:
     return h.hexdigest()
 
 
+def schedules_for(cfg: FitConfig, total_steps: int) -> dict[str, S.Schedule]:
+    """The ``{hyper: schedule}`` a fit with ``cfg`` runs over ``total_steps`` optimizer steps
+    (one param group): what ``onecycle schedule`` previews and ``onecycle fit`` trains with.
+
+    >>> spec = schedules_for(FitConfig(schedule="step", lr_max=0.1), 100)
+    >>> spec["lr"]
+    StepDecay(start=0.1, gamma=0.1, milestones=(0.5, 0.75))
+    """
+    c = cfg.resolved() if cfg.div_final is None else cfg
+    lr = float(c.lr_max)  # type: ignore[arg-type]
+    assert c.div_final is not None
+    if c.schedule == "one-cycle":
+        return {
+            "lr": S.one_cycle(lr, c.div, c.div_final, c.pct_start, c.anneal, c.three_phase),
+            "momentum": S.one_cycle_moms(c.moms, c.pct_start, c.anneal, c.three_phase),
+        }
+    if c.schedule == "clr":
+        per_epoch = max(1, total_steps // c.epochs)
+        step = c.step_size if c.step_size is not None else max(1, 2 * per_epoch)
+        if c.clr_mode == "exp_range":
+            return {"lr": S.exp_range(lr / c.div, lr, step, total_steps, c.gamma)}
+        return {"lr": getattr(S, c.clr_mode)(lr / c.div, lr, step, total_steps)}
+    fixed = {
+        "sgdr": lambda: S.sgdr(lr, 0.0, c.cycles, c.cycle_mult),
+        "const": lambda: S.const(lr),
+        "step": lambda: S.step_decay(lr, 0.1, (0.5, 0.75)),
+        "exp": lambda: S.exp_decay(lr, lr / c.div_final),  # type: ignore[operator]
+        "time": lambda: S.time_decay(lr, lr / c.div_final),  # type: ignore[operator]
+    }
+    return {"lr": fixed[c.schedule]()}
+
+
 def _fit(learn: Learner, cfg: FitConfig, cbs: list[Callback]) -> None:
     assert isinstance(cfg.lr_max, float) and cfg.div_final is not None
     lr = cfg.lr_max
@@ -222,17 +255,9 @@ def _fit(learn: Learner, cfg: FitConfig, cbs: list[Callback]) -> None:
     elif cfg.schedule == "clr":
         learn.fit_clr(cfg.epochs, lr / cfg.div, lr, cfg.step_size, cfg.clr_mode, cfg.gamma,
                       cbs=cbs, resume=resume)  # fmt: skip
-    elif cfg.schedule == "sgdr":
-        learn.fit(cfg.epochs, lr, schedules={"lr": S.sgdr(lr, 0.0, cfg.cycles, cfg.cycle_mult)},
-                  cbs=cbs, resume=resume)  # fmt: skip
     else:
-        sched = {
-            "const": lambda: S.const(lr),
-            "step": lambda: S.step_decay(lr, 0.1, (0.5, 0.75)),
-            "exp": lambda: S.exp_decay(lr, lr / cfg.div_final),  # type: ignore[operator]
-            "time": lambda: S.time_decay(lr, lr / cfg.div_final),  # type: ignore[operator]
-        }[cfg.schedule]()
-        learn.fit(cfg.epochs, lr, schedules={"lr": sched}, cbs=cbs, resume=resume)
+        learn.fit(cfg.epochs, lr, schedules=lambda total: schedules_for(cfg, total), cbs=cbs,
+                  resume=resume)  # fmt: skip
 
 
 @dataclass
