@@ -360,7 +360,10 @@ class NonFiniteGuard(Callback):
         return float(learn.opt.param_groups[-1]["lr"])
 
     def after_loss(self, learn: Learner) -> None:
-        if not bool(torch.isfinite(learn.loss.detach()).all()):
+        loss = learn.loss.detach()
+        # one scalar read: cheaper than isfinite().all() on the CPU, the same sync on a GPU
+        finite = math.isfinite(loss.item()) if loss.numel() == 1 else bool(loss.isfinite().all())
+        if not finite:
             raise NonFiniteLossError(
                 "loss", float(learn.loss.detach().float().mean()), learn.epoch,
                 learn.scheduler.step_count, self._lr(learn),
