@@ -31,12 +31,13 @@ The rules:
 - ``clr_bounds``: Smith's bounds for cyclical LRs: ``lower`` where the loss has clearly
   started to fall (10% of its total fall), ``upper`` where it stops falling (within 5% of
   the total fall from the minimum). ``lr`` is the upper bound.
-- **recommended** ``lr_max`` for 1cycle: Smith (arXiv:1803.09820) takes the range test's
-  upper bound as 1cycle's maximum LR, so the recommendation is the ``clr_bounds`` upper
-  bound, but never more than the LR where the sweep blew up divided by 4 for SGD-like
-  optimizers (0.6 decades) or 2.5 for adaptive ones (0.4 decades): 1cycle spends a long
-  time near ``lr_max``, and with SGD the bottom of the valley can sit right at the cliff.
-  If ``clr_bounds`` has no answer, none is given.
+- **recommended** ``lr_max`` for 1cycle: Smith (arXiv:1803.09820) takes the LR where the
+  loss stops falling as 1cycle's maximum, so the recommendation is the LR at the lowest
+  smoothed loss, but never more than the LR where the sweep blew up divided by 4 for
+  SGD-like optimizers (0.6 decades) or 2.5 for adaptive ones (0.4 decades): 1cycle spends
+  a long time near ``lr_max``, and with SGD the bottom of the valley can sit right at the
+  cliff. If ``clr_bounds`` has no answer (too short, flat, noisy, still falling at the
+  end, too abrupt), none is given.
   docs/lr_find.md reports how well it does against a grid of LRs.
 
 >>> import math
@@ -49,8 +50,8 @@ The rules:
 -2.5
 >>> [round(math.log10(b), 1) for b in s["clr_bounds"].bounds]
 [-3.3, -1.5]
->>> rec.lr == s["clr_bounds"].lr
-True
+>>> round(math.log10(rec.lr), 1)  # the bottom of the valley, before the rise at 0.3
+-0.9
 """
 
 from __future__ import annotations
@@ -235,21 +236,17 @@ def _suggest(
         f"loss starts falling at lr {lr[lo]:.3g}, stops falling at lr {lr[hi]:.3g}",
         start + hi, (float(lr[lo]), float(lr[hi])),
     )  # fmt: skip
-    upper = float(lr[hi])
-    if not diverged:
-        rec = Suggestion("recommended", upper,
-                         "clr_bounds upper bound: where the loss stops falling (Smith 2018)",
-                         start + hi)  # fmt: skip
-        return out, rec, (start, s)
-    blow_up = float(lrs[cut - 1])
-    safe = blow_up / safety
-    if upper <= safe:
-        why = (f"clr_bounds upper bound {upper:.3g} (where the loss stops falling, Smith 2018); "
-               f"below divergence {blow_up:.3g} / {safety:g}")  # fmt: skip
-        rec = Suggestion("recommended", upper, why, start + hi)
-    else:
-        idx = int(np.searchsorted(lr, safe))  # lr grows along the sweep
-        why = (f"divergence lr {blow_up:.3g} / {safety:g}: the clr_bounds upper bound "
-               f"{upper:.3g} sits too close to where training blows up")  # fmt: skip
-        rec = Suggestion("recommended", safe, why, start + min(idx, len(lr) - 1))
+    # 1cycle's peak: where the loss stops falling (its smoothed minimum), kept clear of the
+    # LR where the sweep blew up.
+    bottom = float(lr[i_min])
+    why = f"lowest smoothed loss at lr {bottom:.3g}: where the loss stops falling (Smith 2018)"
+    rec = Suggestion("recommended", bottom, why, start + i_min)
+    if diverged:
+        blow_up = float(lrs[cut - 1])
+        safe = blow_up / safety
+        if bottom > safe:
+            idx = int(np.searchsorted(lr, safe))  # lr grows along the sweep
+            why = (f"divergence lr {blow_up:.3g} / {safety:g}: the loss's lowest point "
+                   f"({bottom:.3g}) sits too close to where training blows up")  # fmt: skip
+            rec = Suggestion("recommended", safe, why, start + min(idx, len(lr) - 1))
     return out, rec, (start, s)
