@@ -97,7 +97,8 @@ class Learner:
 
     Attributes callbacks read or set: ``model, opt, scheduler, loss_func, epoch, n_epoch,
     iter, n_iter, batch, pred, loss, will_step, accumulate, autocast, scaler,
-    valid_results, recorder``.
+    valid_results, epoch_completed, recorder, fit_signature, run_config,
+    lr_find_result``.
 
     >>> import torch
     >>> from onecycle.data import Loader
