@@ -381,3 +381,22 @@ def test_fine_tune_freezes_then_unfreezes_with_discriminative_lrs():
     assert [v[0] for v in per_step] == pytest.approx(body, rel=1e-12)
     assert not torch.equal(first, model[0].weight)
     assert all(p.requires_grad for p in model.parameters())
+
+
+def test_non_finite_gradient_stops_before_the_step_when_checked():
+    from onecycle import NonFiniteGuard
+
+    class InfGrad(Callback):
+        order = -1  # before the guard's check
+
+        def after_backward(self, learn):
+            if learn.iter == 2:
+                next(learn.model.parameters()).grad[0, 0] = float("inf")
+
+    snap = Snapshot()
+    learn = _learner(cbs=[InfGrad(), snap, NonFiniteGuard(check_grads=True)])
+    with pytest.raises(NonFiniteLossError, match="non-finite gradient norm"):
+        learn.fit(1, 0.1)
+    assert snap.steps == 2
+    for k, v in learn.model.named_parameters():
+        assert torch.equal(v, snap.state[k]), k

@@ -84,8 +84,8 @@ class Learner:
         opt_func: ``(param_groups, lr) -> optimizer``. Default ``sgd`` (Nesterov, momentum
             0.9); ``adamw`` is the other built-in. Leave its own weight decay at 0.
         metrics: callables ``(pred, target) -> scalar tensor``, averaged over validation.
-        cbs: callbacks used in every fit (a ``Recorder`` and a ``NonFiniteGuard`` are
-            always added).
+        cbs: callbacks used in every fit (a ``Recorder`` is always added, and a
+            ``NonFiniteGuard`` unless ``cbs`` holds one).
         wd: decoupled weight decay ("true" wd, as AdamW/fastai): each step multiplies the
             weights by ``1 - lr * wd``. Not applied to biases and normalization
             parameters unless ``wd_bn_bias=True``.
@@ -151,7 +151,9 @@ class Learner:
         self.param_groups = self._split()
         self.opt: torch.optim.Optimizer | None = None
         self.recorder = Recorder()
-        self.cbs: list[Callback] = [NonFiniteGuard(), self.recorder, *cbs]
+        # a NonFiniteGuard is always on; pass your own (check_grads=True) to configure it
+        guard = [] if any(isinstance(c, NonFiniteGuard) for c in cbs) else [NonFiniteGuard()]
+        self.cbs: list[Callback] = [*guard, self.recorder, *cbs]
         self._cb_table = self._bind(self.cbs)
         # loop state, readable by callbacks
         self.scheduler: Scheduler | None = None
