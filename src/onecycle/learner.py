@@ -27,6 +27,7 @@ from onecycle.callbacks import (
     NonFiniteGuard,
     Recorder,
 )
+from onecycle.data.loader import to_device
 from onecycle.errors import ConfigError, check_finite, check_int, check_positive
 from onecycle.scheduler import Scheduler, ScheduleSpec, momentum_key
 
@@ -366,7 +367,7 @@ class Learner:
 
     def _do_batch(self, batch: Any) -> None:
         assert self.opt is not None and self.scheduler is not None
-        self.batch = self._to_device(batch)
+        self.batch = to_device(batch, self.device)
         acc = self.accumulate
         group_start = (self.iter // acc) * acc
         group_size = min(acc, self.n_iter - group_start)
@@ -423,7 +424,7 @@ class Learner:
         sums = [torch.zeros((), dtype=torch.float64, device=self.device) for _ in self.metrics]
         n = 0
         for batch in data:
-            xb, yb = self._to_device(batch)
+            xb, yb = to_device(batch, self.device)
             with self.autocast():
                 pred = self.model(xb)
                 loss = self.loss_func(pred, yb)
@@ -456,7 +457,7 @@ class Learner:
         self.model.eval()
         preds, targets = [], []
         for batch in data:
-            xb, yb = self._to_device(batch)
+            xb, yb = to_device(batch, self.device)
             with self.autocast():
                 preds.append(self.model(xb).float().cpu())
             targets.append(yb.cpu())
@@ -660,17 +661,6 @@ class Learner:
     def _event(self, name: str) -> None:
         for fn in self._cb_table[name]:
             fn(self)
-
-    def _to_device(self, batch: Any) -> Any:
-        if isinstance(batch, torch.Tensor):
-            return (
-                batch if batch.device == self.device else batch.to(self.device, non_blocking=True)
-            )
-        if isinstance(batch, (list, tuple)):
-            return type(batch)(self._to_device(b) for b in batch)
-        if isinstance(batch, Mapping):
-            return {k: self._to_device(v) for k, v in batch.items()}
-        return batch
 
 
 def _model_device(model: nn.Module) -> torch.device:

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from onecycle.data.loader import to_device
 from onecycle.errors import ConfigError, check_int, check_positive, check_range
 from onecycle.scheduler import Scheduler
 from onecycle.schedules import Exp, Lin
@@ -159,16 +160,6 @@ def _cycle(batches: Iterable[Any]) -> Iterator[Any]:
             raise ConfigError("batches", "an empty iterable", "at least one batch")
 
 
-def _to(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True) if batch.device != device else batch
-    if isinstance(batch, (list, tuple)):
-        return type(batch)(_to(b, device) for b in batch)
-    if isinstance(batch, dict):
-        return {k: _to(v, device) for k, v in batch.items()}
-    return batch
-
-
 def range_test(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -248,7 +239,7 @@ def range_test(
             finite = True
             for _ in range(accumulate):
                 with ctx():
-                    loss = step_fn(model, _to(next(data), device))
+                    loss = step_fn(model, to_device(next(data), device))
                 value = float(loss.detach())
                 total += value / accumulate
                 if not math.isfinite(value):
@@ -323,7 +314,7 @@ def _validate(
     model.eval()
     loss_sum, metric_sum, n = 0.0, 0.0, 0
     for batch in batches:
-        batch = _to(batch, device)
+        batch = to_device(batch, device)
         with ctx():
             loss_sum += float(step_fn(model, batch))
             if metric is not None:

@@ -19,9 +19,21 @@ import torch.nn.functional as F
 
 from onecycle.errors import ConfigError, check_int
 
-__all__ = ["Loader", "flip", "random_crop"]
+__all__ = ["Loader", "flip", "random_crop", "to_device"]
 
 Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move a batch (a tensor, or tuples/lists/dicts of them) to ``device``; tensors already
+    there are returned as they are."""
+    if isinstance(batch, torch.Tensor):
+        return batch if batch.device == device else batch.to(device, non_blocking=True)
+    if isinstance(batch, (list, tuple)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
 
 
 def random_crop(x: torch.Tensor, pad: int, gen: torch.Generator) -> torch.Tensor:
