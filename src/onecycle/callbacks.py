@@ -140,7 +140,7 @@ class Recorder(Callback):
         self._pending.append(learn.loss.detach().float())
 
     def after_step(self, learn: Learner) -> None:
-        for key, vals in learn.scheduler.values_at(learn.scheduler.step_count - 1).items():
+        for key, vals in learn.step_values.items():
             self.hypers.setdefault(key, []).append(vals)
 
     def _flush(self) -> None:

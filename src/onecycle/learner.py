@@ -98,7 +98,7 @@ class Learner:
 
     Attributes callbacks read or set: ``model, opt, scheduler, loss_func, epoch, n_epoch,
     iter, n_iter, batch, pred, loss, will_step, accumulate, autocast, scaler,
-    valid_results, epoch_completed, recorder, fit_signature, run_config,
+    valid_results, epoch_completed, step_values, recorder, fit_signature, run_config,
     lr_find_result``.
 
     >>> import torch
@@ -165,6 +165,7 @@ class Learner:
         self.scaler: torch.amp.GradScaler | None = None
         self.valid_results: dict[str, float] = {}
         self.lr_find_result: RangeTestResult | None = None
+        self.step_values: dict[str, list[float]] = {}  # hyper-parameters of the last step
         self.fit_signature = ""  # what a checkpoint must match to resume this fit
         self.run_config: dict[str, Any] = {}  # stored in checkpoints (the CLI's config)
         self.epoch_completed = False
@@ -405,6 +406,7 @@ class Learner:
                 self._weight_decay()  # after the step here: a skipped step must not decay
         self.opt.zero_grad(set_to_none=True)
         if stepped:
+            self.step_values = self.scheduler.applied  # what this step used, for callbacks
             self.scheduler.step()
         return stepped
 

@@ -70,9 +70,9 @@ class Scheduler:
             ``i / (total_steps - 1)``: the first step gets each schedule's start value,
             the last step its end value.
 
-    The values for step 0 are set at construction. Call ``step()`` after each
-    ``optimizer.step()``. Past ``total_steps`` the final values are held (logged once),
-    never extrapolated and never an error.
+    The values for step 0 are set at construction (``applied`` holds what was last set).
+    Call ``step()`` after each ``optimizer.step()``. Past ``total_steps`` the final values
+    are held (logged once), never extrapolated and never an error.
 
     >>> import torch
     >>> from onecycle.schedules import one_cycle, one_cycle_moms
@@ -158,7 +158,8 @@ class Scheduler:
         return {key: [_get(g, key) for g in self.optimizer.param_groups] for key in self.schedules}
 
     def _apply(self) -> None:
-        for key, vals in self.values_at(self._step).items():
+        self.applied = self.values_at(self._step)
+        for key, vals in self.applied.items():
             for group, v in zip(self.optimizer.param_groups, vals):
                 _set(group, key, v)
 
