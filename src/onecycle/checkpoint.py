@@ -17,9 +17,11 @@ library versions. All plain types and tensors.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
+import pickle
 import random
 import re
 import signal
@@ -96,8 +98,6 @@ def save(state: dict[str, Any], path: str | Path) -> Path:
     for name, t in state.get("model", {}).items():
         if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
             raise CheckpointError(f"not saving {path.name}: model tensor {name!r} is not finite")
-    import io
-
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()
@@ -130,9 +130,6 @@ def load(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
             )
         if manifest.get("sha256") != hashlib.sha256(data).hexdigest():
             raise CheckpointError(f"{path}: corrupt (SHA-256 differs from its manifest)")
-    import io
-    import pickle
-
     try:
         state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -206,8 +203,6 @@ def capture(learn: Learner, *, epoch: int, batches_done: int) -> dict[str, Any]:
     """
     assert learn.opt is not None and learn.scheduler is not None
     loader = learn.train_data
-    rec = learn.recorder
-    rec._flush()
     return {
         "format": FORMAT_VERSION,
         "versions": {"onecycle": _version(), "torch": str(torch.__version__)},
@@ -222,7 +217,7 @@ def capture(learn: Learner, *, epoch: int, batches_done: int) -> dict[str, Any]:
         },
         "loader": loader.state_dict() if hasattr(loader, "state_dict") else None,
         "rng": rng_state(),
-        "recorder": rec.state_dict(),
+        "recorder": learn.recorder.state_dict(),
         "fit": learn.fit_signature,
         "config": learn.run_config,
     }
