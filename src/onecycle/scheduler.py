@@ -52,12 +52,6 @@ def _set(group: dict[str, Any], key: str, value: float) -> None:
         group[key] = value
 
 
-def _get(group: dict[str, Any], key: str) -> float:
-    if key == "momentum" and "momentum" not in group:
-        return float(group["betas"][0])
-    return float(group[key])
-
-
 class Scheduler:
     """Apply ``{hyper: schedule}`` to an optimizer's param groups, once per optimizer step.
 
@@ -152,10 +146,6 @@ class Scheduler:
                     raise ConfigError(f"schedules[{key!r}]", v, f"finite values (at step {step})")
             out[key] = vals
         return out
-
-    def current(self) -> dict[str, list[float]]:
-        """The values in the optimizer now, per scheduled key and param group."""
-        return {key: [_get(g, key) for g in self.optimizer.param_groups] for key in self.schedules}
 
     def _apply(self) -> None:
         self.applied = self.values_at(self._step)
