@@ -252,10 +252,7 @@ def _fit(learn: Learner, cfg: FitConfig, cbs: list[Callback]) -> None:
             cfg.epochs, lr, cfg.div, cfg.div_final, cfg.pct_start, cfg.moms, cbs=cbs,
             anneal=cfg.anneal, three_phase=cfg.three_phase, resume=resume,
         )  # fmt: skip
-    elif cfg.schedule == "clr":
-        learn.fit_clr(cfg.epochs, lr / cfg.div, lr, cfg.step_size, cfg.clr_mode, cfg.gamma,
-                      cbs=cbs, resume=resume)  # fmt: skip
-    else:
+    else:  # the same spec `onecycle schedule` previews
         learn.fit(cfg.epochs, lr, schedules=lambda total: schedules_for(cfg, total), cbs=cbs,
                   resume=resume)  # fmt: skip
 
