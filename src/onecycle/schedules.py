@@ -343,7 +343,7 @@ class Cyclic:
         if self.mode == "triangular":
             scale = 1.0
         elif self.mode == "triangular2":
-            scale = 1.0 / 2.0 ** (cycle - 1)
+            scale = 0.5 ** (cycle - 1)  # underflows to 0 after ~1,000 cycles, never overflows
         else:
             scale = self.gamma**it
         return self.start + (self.peak - self.start) * frac * scale
