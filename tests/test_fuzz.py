@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from onecycle import ConfigError, Learner, Scheduler
+from onecycle import ConfigError, Learner, NonFiniteLossError, Scheduler
 from onecycle import schedules as S
 from onecycle.cli import main
 from onecycle.data import Loader
@@ -97,6 +97,8 @@ def test_learner_and_scheduler_fuzz(n_epoch, lr_max, wd, moms, total):
         learn.fit_one_cycle(n_epoch, lr_max, moms=moms, wd=wd)
     except ConfigError as e:
         assert e.name
+    except NonFiniteLossError as e:  # a valid but absurd LR (1e33): stopped, clearly
+        assert "Lower lr_max" in str(e)
     opt = torch.optim.SGD(torch.nn.Linear(2, 1).parameters(), lr=0.1)
     _works_or_config_error(lambda: Scheduler(opt, {"lr": S.const(0.1)}, total))
 

@@ -218,3 +218,9 @@ def test_random_order_queries_are_pure():
     random.Random(0).shuffle(steps)
     assert all(s.values_at(i) == ref[i] for i in steps)
     assert s.step_count == 0
+
+
+def test_values_beyond_float32_are_refused_at_construction():
+    opt = torch.optim.SGD(_model().parameters(), lr=0.1)
+    with pytest.raises(ConfigError, match="float32"):
+        Scheduler(opt, {"lr": one_cycle(1e39)}, 10_000)  # the peak, mid-run, not step 0

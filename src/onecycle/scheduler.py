@@ -24,6 +24,8 @@ __all__ = ["ScheduleLR", "Scheduler", "momentum_key"]
 
 log = logging.getLogger(__name__)
 
+_FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
 ScheduleSpec = Schedule | Sequence[Schedule]
 
 
@@ -107,6 +109,8 @@ class Scheduler:
             self.schedules[key] = per_group
         self._step = 0
         self._warned_past_end = False
+        for i in range(0, self.total_steps, max(1, self.total_steps // 1000)):
+            self.values_at(i)  # refuse a bad schedule now, not hours into training
         self._apply()
 
     def _check_key(self, key: str) -> None:
@@ -142,8 +146,11 @@ class Scheduler:
         for key, per_group in self.schedules.items():
             vals = [float(s(t)) for s in per_group]
             for v in vals:
-                if not math.isfinite(v):
-                    raise ConfigError(f"schedules[{key!r}]", v, f"finite values (at step {step})")
+                # optimizers cast hyper-parameters to the parameters' dtype: stay in float32
+                if not math.isfinite(v) or abs(v) > _FLOAT32_MAX:
+                    raise ConfigError(
+                        f"schedules[{key!r}]", v, f"finite float32 values (at step {step})"
+                    )
             out[key] = vals
         return out
 
