@@ -348,6 +348,31 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_study(args: argparse.Namespace) -> int:
+    from onecycle.study import StudyConfig, run_study
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError("threads", args.threads, "an integer >= 1")
+        import torch
+
+        torch.set_num_threads(args.threads)
+    cfg = StudyConfig(
+        dataset=args.dataset, model=args.model, opt=args.opt, bs=args.bs, wd=args.wd,
+        epochs=args.epochs, lr_max=args.lr_max, seeds=args.seeds,
+        evals_per_epoch=args.evals_per_epoch,
+        targets=tuple(args.targets) if args.targets else None, ablations=args.ablations,
+        quick=args.quick, train_samples=args.train_samples, data_dir=args.data_dir,
+        download=args.download, device=args.device, out=args.out,
+    )  # fmt: skip
+    result = run_study(cfg, stream=sys.stdout)
+    print()
+    print(Path(result.files["table"]).read_text())
+    for kind, path in result.files.items():
+        print(f"{kind}: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``onecycle`` argument parser (subcommands ``schedule``, ...)."""
     p = _Parser(prog="onecycle", description="Leslie Smith's training method on PyTorch.")
@@ -392,6 +417,41 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--out", default="runs/lr_find", help="folder for lr_find.json and .png")
     g.add_argument("--json", action="store_true", help="print the suggestions and curve as JSON")
     r.set_defaults(func=_cmd_lr_find)
+
+    st = sub.add_parser(
+        "study", help="Smith's claims on your data: fixed LRs, decays, CLR and 1cycle compared",
+        description="Range test, then the same model, data and epoch budget trained with four "
+                    "fixed LRs placed from the curve, step/exp/time decay, CLR triangular2 "
+                    "and 1cycle; test accuracy several times per epoch. Writes "
+                    "OUT/study.json, OUT/study.md and PNGs, and prints the speed-ups.",
+    )  # fmt: skip
+    g = st.add_argument_group("data and model")
+    g.add_argument("--dataset", choices=["fashion-mnist", "mnist1d"], default="mnist1d")
+    g.add_argument("--data-dir", default=None, help="folder holding the Fashion-MNIST IDX files")
+    g.add_argument("--download", action="store_true", help="download Fashion-MNIST if missing")
+    g.add_argument("--model", default=None, help="cnn, resnet, cnn1d, mlp (default: recipe)")
+    g.add_argument("--opt", choices=["sgd", "adamw"], default=None, help="default: recipe")
+    g.add_argument("--bs", type=int, default=None, help="batch size (default: recipe)")
+    g.add_argument("--wd", type=float, default=None, help="weight decay (default: recipe)")
+    g.add_argument("--train-samples", type=int, default=None, help="use a subset for training")
+    g.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
+    g = st.add_argument_group("study")
+    g.add_argument("--epochs", type=int, default=None,
+                   help="epoch budget (default: mnist1d 30, fashion-mnist 4)")  # fmt: skip
+    g.add_argument("--lr-max", type=float, default=None,
+                   help="the near-optimal LR (1cycle's peak; the fixed LRs are placed around "
+                        "it); default: the range test's recommendation")  # fmt: skip
+    g.add_argument("--seeds", type=int, default=1, help="seeds per schedule (mean and spread)")
+    g.add_argument("--evals-per-epoch", type=int, default=4, help="test evaluations per epoch")
+    g.add_argument("--targets", type=float, nargs="+", default=None,
+                   help="accuracies for the iterations-to-reach columns")  # fmt: skip
+    g.add_argument("--ablations", action="store_true",
+                   help="also: momentum, weight decay, batch size, triangle vs cosine")  # fmt: skip
+    g.add_argument("--quick", action="store_true",
+                   help="a smoke run: 3 epochs, 2 evaluations per epoch")  # fmt: skip
+    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    g.add_argument("--out", default="runs/study", help="folder for study.json, study.md, PNGs")
+    st.set_defaults(func=_cmd_study)
 
     d = sub.add_parser("demo", help="the whole method on MNIST-1D: range test, then 1cycle")
     d.add_argument("--epochs", type=int, default=30, help="1cycle length in epochs")

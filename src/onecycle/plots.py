@@ -9,7 +9,14 @@ from typing import Any
 from onecycle.errors import ConfigError, check_int
 from onecycle.schedules import Schedule, sample
 
-__all__ = ["plot_losses", "plot_range_test", "plot_recorded", "plot_schedule"]
+__all__ = [
+    "plot_losses",
+    "plot_range_test",
+    "plot_recorded",
+    "plot_schedule",
+    "plot_study_accuracy",
+    "plot_study_lrs",
+]
 
 
 def _pyplot() -> Any:
@@ -115,11 +122,15 @@ def _save(fig: Any, plt: Any, path: str | Path) -> Path:
     return path
 
 
-def plot_range_test(result: Any, path: str | Path) -> Path:
-    """Loss against LR from a range test, smoothed and raw, with the suggestions marked."""
+def plot_range_test(
+    result: Any, path: str | Path, *, marks: Mapping[str, float] | None = None
+) -> Path:
+    """Loss against LR from a range test, smoothed and raw, with the suggestions marked;
+    ``marks`` adds labelled vertical lines (e.g. the LRs a study chose from the curve)."""
     plt = _pyplot()
     panels = 2 if result.valid_metrics or result.valid_losses else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 3.8), squeeze=False)
+    wide = 2.5 if marks else 0
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels + wide, 3.8), squeeze=False)
     ax = axes[0][0]
     lrs = result.lrs[: len(result.smoothed)]
     ax.plot(lrs, result.losses[: len(lrs)], alpha=0.25, label="loss")
@@ -142,6 +153,8 @@ def plot_range_test(result: Any, path: str | Path) -> Path:
         ax.axvline(
             result.recommended.lr, color="red", ls="--", label=f"lr_max {result.recommended.lr:.2g}"
         )
+    for i, (name, lr) in enumerate((marks or {}).items()):
+        ax.axvline(lr, color=f"C{(i + 4) % 10}", lw=1, alpha=0.8, label=f"{name} {lr:.2g}")
     finite = [v for v in result.analysis_curve if v == v] or [v for v in result.smoothed if v == v]
     if finite:  # keep the divergence from squashing the useful part
         lo, hi = min(finite), max(finite)
@@ -151,7 +164,10 @@ def plot_range_test(result: Any, path: str | Path) -> Path:
     ax.set_ylabel("training loss")
     ax.set_title(result.stop_reason, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    if marks:
+        ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    else:
+        ax.legend(fontsize=8)
     if panels == 2:
         ax2 = axes[0][1]
         n = len(result.valid_metrics or result.valid_losses)
@@ -161,5 +177,56 @@ def plot_range_test(result: Any, path: str | Path) -> Path:
         ax2.set_xlabel("learning rate")
         ax2.set_ylabel("validation metric" if result.valid_metrics else "validation loss")
         ax2.grid(alpha=0.3)
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def plot_study_accuracy(data: Mapping[str, Any], path: str | Path) -> Path:
+    """A study's test accuracy against iterations, every schedule on one figure (mean over
+    seeds, min-max band when there are several): the whole range on the left, the top
+    on the right."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    styles = {"fixed": ":", "decay": "--", "clr": "-.", "1cycle": "-"}
+    target = data["speedup"]["target"]
+    best = max(max(sch["summary"]["mean_acc"]) for sch in data["schedules"].values())
+    for ax in axes:
+        for i, (name, sch) in enumerate(data["schedules"].items()):
+            s = sch["summary"]
+            color = "black" if sch["family"] == "1cycle" else f"C{i % 10}"
+            ax.plot(s["iters"], s["mean_acc"], styles.get(sch["family"], "-"), color=color,
+                    lw=2.2 if sch["family"] == "1cycle" else 1.4, label=name)  # fmt: skip
+            runs = sch["runs"]
+            if len(runs) > 1:
+                lo = [min(r["acc"][k] for r in runs) for k in range(len(s["iters"]))]
+                hi = [max(r["acc"][k] for r in runs) for k in range(len(s["iters"]))]
+                ax.fill_between(s["iters"], lo, hi, color=color, alpha=0.12)
+        ax.axhline(target, color="gray", lw=0.8, ls="--", label=f"best fixed final {target:.2%}")
+        ax.set_xlabel("iteration (optimizer step)")
+        ax.set_ylabel("test accuracy")
+        ax.grid(alpha=0.3)
+    axes[0].set_ylim(0.0, 1.0)
+    axes[0].set_title(f"{data['facts'].get('dataset', '')}: test accuracy by schedule", fontsize=10)
+    axes[1].set_ylim(max(0.0, min(target, best) - 0.06), min(1.0, best + 0.01))
+    axes[1].set_title("zoom on the top", fontsize=10)
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return _save(fig, plt, path)
+
+
+def plot_study_lrs(data: Mapping[str, Any], path: str | Path) -> Path:
+    """The LR every schedule of a study used at every step (log scale)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for i, (name, sch) in enumerate(data["schedules"].items()):
+        trace = sch["lr_trace"]
+        if trace:
+            ax.plot([p[0] for p in trace], [p[1] for p in trace], color=f"C{i % 10}",
+                    lw=2 if sch["family"] == "1cycle" else 1.2, label=name)  # fmt: skip
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration (optimizer step)")
+    ax.set_ylabel("learning rate")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
     fig.tight_layout()
     return _save(fig, plt, path)

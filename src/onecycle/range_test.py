@@ -99,11 +99,12 @@ class RangeTestResult:
             "analysis_curve": [None if v != v else v for v in self.analysis_curve],
         }  # fmt: skip
 
-    def plot(self, path: str | Path) -> Path:
-        """PNG of loss against LR (log scale for an exponential sweep), suggestions marked."""
+    def plot(self, path: str | Path, *, marks: dict[str, float] | None = None) -> Path:
+        """PNG of loss against LR (log scale for an exponential sweep), suggestions marked,
+        plus labelled vertical lines at ``marks`` (name -> lr)."""
         from onecycle.plots import plot_range_test
 
-        return plot_range_test(self, path)
+        return plot_range_test(self, path, marks=marks)
 
 
 @contextmanager
