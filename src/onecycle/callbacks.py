@@ -137,7 +137,8 @@ class Recorder(Callback):
 
     def after_loss(self, learn: Learner) -> None:
         # Keep tensors; convert once per epoch, so a GPU is not synchronised each batch.
-        self._pending.append(learn.loss.detach().float())
+        # Under DDP, the loss averaged over ranks: the same history on every rank.
+        self._pending.append(learn.loss_global.detach().float())
 
     def after_step(self, learn: Learner) -> None:
         for key, vals in learn.step_values.items():
@@ -360,12 +361,13 @@ class NonFiniteGuard(Callback):
         return float(learn.opt.param_groups[-1]["lr"])
 
     def after_loss(self, learn: Learner) -> None:
-        loss = learn.loss.detach()
+        # under DDP the loss averaged over ranks: a NaN on any rank stops every rank
+        loss = learn.loss_global.detach()
         # one scalar read: cheaper than isfinite().all() on the CPU, the same sync on a GPU
         finite = math.isfinite(loss.item()) if loss.numel() == 1 else bool(loss.isfinite().all())
         if not finite:
             raise NonFiniteLossError(
-                "loss", float(learn.loss.detach().float().mean()), learn.epoch,
+                "loss", float(loss.float().mean()), learn.epoch,
                 learn.scheduler.step_count, self._lr(learn),
             )  # fmt: skip
 

@@ -201,8 +201,12 @@ def capture(learn: Learner, *, epoch: int, batches_done: int) -> dict[str, Any]:
 
     ``epoch`` and ``batches_done`` say where the data order resumes.
     """
+    from onecycle import distributed as D
+
     assert learn.opt is not None and learn.scheduler is not None
     loader = learn.train_data
+    # under DDP every rank calls this (a collective): each rank's random state is kept
+    rngs = D.all_gather_object(rng_state()) if D.is_distributed() else None
     return {
         "format": FORMAT_VERSION,
         "versions": {"onecycle": _version(), "torch": str(torch.__version__)},
@@ -217,6 +221,8 @@ def capture(learn: Learner, *, epoch: int, batches_done: int) -> dict[str, Any]:
         },
         "loader": loader.state_dict() if hasattr(loader, "state_dict") else None,
         "rng": rng_state(),
+        "rng_ranks": rngs,
+        "world_size": D.world_size(),
         "recorder": learn.recorder.state_dict(),
         "fit": learn.fit_signature,
         "config": learn.run_config,
@@ -228,7 +234,16 @@ def restore(learn: Learner, state: dict[str, Any], source: str = "checkpoint") -
 
     Returns ``(epoch, batches_done)``: where training continues.
     """
+    from onecycle import distributed as D
+
     assert learn.opt is not None and learn.scheduler is not None
+    written_by, now = int(state.get("world_size", 1)), D.world_size()
+    if written_by != now:
+        raise CheckpointError(
+            f"{source}: written by a {written_by}-process run, this run has {now}: resume "
+            f"with {written_by} process(es) (the data shards, steps per epoch and schedule "
+            "depend on it), or start a fresh run"
+        )
     if state.get("fit") != learn.fit_signature:
         raise ConfigError(
             "resume", source,
@@ -248,7 +263,7 @@ def restore(learn: Learner, state: dict[str, Any], source: str = "checkpoint") -
             {**state["loader"], "epoch": pos["epoch"], "batches_done": pos["batches_done"]}
         )
     learn.recorder.load_state_dict(state["recorder"])
-    set_rng_state(state["rng"])
+    set_rng_state(state["rng_ranks"][D.rank()] if state.get("rng_ranks") else state["rng"])
     return int(pos["epoch"]), int(pos["batches_done"])
 
 
@@ -291,34 +306,51 @@ class Checkpoint(Callback):
                     signal.Signals(signum).name)  # fmt: skip
 
     def _save(self, learn: Learner, epoch: int, batches_done: int) -> Path:
+        from onecycle import distributed as D
+
         assert learn.scheduler is not None
         step = learn.scheduler.step_count
         path = self.folder / f"ckpt-e{epoch:04d}-s{step:08d}.pt"
-        save(capture(learn, epoch=epoch, batches_done=batches_done), path)
+        state = capture(learn, epoch=epoch, batches_done=batches_done)  # every rank
+        if D.is_main():  # under DDP only rank 0 writes
+            save(state, path)
+            for old in checkpoints(self.folder)[self.keep :]:
+                for p in (old, old.with_name(old.name + ".manifest")):
+                    p.unlink(missing_ok=True)
+        D.barrier()  # no rank moves on before the checkpoint is on disk
         self.last = path
-        for old in checkpoints(self.folder)[self.keep :]:
-            for p in (old, old.with_name(old.name + ".manifest")):
-                p.unlink(missing_ok=True)
         return path
 
-    def _stop_if_signalled(self, learn: Learner, path: Path | None) -> None:
-        if self._signal is not None:
-            assert learn.scheduler is not None
-            raise TrainingInterrupted(self._signal, path, learn.epoch, learn.scheduler.step_count)
+    def _signalled(self, learn: Learner) -> bool:
+        """Did this process (or, under DDP, any rank) receive SIGINT/SIGTERM?"""
+        from onecycle import distributed as D
+
+        if not D.is_distributed():
+            return self._signal is not None
+        flag = torch.tensor([0 if self._signal is None else 1], device=learn.device)
+        D.all_reduce_sum(flag)
+        if flag.item() and self._signal is None:
+            self._signal = int(signal.SIGTERM)  # a peer was told to stop: stop with it
+        return bool(flag.item())
+
+    def _stop(self, learn: Learner, path: Path | None) -> None:
+        assert learn.scheduler is not None and self._signal is not None
+        raise TrainingInterrupted(self._signal, path, learn.epoch, learn.scheduler.step_count)
 
     def after_step(self, learn: Learner) -> None:
         assert learn.scheduler is not None
         due = self.every is not None and learn.scheduler.step_count % self.every == 0
-        path = None
-        if due or self._signal is not None:
-            path = self._save(learn, learn.epoch, learn.iter + 1)
-        self._stop_if_signalled(learn, path)
+        stop = self._signalled(learn)  # under DDP: the same answer on every rank
+        path = self._save(learn, learn.epoch, learn.iter + 1) if stop or due else None
+        if stop:
+            self._stop(learn, path)
 
     def after_epoch(self, learn: Learner) -> None:
         if not learn.epoch_completed:  # an error or an interruption is on its way up
             return
         path = self._save(learn, learn.epoch + 1, 0)
-        self._stop_if_signalled(learn, path)
+        if self._signalled(learn):
+            self._stop(learn, path)
 
     def after_fit(self, learn: Learner) -> None:
         for sig, old in self._old.items():

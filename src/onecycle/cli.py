@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -464,13 +465,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``onecycle`` command; returns the exit status."""
+    from onecycle import distributed as D
     from onecycle.callbacks import NonFiniteLossError
     from onecycle.checkpoint import CheckpointError, TrainingInterrupted
     from onecycle.data import DataError
 
     logging.basicConfig(level=logging.INFO, format="onecycle: %(message)s")
+    started = False
     try:
         args = build_parser().parse_args(argv)
+        # under torchrun: join the process group; only rank 0 prints results
+        started = D.init()
+        if started and not D.is_main():
+            logging.getLogger().setLevel(logging.WARNING)
+            sys.stdout = open(os.devnull, "w")  # rank > 0: the process ends after main
         return int(args.func(args))
     except (UsageError, ConfigError) as e:
         print(f"onecycle: error: {e}" if isinstance(e, ConfigError) else str(e), file=sys.stderr)
@@ -490,3 +498,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("onecycle: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if started:
+            D.shutdown()  # free DDP models, then leave the group: a clean exit

@@ -96,8 +96,12 @@ class Learner:
         train_bn: keep normalization layers trainable when frozen (fastai's default).
         device: where the model and batches live (default: where the model is).
 
+    Under ``torchrun`` (a process group of several processes) the Learner wraps the model
+    in DDP, shards ``onecycle.data.Loader`` data per rank and reduces losses and metrics
+    across ranks: see ``onecycle.distributed``.
+
     Attributes callbacks read or set: ``model, opt, scheduler, loss_func, epoch, n_epoch,
-    iter, n_iter, batch, pred, loss, will_step, accumulate, autocast, scaler,
+    iter, n_iter, batch, pred, loss, loss_global, will_step, accumulate, autocast, scaler,
     valid_results, epoch_completed, step_values, recorder, fit_signature, run_config,
     lr_find_result``.
 
@@ -172,6 +176,9 @@ class Learner:
         self.batch: Any = None
         self.pred: Any = None
         self.loss: torch.Tensor = torch.zeros(())
+        self.loss_global: torch.Tensor = self.loss  # the loss averaged over ranks (DDP)
+        self.ddp_model: nn.Module | None = None  # the DDP wrapper, under torch.distributed
+        self._ddp_trainable: tuple[bool, ...] = ()
 
     # --- parameter groups, freezing, weight decay ------------------------------------------------
 
@@ -247,6 +254,42 @@ class Learner:
         if any(g.get("weight_decay", 0) for g in self.opt.param_groups) and self.wd:
             log.warning("opt_func set its own weight_decay and the Learner adds wd=%g", self.wd)
 
+    # --- several processes (torch.distributed) ----------------------------------------------------
+
+    def _setup_distributed(self) -> None:
+        """Under a process group: shard the data per rank, wrap the model in DDP (again if
+        the trainable parameters changed, e.g. after ``unfreeze``), check that every rank
+        runs the same number of batches."""
+        from onecycle import distributed as D
+
+        if not D.is_distributed():
+            return
+        rank, world = D.rank(), D.world_size()
+        self.train_data = _shard(self.train_data, rank, world, True, "train_data")
+        if self.valid_data is not None:
+            self.valid_data = _shard(self.valid_data, rank, world, False, "valid_data")
+        trainable = tuple(p.requires_grad for p in self.model.parameters())
+        if self.ddp_model is None or trainable != self._ddp_trainable:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.ddp_model = DDP(self.model, device_ids=ids)  # rank 0's weights everywhere
+            self._ddp_trainable = trainable
+        counts = D.all_gather_object(len(self.train_data))  # type: ignore[arg-type]
+        if len(set(counts)) > 1:
+            raise ConfigError("train_data", f"batches per rank {counts}",
+                              "the same number of batches on every rank")  # fmt: skip
+
+    def _reduce_loss(self) -> None:
+        from onecycle import distributed as D
+
+        if self.ddp_model is None or not D.is_distributed():
+            self.loss_global = self.loss
+            return
+        red = self.loss.detach().float().reshape(1).clone()
+        D.all_reduce_sum(red)
+        self.loss_global = red[0] / D.world_size()
+
     # --- the loop ------------------------------------------------------------------------------
 
     def fit(
@@ -288,6 +331,7 @@ class Learner:
         for group in self.opt.param_groups:
             group["wd"] = wd_now  # decoupled, applied by the Learner; schedulable as "wd"
         self.n_epoch = n_epoch
+        self._setup_distributed()
         extra = sorted(cbs, key=lambda c: c.order)
         self._cb_table = self._bind([*self.cbs, *extra])
         try:
@@ -324,8 +368,18 @@ class Learner:
             if not folders:
                 raise ConfigError("resume", "auto", "a path, or a Checkpoint callback in cbs")
             resume = folders[0]
+        from onecycle import distributed as D
+
         path = Path(resume)
-        found = ck.latest(path) if path.is_dir() or not path.exists() else (path, ck.load(path))
+        if D.is_distributed():  # rank 0 picks the checkpoint; every rank loads that one
+            pick = None
+            if D.is_main():
+                newest = ck.latest(path) if path.is_dir() or not path.exists() else None
+                pick = str(newest[0]) if newest else (str(path) if path.is_file() else None)
+            pick = D.broadcast_object(pick)
+            found = None if pick is None else (Path(pick), ck.load(pick))
+        else:
+            found = ck.latest(path) if path.is_dir() or not path.exists() else (path, ck.load(path))
         if found is None:
             log.info("no checkpoint in %s yet: starting fresh", path)
             return 0, 0
@@ -354,6 +408,8 @@ class Learner:
         self.model.train()
         if skip == 0 and hasattr(self.train_data, "set_epoch"):
             self.train_data.set_epoch(self.epoch)
+        elif hasattr(getattr(self.train_data, "sampler", None), "set_epoch"):
+            self.train_data.sampler.set_epoch(self.epoch)  # DistributedSampler
         self.valid_results = {}
         self._event("before_train")
         # A loader that was positioned by load_state_dict starts at batch `skip` by itself;
@@ -373,15 +429,21 @@ class Learner:
         group_start = (self.iter // acc) * acc
         group_size = min(acc, self.n_iter - group_start)
         self.will_step = self.iter + 1 == group_start + group_size
+        model = self.ddp_model or self.model
+        # DDP averages gradients on the micro-batch that steps, not on every one
+        quiet = self.ddp_model is not None and not self.will_step
+        sync = model.no_sync() if quiet else nullcontext()  # type: ignore[operator]
         try:
             self._event("before_batch")
             xb, yb = self.batch
-            with self.autocast():
-                self.pred = self.model(xb)
-                self.loss = self.loss_func(self.pred, yb)
-            self._event("after_loss")
-            loss = self.loss / group_size if group_size > 1 else self.loss
-            (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
+            with sync:
+                with self.autocast():
+                    self.pred = model(xb)
+                    self.loss = self.loss_func(self.pred, yb)
+                self._reduce_loss()
+                self._event("after_loss")
+                loss = self.loss / group_size if group_size > 1 else self.loss
+                (self.scaler.scale(loss) if self.scaler is not None else loss).backward()
             self._event("after_backward")
             if self.will_step and self._optimizer_step():
                 self._event("after_step")
@@ -435,6 +497,13 @@ class Learner:
             for i, m in enumerate(self.metrics):
                 sums[i] += m(pred, yb).detach().double() * bs
             n += bs
+        from onecycle import distributed as D
+
+        if D.is_distributed():  # each rank saw its shard: add them up
+            packed = torch.stack([total, *sums, torch.tensor(float(n), dtype=torch.float64,
+                                                             device=self.device)])  # fmt: skip
+            D.all_reduce_sum(packed)
+            total, sums, n = packed[0], list(packed[1:-1]), int(packed[-1].item())
         if n == 0:
             raise ConfigError("valid_data", "an empty iterable", "at least one batch")
         results = {"valid_loss": float(total) / n}
@@ -501,10 +570,11 @@ class Learner:
         if self.opt is None:
             self._make_opt([start_lr] * len(self.param_groups))
         assert self.opt is not None
+        self._setup_distributed()  # under DDP: sharded data, averaged gradients and losses
         return range_test(
-            self.model, self.opt, self.loss_func, self.train_data, start_lr=start_lr,
-            end_lr=end_lr, num_it=num_it, mode=mode, smooth=smooth, stop_div=stop_div,
-            div_factor=div_factor, valid_batches=valid_batches, metric=metric,
+            self.ddp_model or self.model, self.opt, self.loss_func, self.train_data,
+            start_lr=start_lr, end_lr=end_lr, num_it=num_it, mode=mode, smooth=smooth,
+            stop_div=stop_div, div_factor=div_factor, valid_batches=valid_batches, metric=metric,
             accumulate=accumulate or self.accumulate, autocast=self.autocast,
         )  # fmt: skip
 
@@ -669,6 +739,28 @@ def _model_device(model: nn.Module) -> torch.device:
     for p in model.parameters():
         return p.device
     return torch.device("cpu")
+
+
+def _shard(data: Any, rank: int, world: int, even: bool, name: str) -> Any:
+    """``data`` for this rank: an ``onecycle.data.Loader`` is sharded (once); a
+    ``DataLoader`` must bring its own ``DistributedSampler``."""
+    from onecycle.data.loader import Loader
+
+    if isinstance(data, Loader):
+        if data.world_size == world:
+            return data  # sharded already (by the user, or by an earlier fit)
+        if data.world_size != 1:
+            raise ConfigError(name, f"a Loader sharded for {data.world_size} processes",
+                              f"an unsharded Loader, or one sharded for {world}")  # fmt: skip
+        return data.shard(rank, world, even=even)
+    sampler = getattr(data, "sampler", None)
+    if type(sampler).__name__ == "DistributedSampler" or getattr(data, "distributed", False):
+        return data
+    raise ConfigError(
+        name, type(data).__name__,
+        f"under torch.distributed ({world} processes): an onecycle.data.Loader (sharded "
+        "automatically) or a DataLoader with a DistributedSampler",
+    )  # fmt: skip
 
 
 def _check_data(name: str, data: Any) -> None:

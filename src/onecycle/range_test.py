@@ -8,7 +8,10 @@ states and the loader's position. Nothing touches the disk; the snapshot is one 
 the model and one of the optimizer state. A training run after the test is bit-identical
 to the same run without it.
 
-It works on a bare model + optimizer + batches, with or without a ``Learner``:
+It works on a bare model + optimizer + batches, with or without a ``Learner``. Under
+``torch.distributed`` (a DDP-wrapped model, each rank its own batches) every loss is
+averaged over the ranks, so every rank stops at the same step and gets the same
+suggestions:
 
 >>> import torch
 >>> g = torch.Generator().manual_seed(0)
@@ -241,7 +244,7 @@ def range_test(
             for _ in range(accumulate):
                 with ctx():
                     loss = step_fn(model, to_device(next(data), device))
-                value = float(loss.detach())
+                value = _rank_mean(float(loss.detach()), device)  # the same decisions on every rank
                 total += value / accumulate
                 if not math.isfinite(value):
                     finite = False
@@ -260,9 +263,9 @@ def range_test(
             optimizer.zero_grad(set_to_none=True)
             if valid_batches is not None:
                 vl, vm = _validate(model, step_fn, valid_batches, metric, device, ctx)
-                v_losses.append(vl)
+                v_losses.append(_rank_mean(vl, device))
                 if vm is not None:
-                    v_metrics.append(vm)
+                    v_metrics.append(_rank_mean(vm, device))
                 model.train()
             best = min(best, s)
             if stop_div and i > 0 and s > best + (div_factor - 1) * max(abs(best), 1e-12):
@@ -274,6 +277,17 @@ def range_test(
     result.suggestions, result.recommended = analysis.suggestions, analysis.recommended
     result.analysis_curve = analysis.curve
     return result
+
+
+def _rank_mean(value: float, device: torch.device) -> float:
+    """``value`` averaged over the ranks of a process group (itself without one)."""
+    from onecycle import distributed as D
+
+    if not D.is_distributed():
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=device)  # NCCL: a CUDA tensor
+    D.all_reduce_sum(t)
+    return float(t[0]) / D.world_size()
 
 
 def _adaptive(optimizer: torch.optim.Optimizer) -> bool:

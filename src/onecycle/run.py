@@ -305,7 +305,9 @@ def run_lr_find(
         learn.accumulate = cfg.accumulate
     res = learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, mode=mode)
     files: dict[str, str] = {}
-    if cfg.out:
+    from onecycle import distributed as D
+
+    if cfg.out and D.is_main():
         out = Path(cfg.out)
         _write_json(out / "lr_find.json", res.to_dict())
         files["lr_find"] = str(out / "lr_find.json")
@@ -323,10 +325,15 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
     recommendation becomes ``lr_max`` (for ``clr``: its ``clr_bounds``), and its curve is
     kept in ``metrics.json`` under ``lr_find`` and plotted to ``lr_find.png``.
     """
+    from onecycle import distributed as D
+
     cfg = cfg.resolved()
     t_start = time.perf_counter()
     learn, facts = build_learner(cfg)
-    cbs: list[Callback] = [ProgressBar(stream=stream, bar=None if cfg.progress else False)]
+    main = D.is_main()  # under torchrun only rank 0 prints and writes files
+    cbs: list[Callback] = (
+        [ProgressBar(stream=stream, bar=None if cfg.progress else False)] if main else []
+    )
     if cfg.accumulate > 1:
         cbs.append(GradientAccumulation(cfg.accumulate))
     if cfg.clip:
@@ -347,7 +354,7 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
         cfg = dataclasses.replace(cfg, lr_max=lr)
         if cfg.schedule == "clr" and bounds:
             cfg.div = bounds[1] / bounds[0]
-        if cfg.out:
+        if cfg.out and main:
             try:
                 files["lr_find_plot"] = str(lr_find.plot(Path(cfg.out) / "lr_find.png"))
             except ImportError as e:
@@ -372,10 +379,11 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
             "weights_sha256": weights_sha256(learn.model),
         },
         "versions": {"torch": torch.__version__, "onecycle": _version()},
+        "world_size": D.world_size(),
     }
     if lr_find is not None:
         metrics["lr_find"] = lr_find.to_dict()
-    if cfg.out:
+    if cfg.out and main:
         out = Path(cfg.out)
         _write_json(out / "metrics.json", metrics)
         files["metrics"] = str(out / "metrics.json")

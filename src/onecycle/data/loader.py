@@ -73,6 +73,9 @@ class Loader:
         crop_pad: random crop after padding by this many pixels (images only), 0 = off.
         hflip: random horizontal flips (images only).
         rank, world_size: this process's shard: epoch permutation ``perm[rank::world_size]``.
+        even: every rank gets the same number of samples (the permutation's tail of at
+            most ``world_size - 1`` samples is dropped; what training needs). ``False``
+            keeps every sample, so shards may differ by one (what evaluation needs).
         device: where batches live (default: where ``x`` is).
 
     ``state_dict()`` is ``{"epoch": e, "batches_done": k}``: with the same data and
@@ -99,6 +102,7 @@ class Loader:
         hflip: bool = False,
         rank: int = 0,
         world_size: int = 1,
+        even: bool = True,
         device: torch.device | str | None = None,
     ) -> None:
         if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
@@ -112,6 +116,7 @@ class Loader:
         if self.rank >= self.world_size:
             raise ConfigError("rank", rank, f"an integer in [0, world_size={world_size})")
         self.batch_size = check_int("batch_size", batch_size)
+        self.even = bool(even)
         n_local = len(x) // self.world_size
         if self.batch_size > n_local:
             raise ConfigError(
@@ -130,8 +135,30 @@ class Loader:
 
     @property
     def n_samples(self) -> int:
-        """Samples this process sees per epoch (equal across ranks: the tail is dropped)."""
-        return len(self.x) // self.world_size
+        """Samples this process sees per epoch (equal across ranks unless ``even=False``)."""
+        if self.even:
+            return len(self.x) // self.world_size
+        return len(range(self.rank, len(self.x), self.world_size))
+
+    def shard(self, rank: int, world_size: int, *, even: bool = True) -> Loader:
+        """This loader's shard for process ``rank`` of ``world_size``: same tensors (not
+        copied), seed and options; the batch size is kept (capped at the shard's size).
+
+        >>> dl = Loader(torch.arange(10.0), torch.arange(10), batch_size=2, shuffle=False)
+        >>> [yb.tolist() for _, yb in dl.shard(1, 2)]
+        [[1, 3], [5, 7], [9]]
+        """
+        out = Loader.__new__(Loader)
+        out.__dict__.update(self.__dict__)
+        out.world_size = check_int("world_size", world_size)
+        out.rank = check_int("rank", rank, minimum=0)
+        if out.rank >= out.world_size:
+            raise ConfigError("rank", rank, f"an integer in [0, world_size={world_size})")
+        out.even = bool(even)
+        if out.n_samples == 0:
+            raise ConfigError("world_size", world_size, f"at most {len(self.x)} (the samples)")
+        out.batch_size = min(self.batch_size, out.n_samples)
+        return out
 
     def __len__(self) -> int:
         n = self.n_samples
@@ -160,7 +187,7 @@ class Loader:
         return g
 
     def _order(self, epoch: int) -> torch.Tensor:
-        n_total = self.n_samples * self.world_size
+        n_total = len(self.x) // self.world_size * self.world_size if self.even else len(self.x)
         if self.shuffle:
             perm = torch.randperm(len(self.x), generator=self._generator(epoch, 0), device="cpu")
         else:

@@ -1,0 +1,193 @@
+"""Multi-process training on PyTorch's own engine: ``torch.distributed`` + DDP.
+
+Launch with ``torchrun`` (the ``Learner`` and ``onecycle fit`` need no change)::
+
+    torchrun --standalone --nproc_per_node=2 -m onecycle fit --dataset mnist1d --epochs 10
+
+or from Python with ``spawn(fn, nprocs)``. What the Learner does when a process group of
+more than one process is up (see ``docs/distributed.md``):
+
+- wraps the model in ``DistributedDataParallel`` (gradients averaged across ranks);
+- shards an ``onecycle.data.Loader`` per rank (``perm[rank::world_size]`` of the epoch's
+  permutation, a new one each epoch; a ``DataLoader`` needs a ``DistributedSampler``);
+- counts the schedule's steps from the sharded loader, so every rank runs the same
+  number of optimizer steps with the same hyper-parameters;
+- averages each batch's loss across ranks (one scalar all-reduce): the recorded loss and
+  the non-finite check are the same on every rank, so a NaN on one rank stops all;
+- reduces validation sums across ranks;
+- lets only rank 0 print, write metrics, plots and checkpoints.
+
+``batch_size`` is per process: the effective batch is ``bs x world_size x accumulate``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import gc
+import logging
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+from onecycle.errors import ConfigError
+
+__all__ = [
+    "all_reduce_sum",
+    "barrier",
+    "broadcast_object",
+    "init",
+    "is_distributed",
+    "is_main",
+    "rank",
+    "shutdown",
+    "spawn",
+    "world_size",
+]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TIMEOUT = 600.0  # seconds; ONECYCLE_DIST_TIMEOUT overrides
+
+
+def is_distributed() -> bool:
+    """True when a process group of more than one process is up."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    """This process's rank (0 without a process group)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    """Processes in the group (1 without one)."""
+    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+
+def is_main() -> bool:
+    """Rank 0, or no process group: the process that prints and writes files."""
+    return rank() == 0
+
+
+def _timeout(seconds: float | None) -> datetime.timedelta:
+    if seconds is None:
+        raw = os.environ.get("ONECYCLE_DIST_TIMEOUT", str(DEFAULT_TIMEOUT))
+        try:
+            seconds = float(raw)
+        except ValueError:
+            raise ConfigError("ONECYCLE_DIST_TIMEOUT", raw, "a number of seconds") from None
+    if not seconds > 0:
+        raise ConfigError("timeout", seconds, "a number of seconds > 0")
+    return datetime.timedelta(seconds=seconds)
+
+
+def init(backend: str | None = None, timeout: float | None = None) -> bool:
+    """Join the process group ``torchrun`` (or ``spawn``) described in the environment
+    (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``). Returns True when this
+    process is now part of a group of more than one; False when the environment names
+    none (a plain single-process run) or a group is already up.
+
+    ``backend``: default NCCL when CUDA is available, else gloo. ``timeout`` (seconds;
+    default ``ONECYCLE_DIST_TIMEOUT`` or 600) bounds the rendezvous and every collective,
+    so a dead peer fails the run instead of hanging it. On CUDA, the device is set to
+    ``LOCAL_RANK``.
+    """
+    if dist.is_initialized():
+        return False
+    ws = int(os.environ.get("WORLD_SIZE", "1"))
+    if ws <= 1 or "RANK" not in os.environ:
+        return False
+    if not dist.is_available():
+        raise ConfigError("WORLD_SIZE", ws, "1: this torch build has no torch.distributed")
+    use_cuda = torch.cuda.is_available() and backend != "gloo"
+    backend = backend or ("nccl" if use_cuda else "gloo")
+    if use_cuda:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend=backend, timeout=_timeout(timeout))
+    log.info("process group up: rank %d of %d (%s)", dist.get_rank(), ws, backend)
+    return True
+
+
+def shutdown(*holders: Any) -> None:
+    """Leave the process group cleanly: drop the DDP wrappers held by ``holders`` (e.g.
+    the Learner) first, collect them, then ``destroy_process_group``. Destroying the group
+    while a DDP model is alive crashes some torch versions at exit."""
+    for h in holders:
+        if getattr(h, "ddp_model", None) is not None:
+            h.ddp_model = None
+    gc.collect()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
+    """``t`` summed over ranks (in place; ``t`` itself without a process group)."""
+    if is_distributed():
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    return t
+
+
+def barrier() -> None:
+    """Wait for every rank (no-op without a process group)."""
+    if is_distributed():
+        dist.barrier()
+
+
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank (``obj`` itself without a process group)."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def all_gather_object(obj: Any) -> list[Any]:
+    """Every rank's ``obj``, in rank order (``[obj]`` without a process group)."""
+    if not is_distributed():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def free_port() -> int:
+    """A TCP port free on this host now (for ``MASTER_PORT``; no fixed ports)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _spawned(local_rank: int, fn: Callable[..., Any], nprocs: int, port: int, args: tuple,
+             timeout: float | None) -> None:  # fmt: skip
+    os.environ.update({
+        "RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(nprocs),
+        "LOCAL_WORLD_SIZE": str(nprocs), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
+    })  # fmt: skip
+    init(timeout=timeout)
+    try:
+        fn(*args)
+    finally:
+        shutdown()
+
+
+def spawn(
+    fn: Callable[..., Any], nprocs: int = 2, args: tuple = (), timeout: float | None = None
+) -> None:
+    """Run ``fn(*args)`` in ``nprocs`` processes on this host, each in the process group
+    (gloo on CPU, NCCL with CUDA), the group torn down cleanly afterwards. ``fn`` must be
+    importable (defined at a module's top level). An exception in any process is raised
+    here.
+
+    >>> def work(): print(rank(), world_size())        # doctest: +SKIP
+    >>> spawn(work, nprocs=2)                           # doctest: +SKIP
+    """
+    import torch.multiprocessing as mp
+
+    if not isinstance(nprocs, int) or nprocs < 1:
+        raise ConfigError("nprocs", nprocs, "an integer >= 1")
+    mp.spawn(_spawned, args=(fn, nprocs, free_port(), args, timeout), nprocs=nprocs, join=True)
