@@ -220,6 +220,7 @@ class ProgressBar(Callback):
 
     The table (epoch, train loss, valid loss, metrics, seconds) is written to ``stream``
     (default stderr) one row per epoch; ``table=False`` hides it, ``bar=False`` the bar.
+    Under torch.distributed only rank 0 shows either.
     """
 
     order = 95
@@ -234,9 +235,12 @@ class ProgressBar(Callback):
         return self.stream if self.stream is not None else sys.stderr
 
     def before_fit(self, learn: Learner) -> None:
+        from onecycle import distributed as D
+
         self._header_done = False
+        self._silent = not D.is_main()  # under DDP only rank 0 shows progress
         show = self.bar if self.bar is not None else sys.stderr.isatty()
-        self._use_bar = bool(show)
+        self._use_bar = bool(show) and not self._silent
         if self._use_bar:
             try:
                 import tqdm  # noqa: F401
@@ -262,7 +266,7 @@ class ProgressBar(Callback):
             self._pbar = None
 
     def after_epoch(self, learn: Learner) -> None:
-        if not self.table or not learn.recorder.rows:
+        if not self.table or self._silent or not learn.recorder.rows:
             return
         row = learn.recorder.rows[-1]
         keys = list(row)

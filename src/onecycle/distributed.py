@@ -181,10 +181,13 @@ def spawn(
     """Run ``fn(*args)`` in ``nprocs`` processes on this host, each in the process group
     (gloo on CPU, NCCL with CUDA), the group torn down cleanly afterwards. ``fn`` must be
     importable (defined at a module's top level). An exception in any process is raised
-    here.
+    here. Example (``work`` in an importable module)::
 
-    >>> def work(): print(rank(), world_size())        # doctest: +SKIP
-    >>> spawn(work, nprocs=2)                           # doctest: +SKIP
+        def work(out):
+            learn = make_learner()         # data in a Loader: sharded per rank
+            learn.fit_one_cycle(5, 0.1)    # DDP, reduced losses, the same schedule on each rank
+
+        spawn(work, nprocs=2, args=("runs/x",))
     """
     import torch.multiprocessing as mp
 

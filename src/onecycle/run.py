@@ -330,10 +330,8 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
     cfg = cfg.resolved()
     t_start = time.perf_counter()
     learn, facts = build_learner(cfg)
-    main = D.is_main()  # under torchrun only rank 0 prints and writes files
-    cbs: list[Callback] = (
-        [ProgressBar(stream=stream, bar=None if cfg.progress else False)] if main else []
-    )
+    main = D.is_main()  # under torchrun only rank 0 writes files (and prints: ProgressBar)
+    cbs: list[Callback] = [ProgressBar(stream=stream, bar=None if cfg.progress else False)]
     if cfg.accumulate > 1:
         cbs.append(GradientAccumulation(cfg.accumulate))
     if cfg.clip:
