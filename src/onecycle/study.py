@@ -395,6 +395,11 @@ class StudyResult:
 def run_study(cfg: StudyConfig, *, stream: TextIO | None = None) -> StudyResult:
     """Run the study ``cfg`` describes; write ``study.json``, ``study.md`` and PNGs to
     ``cfg.out``. ``stream`` (if given) receives one line per finished run."""
+    from onecycle import distributed as D
+
+    if D.is_distributed():
+        raise ConfigError("study", f"{D.world_size()} processes",
+                          "one process (run `onecycle study` without torchrun)")  # fmt: skip
     cfg = cfg.resolved()
     t_start = time.perf_counter()
     out = Path(cfg.out)
@@ -528,7 +533,9 @@ def markdown(data: dict[str, Any]) -> str:
         f"{cfg['epochs']} epochs ({first['runs'][0]['total_steps']} iterations), "
         f"{facts.get('train_samples', '?'):,} training / "
         f"{facts.get('test_samples', '?'):,} test samples, {seeds} seed(s), test accuracy "
-        f"{cfg['evals_per_epoch']}x per epoch. Study wall time {data['wall_seconds']:.0f} s.",
+        f"{cfg['evals_per_epoch']}x per epoch. Seconds are training time only (evaluations "
+        f"excluded), {data['machine']['torch_threads']} torch thread(s) on "
+        f"{data['machine']['cpus']} CPUs; study wall time {data['wall_seconds']:.0f} s.",
         "",
         ("Range test" if cfg["lr_max"] is None else "Given")
         + f": near-optimal lr_max {data['lrs']['near']:.3g}; range test: loss blew up at "
