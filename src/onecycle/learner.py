@@ -742,8 +742,11 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def _shard(data: Any, rank: int, world: int, even: bool, name: str) -> Any:
-    """``data`` for this rank: an ``onecycle.data.Loader`` is sharded (once); a
-    ``DataLoader`` must bring its own ``DistributedSampler``."""
+    """``data`` for this rank: an ``onecycle.data.Loader`` is sharded (once). Training
+    data of another kind must bring its own ``DistributedSampler``; validation data of
+    another kind is evaluated whole on every rank (the reduced result is the same)."""
+    from torch.utils.data.distributed import DistributedSampler
+
     from onecycle.data.loader import Loader
 
     if isinstance(data, Loader):
@@ -753,8 +756,7 @@ def _shard(data: Any, rank: int, world: int, even: bool, name: str) -> Any:
             raise ConfigError(name, f"a Loader sharded for {data.world_size} processes",
                               f"an unsharded Loader, or one sharded for {world}")  # fmt: skip
         return data.shard(rank, world, even=even)
-    sampler = getattr(data, "sampler", None)
-    if type(sampler).__name__ == "DistributedSampler" or getattr(data, "distributed", False):
+    if not even or isinstance(getattr(data, "sampler", None), DistributedSampler):
         return data
     raise ConfigError(
         name, type(data).__name__,

@@ -437,7 +437,8 @@ def run_study(cfg: StudyConfig, *, stream: TextIO | None = None) -> StudyResult:
         bs2_lr = place_lrs(bs2_res)["near"]
         base = summaries["1cycle"]
         reference = [
-            ("momentum", "cyclical 0.95-0.85-0.95"), ("weight decay", f"{base_cfg.wd:g} (recipe)"),
+            ("momentum", "cyclical 0.95-0.85-0.95"),
+            ("weight decay", f"{base_cfg.wd:g} (the study's)"),
             ("batch size", f"{base_cfg.bs} (lr_max {lrs['near']:.3g})"),
             ("shape", "cosine 1cycle, momentum 0.95-0.85-0.95 (fastai)"),
         ]  # fmt: skip
