@@ -559,7 +559,8 @@ def markdown(data: dict[str, Any]) -> str:
         div = f" (diverged {s['diverged']}/{seeds})" if s["diverged"] else ""
         lines.append(
             f"| {name}{div} | {_pct(s['final'], seeds)} | {_pct(s['best'], seeds)} | "
-            + " | ".join(cells) + " |"
+            + " | ".join(cells)
+            + " |"
         )
     lines += ["", "## Speed-up over the best fixed LR (Smith's measure)", ""]
     lines += [f"- {t}" for t in data["speedup"]["text"]]
