@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import torch
 
+from onecycle import distributed as D
 from onecycle.errors import check_int, check_positive
 
 if TYPE_CHECKING:
@@ -235,8 +236,6 @@ class ProgressBar(Callback):
         return self.stream if self.stream is not None else sys.stderr
 
     def before_fit(self, learn: Learner) -> None:
-        from onecycle import distributed as D
-
         self._header_done = False
         self._silent = not D.is_main()  # under DDP only rank 0 shows progress
         show = self.bar if self.bar is not None else sys.stderr.isatty()

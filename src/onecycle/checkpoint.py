@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from onecycle import distributed as D
 from onecycle.callbacks import Callback
 from onecycle.errors import ConfigError, check_int
 
@@ -201,8 +202,6 @@ def capture(learn: Learner, *, epoch: int, batches_done: int) -> dict[str, Any]:
 
     ``epoch`` and ``batches_done`` say where the data order resumes.
     """
-    from onecycle import distributed as D
-
     assert learn.opt is not None and learn.scheduler is not None
     loader = learn.train_data
     # under DDP every rank calls this (a collective): each rank's random state is kept
@@ -234,8 +233,6 @@ def restore(learn: Learner, state: dict[str, Any], source: str = "checkpoint") -
 
     Returns ``(epoch, batches_done)``: where training continues.
     """
-    from onecycle import distributed as D
-
     assert learn.opt is not None and learn.scheduler is not None
     written_by, now = int(state.get("world_size", 1)), D.world_size()
     if written_by != now:
@@ -306,8 +303,6 @@ class Checkpoint(Callback):
                     signal.Signals(signum).name)  # fmt: skip
 
     def _save(self, learn: Learner, epoch: int, batches_done: int) -> Path:
-        from onecycle import distributed as D
-
         assert learn.scheduler is not None
         step = learn.scheduler.step_count
         path = self.folder / f"ckpt-e{epoch:04d}-s{step:08d}.pt"
@@ -323,8 +318,6 @@ class Checkpoint(Callback):
 
     def _signalled(self, learn: Learner) -> bool:
         """Did this process (or, under DDP, any rank) receive SIGINT/SIGTERM?"""
-        from onecycle import distributed as D
-
         if not D.is_distributed():
             return self._signal is not None
         flag = torch.tensor([0 if self._signal is None else 1], device=learn.device)

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
+from onecycle import distributed as D
 from onecycle import schedules as S
 from onecycle.callbacks import (
     EVENTS,
@@ -260,8 +261,6 @@ class Learner:
         """Under a process group: shard the data per rank, wrap the model in DDP (again if
         the trainable parameters changed, e.g. after ``unfreeze``), check that every rank
         runs the same number of batches."""
-        from onecycle import distributed as D
-
         if not D.is_distributed():
             return
         rank, world = D.rank(), D.world_size()
@@ -281,8 +280,6 @@ class Learner:
                               "the same number of batches on every rank")  # fmt: skip
 
     def _reduce_loss(self) -> None:
-        from onecycle import distributed as D
-
         if self.ddp_model is None or not D.is_distributed():
             self.loss_global = self.loss
             return
@@ -368,8 +365,6 @@ class Learner:
             if not folders:
                 raise ConfigError("resume", "auto", "a path, or a Checkpoint callback in cbs")
             resume = folders[0]
-        from onecycle import distributed as D
-
         path = Path(resume)
         if D.is_distributed():  # rank 0 picks the checkpoint; every rank loads that one
             pick = None
@@ -497,8 +492,6 @@ class Learner:
             for i, m in enumerate(self.metrics):
                 sums[i] += m(pred, yb).detach().double() * bs
             n += bs
-        from onecycle import distributed as D
-
         if D.is_distributed():  # each rank saw its shard: add them up
             packed = torch.stack([total, *sums, torch.tensor(float(n), dtype=torch.float64,
                                                              device=self.device)])  # fmt: skip

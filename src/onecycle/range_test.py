@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from onecycle import distributed as D
 from onecycle.data.loader import to_device
 from onecycle.errors import ConfigError, check_int, check_positive, check_range
 from onecycle.scheduler import Scheduler
@@ -281,8 +282,6 @@ def range_test(
 
 def _rank_mean(value: float, device: torch.device) -> float:
     """``value`` averaged over the ranks of a process group (itself without one)."""
-    from onecycle import distributed as D
-
     if not D.is_distributed():
         return value
     t = torch.tensor([value], dtype=torch.float64, device=device)  # NCCL: a CUDA tensor

@@ -27,6 +27,7 @@ from typing import Any, Literal, TextIO
 import torch
 import torch.nn.functional as F
 
+from onecycle import distributed as D
 from onecycle import schedules as S
 from onecycle.callbacks import (
     Callback,
@@ -305,8 +306,6 @@ def run_lr_find(
         learn.accumulate = cfg.accumulate
     res = learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, mode=mode)
     files: dict[str, str] = {}
-    from onecycle import distributed as D
-
     if cfg.out and D.is_main():
         out = Path(cfg.out)
         _write_json(out / "lr_find.json", res.to_dict())
@@ -325,8 +324,6 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
     recommendation becomes ``lr_max`` (for ``clr``: its ``clr_bounds``), and its curve is
     kept in ``metrics.json`` under ``lr_find`` and plotted to ``lr_find.png``.
     """
-    from onecycle import distributed as D
-
     cfg = cfg.resolved()
     t_start = time.perf_counter()
     learn, facts = build_learner(cfg)

@@ -36,6 +36,7 @@ from typing import Any, TextIO
 
 import torch
 
+from onecycle import distributed as D
 from onecycle.callbacks import Callback, NonFiniteLossError
 from onecycle.errors import ConfigError, check_int, check_positive
 from onecycle.run import FitConfig, _write_json, build_learner, schedules_for
@@ -395,8 +396,6 @@ class StudyResult:
 def run_study(cfg: StudyConfig, *, stream: TextIO | None = None) -> StudyResult:
     """Run the study ``cfg`` describes; write ``study.json``, ``study.md`` and PNGs to
     ``cfg.out``. ``stream`` (if given) receives one line per finished run."""
-    from onecycle import distributed as D
-
     if D.is_distributed():
         raise ConfigError("study", f"{D.world_size()} processes",
                           "one process (run `onecycle study` without torchrun)")  # fmt: skip
