@@ -215,11 +215,12 @@ def place_lrs(res: Any, near: float | None = None) -> dict[str, Any]:
     where the sweep's loss blew up (the end of the analysis window; the sweep's last LR
     when it never did), and at least 1.5x ``near`` (the seed's 0.99 is 1.4x its 0.7).
     """
+    finite = [i for i, v in enumerate(res.analysis_curve) if v == v]
+    blow_up = float(res.lrs[finite[-1]] if finite else res.lrs[-1])
+    clr = res.suggestions.get("clr_bounds")
+    bounds = clr.bounds if clr is not None else None
     if near is not None:
-        bounds = res.suggestions["clr_bounds"].bounds if "clr_bounds" in res.suggestions else None
         lo = bounds[0] if bounds and bounds[0] < near else near / 25
-        finite = [i for i, v in enumerate(res.analysis_curve) if v == v]
-        blow_up = float(res.lrs[finite[-1]] if finite else res.lrs[-1])
         return _placed(near, blow_up, (float(lo), near))
     if res.recommended is None or res.recommended.lr is None:
         reasons = {s.reason for s in res.suggestions.values() if s.lr is None}
@@ -229,9 +230,6 @@ def place_lrs(res: Any, near: float | None = None) -> dict[str, Any]:
             f"({'; '.join(sorted(reasons)) or 'none'})",
         )  # fmt: skip
     near = float(res.recommended.lr)
-    finite = [i for i, v in enumerate(res.analysis_curve) if v == v]
-    blow_up = float(res.lrs[finite[-1]] if finite else res.lrs[-1])
-    bounds = res.suggestions["clr_bounds"].bounds if "clr_bounds" in res.suggestions else None
     lo, hi = bounds if bounds else (near / 10, near)
     return _placed(near, blow_up, (float(lo), float(hi)))
 
@@ -276,38 +274,32 @@ class _Evaluator(Callback):
         if self.steps in self.points:
             self.evaluate(learn)
 
-    @torch.no_grad()
-    def evaluate(self, learn: Any) -> None:
+    def _score(self, learn: Any) -> tuple[float, float, float]:
+        """(test accuracy, test loss, training seconds so far), evaluation time excluded."""
         t = time.perf_counter()
         was_training = learn.model.training
-        learn.model.eval()
-        correct = total = 0
-        loss = 0.0
-        for xb, yb in self.data:
-            xb, yb = xb.to(learn.device), yb.to(learn.device)
-            pred = learn.model(xb)
-            loss += float(learn.loss_func(pred, yb)) * len(yb)
-            correct += int((pred.argmax(-1) == yb).sum())
-            total += len(yb)
+        res = learn.validate(self.data)  # the Learner's own validation (metrics: accuracy)
         learn.model.train(was_training)
-        self.iters.append(self.steps)
-        self.seconds.append(t - self.t0 - self.spent)
-        self.acc.append(correct / total)
-        self.loss.append(loss / total)
+        seconds = t - self.t0 - self.spent
         self.spent += time.perf_counter() - t
+        return res["accuracy"], res["valid_loss"], seconds
+
+    def _record(self, step: int, score: tuple[float, float, float]) -> None:
+        self.iters.append(step)
+        self.acc.append(score[0])
+        self.loss.append(score[1])
+        self.seconds.append(score[2])
+
+    def evaluate(self, learn: Any) -> None:
+        self._record(self.steps, self._score(learn))
 
     def fill_after_divergence(self, learn: Any) -> None:
         """Score the weights as training left them (chance or worse) at every remaining
         evaluation point, so that every run covers the budget's grid."""
-        self.evaluate(learn)
-        self.iters.pop()
-        acc, loss, sec = self.acc.pop(), self.loss.pop(), self.seconds.pop()
+        score = self._score(learn)
         last = self.iters[-1] if self.iters else -1
         for p in sorted(q for q in self.points if q > last):
-            self.iters.append(p)
-            self.acc.append(acc)
-            self.loss.append(loss)
-            self.seconds.append(sec)
+            self._record(p, score)
 
 
 def _eval_points(total: int, n: int) -> list[int]:
@@ -344,7 +336,7 @@ def _clr_step(total: int, epochs: int) -> int:
     return max(1, total // (2 * cycles))
 
 
-def _plan(cfg: StudyConfig, lrs: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+def _plan(lrs: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """(name, family, FitConfig changes) for every schedule of the main comparison."""
     near = lrs["near"]
     plan = [(f"fixed {k} ({v:.3g})", "fixed", {"schedule": "const", "lr_max": v})
@@ -362,8 +354,7 @@ def _plan(cfg: StudyConfig, lrs: dict[str, Any]) -> list[tuple[str, str, dict[st
     return plan
 
 
-def _ablation_plan(cfg: StudyConfig, near: float, bs2_lr: float) -> list[tuple[str, str, dict]]:
-    base = cfg.fit_config()
+def _ablation_plan(base: FitConfig, near: float, bs2_lr: float) -> list[tuple[str, str, dict]]:
     plan: list[tuple[str, str, dict]] = [
         ("momentum", "constant 0.9", {"moms": (0.9, 0.9, 0.9)}),
     ]
@@ -406,13 +397,14 @@ def run_study(cfg: StudyConfig, *, stream: TextIO | None = None) -> StudyResult:
 
     def say(text: str) -> None:
         if stream is not None:
-            print(text, file=stream, flush=True)
+            stream.write(text + "\n")
+            stream.flush()
 
     res = _range_test(cfg)
     lrs = place_lrs(res, cfg.lr_max)
     say(f"range test: lr_max {lrs['near']:.3g}, blow-up {lrs['blow_up']:.3g}, "
         f"CLR bounds {lrs['clr'][0]:.3g}..{lrs['clr'][1]:.3g}")  # fmt: skip
-    plan = _plan(cfg, lrs)
+    plan = _plan(lrs)
     runs: dict[str, list[dict[str, Any]]] = {}
     family = {name: fam for name, fam, _ in plan}
     base_cfg = cfg.fit_config()
@@ -444,7 +436,7 @@ def run_study(cfg: StudyConfig, *, stream: TextIO | None = None) -> StudyResult:
         for factor, setting in reference:
             ablations.append({"factor": factor, "setting": setting, "summary": base,
                               "reference": True})  # fmt: skip
-        for factor, setting, changes in _ablation_plan(cfg, lrs["near"], bs2_lr):
+        for factor, setting, changes in _ablation_plan(base_cfg, lrs["near"], bs2_lr):
             rs = [_train(cfg.fit_config(seed=s, **changes), cfg.evals_per_epoch)
                   for s in range(cfg.seeds)]  # fmt: skip
             summ = summarize(rs, cfg.targets)
