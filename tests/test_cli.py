@@ -142,6 +142,8 @@ def test_factory_trains_the_users_model(tmp_path):
         (["fit", "--factory", "nocolon"], "factory"),
         (["fit", "--dataset", "fashion-mnist", "--data-dir", "/nonexistent"], "not found"),
         (["fit", "--wd", "-1"], "wd=-1.0"),
+        (["fit", "--wd", "lots"], "'auto'"),
+        (["fit", "--wd", "auto", "--schedule", "const"], "wd='auto'"),
         (["schedule", "--lr-max", "0"], "lr_max=0.0"),
         (["nosuchcommand"], "invalid choice"),
     ],
@@ -208,16 +210,29 @@ def test_lr_find_prints_a_table_and_writes_json_and_png(tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)["mode"] == "linear"
 
 
-def test_fit_lr_max_auto_uses_the_range_test(tmp_path):
+def test_fit_lr_max_auto_uses_the_range_test_and_probes(tmp_path):
     assert (
         main(["fit", "--lr-max", "auto", "--epochs", "3", "--no-progress", "--out", str(tmp_path)])
         == 0
     )
     m = json.loads((tmp_path / "metrics.json").read_text())
-    rec = m["lr_find"]["recommended"]["lr"]
-    assert m["config"]["lr_max"] == rec
-    assert max(m["steps"]["lr"]) == pytest.approx(rec, rel=1e-2)
+    pick = m["auto"]["lr_max"]
+    assert m["config"]["lr_max"] == pick and pick in m["auto"]["candidates"]
+    assert m["auto"]["probes"] and m["auto"]["steps_used"] <= 200  # MIN_BUDGET_STEPS
+    assert len(m["lr_find"]["lrs"]) > 10  # the sweep's curve is kept
+    assert max(m["steps"]["lr"]) == pytest.approx(pick, rel=1e-2)
     assert (tmp_path / "lr_find.png").exists()
+
+
+def test_fit_wd_auto_end_to_end(tmp_path):
+    r = _run("fit", "--dataset", "mnist1d", "--epochs", "2", "--lr-max", "auto", "--wd", "auto",
+             "--no-progress", "--out", str(tmp_path))  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "range test:" in r.stdout and "wd=" in r.stdout
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    wd = m["auto_wd"]["wd"]
+    assert wd in (0.0, 1e-5, 1e-4, 1e-3, 1e-2) and m["config"]["wd"] == wd
+    assert len(m["auto_wd"]["probes"]) == 5
 
 
 def test_demo_runs_the_whole_method(tmp_path):

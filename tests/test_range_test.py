@@ -273,7 +273,8 @@ def test_lr_max_auto_end_to_end(caplog):
     with caplog.at_level("INFO", logger="onecycle.learner"):
         learn.fit_one_cycle(3, lr_max="auto")
     assert any("lr_max=auto" in r.message for r in caplog.records)
-    rec = learn.lr_find_result.recommended.lr
+    rec = learn.auto_result.lr_max  # the probes' pick among the sweep's candidates
+    assert rec in learn.auto_result.candidates and learn.lr_find_result is not None
     assert max(learn.recorder.lrs) == pytest.approx(rec, rel=1e-3)  # peak between two steps
     assert learn.recorder.rows[-1]["accuracy"] > 0.85
 

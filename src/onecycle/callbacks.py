@@ -86,6 +86,12 @@ class Callback:
 
     order: int = 50
 
+    #: True for callbacks that change the update itself (clipping, accumulation, mixed
+    #: precision): they also run during the range test and the probes of ``lr_max="auto"``,
+    #: so that those sweep exactly the update rule ``fit`` trains with. Loggers,
+    #: checkpoints and progress bars leave it False and never see those side runs.
+    affects_update: bool = False
+
     def before_fit(self, learn: Learner) -> None: ...
     def before_epoch(self, learn: Learner) -> None: ...
     def before_train(self, learn: Learner) -> None: ...
@@ -287,6 +293,7 @@ class ProgressBar(Callback):
 class GradientClip(Callback):
     """Clip the gradient norm to ``max_norm`` before each optimizer step."""
 
+    affects_update = True
     order = 20
 
     def __init__(self, max_norm: float = 1.0) -> None:
@@ -308,6 +315,7 @@ class GradientAccumulation(Callback):
     own size). Each micro-batch's loss is divided by the group size.
     """
 
+    affects_update = True
     order = 10
 
     def __init__(self, n: int = 2) -> None:
@@ -327,6 +335,7 @@ class MixedPrecision(Callback):
     the schedule: the learner notices the scale dropping and calls no ``after_step``.
     """
 
+    affects_update = True
     order = 5
 
     def __init__(self, dtype: torch.dtype | None = None) -> None:

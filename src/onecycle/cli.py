@@ -111,10 +111,11 @@ def _add_optim_args(f: argparse.ArgumentParser) -> None:
     g.add_argument("--bs", type=int, default=None, help="batch size")
     g.add_argument(
         "--wd",
-        type=float,
+        type=_lr_max,
         default=None,
         help="decoupled weight decay (not on biases/norm layers); large LRs "
-        "regularize, so keep it small",
+        "regularize, so keep it small. 'auto' (fit, 1cycle): Smith's weight-decay test "
+        "picks one of 0, 1e-5, 1e-4, 1e-3, 1e-2",
     )
     g.add_argument(
         "--accumulate",
@@ -322,29 +323,25 @@ def _print_suggestions(res) -> None:  # res: RangeTestResult
 def _cmd_demo(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from onecycle.run import FitConfig, run_fit, run_lr_find
+    from onecycle.run import FitConfig, run_fit
 
     out = Path(args.out)
     cfg = FitConfig(dataset="mnist1d", epochs=args.epochs, out=str(out), seed=args.seed,
                     progress=not args.no_progress)  # fmt: skip
-    print("== 1. LR range test on MNIST-1D (1-D CNN, AdamW); everything restored afterwards")
-    res, files = run_lr_find(cfg)
-    _print_suggestions(res)
-    if res.recommended is None:
-        print("no reliable lr_max from the range test: training with the recipe's 3e-2")
-    lr_max = res.recommended.lr if res.recommended else 3e-2
+    print("== 1. lr_max='auto' on MNIST-1D (1-D CNN, AdamW): an LR range test, then short")
+    print("   1cycle probes at the candidates it suggests; everything restored afterwards")
     print(
-        f"\n== 2. 1cycle for {args.epochs} epochs: lr {lr_max / 25:.3g} -> {lr_max:.3g} -> "
-        f"{lr_max / 1e5:.3g}, momentum (beta1) 0.95 -> 0.85 -> 0.95"
+        f"== 2. then 1cycle for {args.epochs} epochs at the pick: lr lr_max/25 -> lr_max -> "
+        "lr_max/1e5, momentum (beta1) 0.95 -> 0.85 -> 0.95\n"
     )
-    result = run_fit(dataclasses.replace(cfg, lr_max=lr_max), stream=sys.stdout)
+    result = run_fit(dataclasses.replace(cfg, lr_max="auto"), stream=sys.stdout)
     final = result.metrics["final"]
     print(
         f"\ntest accuracy {final['test_accuracy']:.4f} after {final['optimizer_steps']} "
         f"steps, {final['train_seconds']:.1f}s of training"
     )
     print("(published MNIST-1D test accuracy: logistic 32%, MLP 68%, CNN ~94%; Greydanus 2020)")
-    for kind, path in {**files, **result.files}.items():
+    for kind, path in result.files.items():
         print(f"{kind}: {path}")
     return 0
 

@@ -25,6 +25,7 @@ from onecycle.callbacks import (
     CancelBatch,
     CancelEpoch,
     CancelFit,
+    GradientAccumulation,
     NonFiniteGuard,
     Recorder,
 )
@@ -33,6 +34,7 @@ from onecycle.errors import ConfigError, check_finite, check_int, check_positive
 from onecycle.scheduler import Scheduler, ScheduleSpec, momentum_key
 
 if TYPE_CHECKING:
+    from onecycle.auto import AutoResult
     from onecycle.range_test import RangeTestResult
 
 __all__ = ["Learner", "accuracy", "adamw", "sgd"]
@@ -104,7 +106,7 @@ class Learner:
     Attributes callbacks read or set: ``model, opt, scheduler, loss_func, epoch, n_epoch,
     iter, n_iter, batch, pred, loss, loss_global, will_step, accumulate, autocast, scaler,
     valid_results, epoch_completed, step_values, recorder, fit_signature, run_config,
-    lr_find_result``.
+    lr_find_result, auto_result, auto_wd_result``.
 
     >>> import torch
     >>> from onecycle.data import Loader
@@ -170,6 +172,8 @@ class Learner:
         self.scaler: torch.amp.GradScaler | None = None
         self.valid_results: dict[str, float] = {}
         self.lr_find_result: RangeTestResult | None = None
+        self.auto_result: AutoResult | None = None  # what lr_max="auto" saw and chose
+        self.auto_wd_result: AutoResult | None = None  # what wd="auto" saw and chose
         self.step_values: dict[str, list[float]] = {}  # hyper-parameters of the last step
         self.fit_signature = ""  # what a checkpoint must match to resume this fit
         self.run_config: dict[str, Any] = {}  # stored in checkpoints (the CLI's config)
@@ -300,6 +304,7 @@ class Learner:
         start_epoch: int = 0,
         reset_opt: bool = False,
         resume: str | Path | None = None,
+        _total_steps: int | None = None,
     ) -> None:
         """Train for ``n_epoch`` epochs.
 
@@ -335,7 +340,8 @@ class Learner:
             self._event("before_fit")
             self.n_iter = len(self.train_data)  # type: ignore[arg-type]
             steps_per_epoch = math.ceil(self.n_iter / self.accumulate)
-            total = n_epoch * steps_per_epoch
+            # the range test and probes (onecycle.auto) run a schedule over fewer steps
+            total = _total_steps or n_epoch * steps_per_epoch
             spec = schedules(total) if callable(schedules) else schedules
             spec = dict(spec) if spec else {"lr": [S.const(v) for v in lrs]}
             self.scheduler = Scheduler(self.opt, spec, total)
@@ -552,42 +558,99 @@ class Learner:
         valid_batches: Iterable[Any] | None = None,
         metric: Callable[[Any, Any], torch.Tensor] | None = None,
         accumulate: int | None = None,
+        *,
+        moms: tuple[float, float, float] | None = None,
+        wd: float | None = None,
+        cbs: Sequence[Callback] = (),
     ) -> RangeTestResult:
-        """The LR range test on this learner's model, optimizer, loss and training data;
-        everything is restored afterwards (see ``onecycle.range_test``, same options).
+        """The LR range test on this learner, through its own training loop: every step
+        applies exactly what ``fit`` applies (decoupled ``wd`` and its no-decay groups,
+        the callbacks marked ``affects_update`` in ``self.cbs`` and ``cbs``: clipping,
+        accumulation, mixed precision), with momentum (or beta1) held at ``moms[1]``
+        (default the Learner's, 0.85): the value 1cycle uses when its LR peaks, which is
+        what the sweep is read for. Everything is restored afterwards.
 
         The sweep's LRs apply to the last param group; the others keep their ratio to it.
+        ``valid_batches``: the validation loss (and ``metric``) after every step. Options
+        as ``onecycle.range_test.range_test``.
         """
-        from onecycle.range_test import range_test
+        from onecycle.auto import lr_sweep
 
         if self.opt is None:
             self._make_opt([start_lr] * len(self.param_groups))
-        assert self.opt is not None
-        self._setup_distributed()  # under DDP: sharded data, averaged gradients and losses
-        return range_test(
-            self.ddp_model or self.model, self.opt, self.loss_func, self.train_data,
-            start_lr=start_lr, end_lr=end_lr, num_it=num_it, mode=mode, smooth=smooth,
-            stop_div=stop_div, div_factor=div_factor, valid_batches=valid_batches, metric=metric,
-            accumulate=accumulate or self.accumulate, autocast=self.autocast,
+        extra = list(cbs)
+        if accumulate is not None and accumulate > 1:
+            extra.append(GradientAccumulation(accumulate))
+        return lr_sweep(
+            self, start_lr, end_lr, num_it, mode, smooth, stop_div, div_factor,
+            moms=moms, wd=wd, cbs=extra, valid_batches=valid_batches, metric=metric,
         )  # fmt: skip
 
-    def auto_lr_max(self, **lr_find_kwargs: Any) -> list[float]:
-        """Run the range test and return its recommended ``lr_max`` per param group.
+    def steps_per_epoch(self, cbs: Sequence[Callback] = ()) -> int:
+        """Optimizer steps in one epoch of ``train_data`` (accumulation from ``cbs`` or
+        the Learner's callbacks included; under DDP, per rank)."""
+        acc = self.accumulate
+        for cb in [*self.cbs, *cbs]:
+            if isinstance(cb, GradientAccumulation):
+                acc = cb.n
+        self._setup_distributed()
+        return math.ceil(len(self.train_data) / acc)  # type: ignore[arg-type]
 
-        Raises ``ConfigError`` naming the reason when the curve supports no recommendation.
+    def auto_lr_max(
+        self,
+        total_steps: int | None = None,
+        *,
+        budget: float | None = None,
+        moms: tuple[float, float, float] | None = None,
+        wd: float | None = None,
+        pct_start: float = 0.25,
+        cbs: Sequence[Callback] = (),
+    ) -> list[float]:
+        """``lr_max`` per param group for a 1cycle run of ``total_steps`` optimizer steps
+        (default: one epoch): range test, candidates, short probes (``onecycle.auto``),
+        at most ``budget`` x ``total_steps`` steps in all (default ``auto.BUDGET``). The
+        details are kept in ``self.auto_result`` and the sweep in ``self.lr_find_result``.
+
+        Raises ``ConfigError`` naming the reason when the sweep supports no recommendation.
         """
-        res = self.lr_find(**lr_find_kwargs)
-        self.lr_find_result = res
-        if res.recommended is None or res.recommended.lr is None:
-            reasons = {s.reason for s in res.suggestions.values() if s.lr is None}
+        from onecycle.auto import BUDGET, auto_lr_max
+
+        total = total_steps if total_steps is not None else self.steps_per_epoch(cbs)
+        res = auto_lr_max(self, total, budget=BUDGET if budget is None else budget, moms=moms,
+                          wd=wd, pct_start=pct_start, cbs=cbs)  # fmt: skip
+        self.auto_result = res
+        self.lr_find_result = res.range_test
+        if res.lr_max is None:
             raise ConfigError(
                 "lr_max", "auto",
-                f"an explicit number: the range test found no reliable lr_max "
-                f"({'; '.join(sorted(reasons)) or res.stop_reason})",
+                f"an explicit number: the range test found no reliable lr_max ({res.reason})",
             )  # fmt: skip
-        lr = res.recommended.lr
-        log.info("lr_max=auto: %.3g from the range test (%s)", lr, res.recommended.reason)
-        return [lr * r for r in res.group_ratios]
+        log.info("lr_max=auto: %.3g (%s; %.1f%% of the run's steps)", res.lr_max, res.reason,
+                 100 * res.compute_ratio)  # fmt: skip
+        ratios = res.range_test.group_ratios if res.range_test else [1.0]
+        return [res.lr_max * r for r in ratios]
+
+    def auto_wd(
+        self,
+        lr_max: LR,
+        total_steps: int,
+        values: Sequence[float] = (0.0, 1e-5, 1e-4, 1e-3, 1e-2),
+        *,
+        budget: float = 0.1,
+        moms: tuple[float, float, float] | None = None,
+        cbs: Sequence[Callback] = (),
+    ) -> float:
+        """Smith's weight-decay test at ``lr_max`` (``onecycle.auto.wd_range_test``): the
+        weight decay in ``values`` whose short 1cycle probe ends with the lowest held-back
+        loss. Kept in ``self.auto_wd_result``."""
+        from onecycle.auto import wd_range_test
+
+        res = wd_range_test(self, self.group_values(lr_max, "lr_max"), total_steps, values,
+                            budget=budget, moms=moms, cbs=cbs)  # fmt: skip
+        self.auto_wd_result = res
+        assert res.wd is not None
+        log.info("wd=auto: %g (%s)", res.wd, res.reason)
+        return res.wd
 
     def fit_one_cycle(
         self,
@@ -597,7 +660,7 @@ class Learner:
         div_final: float = 1e5,
         pct_start: float = 0.25,
         moms: tuple[float, float, float] | None = None,
-        wd: float | None = None,
+        wd: float | Literal["auto"] | None = None,
         cbs: Sequence[Callback] = (),
         start_epoch: int = 0,
         *,
@@ -611,14 +674,31 @@ class Learner:
         ``pct_start`` of all steps, then anneals to ``lr_max/div_final``; momentum (or
         Adam's beta1) moves against it through ``moms`` (default: the Learner's,
         0.95-0.85-0.95). ``lr_max`` may be a slice or a sequence (discriminative LRs), or
-        ``"auto"``: a range test first (everything restored), then its recommendation.
-        See ``onecycle.schedules.one_cycle`` for ``anneal`` and ``three_phase``, and ``fit``
+        ``"auto"``: a range test and short probes first (``onecycle.auto``; everything
+        restored, at most a tenth of this run's steps), then their pick. ``wd="auto"``:
+        Smith's weight-decay test at that ``lr_max`` (another tenth at most). See
+        ``onecycle.schedules.one_cycle`` for ``anneal`` and ``three_phase``, and ``fit``
         for ``resume``.
         """
-        if isinstance(lr_max, str) and lr_max == "auto":
-            lrs = self.auto_lr_max()
+        auto_lr = isinstance(lr_max, str) and lr_max == "auto"
+        if isinstance(lr_max, str) and not auto_lr:
+            raise ConfigError("lr_max", lr_max, "a number, a slice, a sequence, or 'auto'")
+        if isinstance(wd, str) and wd != "auto":
+            raise ConfigError("wd", wd, "a number >= 0, None, or 'auto'")
+        total = None
+        if (auto_lr or wd == "auto") and resume is None:
+            total = (n_epoch - start_epoch) * self.steps_per_epoch(cbs)
+        if auto_lr:
+            if total is None:
+                raise ConfigError("lr_max", "auto", "a number when resuming (the run chose one)")
+            lrs = self.auto_lr_max(total, moms=moms, wd=None if wd == "auto" else wd,
+                                   pct_start=pct_start, cbs=cbs)  # fmt: skip
         else:
-            lrs = self.group_values(lr_max, "lr_max")
+            lrs = self.group_values(lr_max, "lr_max")  # type: ignore[arg-type]
+        if wd == "auto":
+            if total is None:
+                raise ConfigError("wd", "auto", "a number when resuming (the run chose one)")
+            wd = self.auto_wd(lrs, total, moms=moms, cbs=cbs)
         spec: dict[str, ScheduleSpec] = {
             "lr": [S.one_cycle(v, div, div_final, pct_start, anneal, three_phase) for v in lrs]
         }
@@ -689,7 +769,7 @@ class Learner:
     def fine_tune(
         self,
         epochs: int,
-        base_lr: float = 2e-3,
+        base_lr: float | Literal["auto"] = 2e-3,
         freeze_epochs: int = 1,
         lr_mult: float = 100.0,
         pct_start: float = 0.3,
@@ -698,8 +778,22 @@ class Learner:
     ) -> None:
         """fastai's transfer-learning recipe: train the head frozen for ``freeze_epochs``
         (1cycle to ``base_lr``), then unfreeze and train ``epochs`` with discriminative LRs
-        ``slice(base_lr/2/lr_mult, base_lr/2)``."""
+        ``slice(base_lr/2/lr_mult, base_lr/2)``. ``base_lr="auto"``: chosen for the frozen
+        phase by ``auto_lr_max`` (sweep and probes on the frozen model, budgeted against
+        both phases' steps)."""
         self.freeze()
+        if isinstance(base_lr, str):
+            if base_lr != "auto":
+                raise ConfigError("base_lr", base_lr, "a number > 0 or 'auto'")
+            if self.opt is None:
+                self._make_opt([1e-3] * len(self.param_groups))
+            assert self.opt is not None
+            for g, v in zip(self.opt.param_groups, self.group_values(slice(1.0))):
+                g["lr"] = v  # the sweep keeps these ratios: slice(base_lr) as trained below
+            total = (freeze_epochs + epochs) * self.steps_per_epoch(kwargs.get("cbs", ()))
+            base_lr = self.auto_lr_max(total, pct_start=0.99, moms=kwargs.get("moms"),
+                                       cbs=kwargs.get("cbs", ()))[-1]  # fmt: skip
+        base_lr = check_positive("base_lr", base_lr)
         self.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
         base_lr /= 2
         self.unfreeze()

@@ -29,6 +29,7 @@ import torch.nn.functional as F
 
 from onecycle import distributed as D
 from onecycle import schedules as S
+from onecycle.auto import AutoResult
 from onecycle.callbacks import (
     Callback,
     GradientAccumulation,
@@ -45,6 +46,7 @@ __all__ = [
     "RECIPES",
     "FitConfig",
     "RunResult",
+    "auto_report",
     "build_learner",
     "run_fit",
     "run_lr_find",
@@ -89,7 +91,7 @@ class FitConfig:
     cycles: int = 3
     cycle_mult: float = 2.0
     bs: int | None = None
-    wd: float | None = None
+    wd: float | Literal["auto"] | None = None  # "auto": Smith's weight-decay test (1cycle)
     accumulate: int = 1
     clip: float | None = None
     amp: bool = False
@@ -122,12 +124,16 @@ class FitConfig:
         if c.opt not in ("sgd", "adamw"):
             raise ConfigError("opt", c.opt, "'sgd' or 'adamw'")
         c.epochs = check_int("epochs", c.epochs)
+        c.div = check_positive("div", c.div)
         c.bs = check_int("bs", c.bs)
         c.accumulate = check_int("accumulate", c.accumulate)
         if c.lr_max != "auto":
             c.lr_max = check_positive("lr_max", c.lr_max)
-        if c.wd is None or not (c.wd >= 0 and c.wd < float("inf")):
-            raise ConfigError("wd", c.wd, "a finite number >= 0")
+        if c.wd == "auto":
+            if c.schedule != "one-cycle":
+                raise ConfigError("wd", "auto", "a number unless --schedule one-cycle")
+        elif c.wd is None or isinstance(c.wd, str) or not (0 <= c.wd < float("inf")):
+            raise ConfigError("wd", c.wd, "a finite number >= 0, or 'auto'")
         if c.train_samples is not None:
             c.train_samples = check_int("train_samples", c.train_samples)
         if c.clip is not None:
@@ -276,7 +282,9 @@ def build_learner(cfg: FitConfig) -> tuple[Learner, dict[str, Any]]:
     model, train, valid, loss, facts = _build(cfg)
     learn = Learner(
         model, train, valid, loss_func=loss, metrics=[accuracy],
-        opt_func=sgd if cfg.opt == "sgd" else adamw, wd=cfg.wd or 0.0,
+        opt_func=sgd if cfg.opt == "sgd" else adamw,
+        # wd="auto": the range test and LR probes run at the recipe's wd
+        wd=RECIPES.get(cfg.dataset or "", {}).get("wd", 0.0) if cfg.wd == "auto" else cfg.wd or 0.0,
         moms=cfg.moms, device=cfg.device,
     )  # fmt: skip
     return learn, facts
@@ -320,9 +328,11 @@ def run_lr_find(
 def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
     """Train as ``cfg`` says; write ``metrics.json`` and plots to ``cfg.out`` (if set).
 
-    With ``lr_max="auto"`` a range test runs first (everything restored afterwards); its
-    recommendation becomes ``lr_max`` (for ``clr``: its ``clr_bounds``), and its curve is
-    kept in ``metrics.json`` under ``lr_find`` and plotted to ``lr_find.png``.
+    With ``lr_max="auto"`` a range test and short probes run first (``onecycle.auto``;
+    everything restored afterwards); their pick becomes ``lr_max`` (for ``clr``: the
+    sweep's ``clr_bounds`` set the low end). The curve is kept in ``metrics.json`` under
+    ``lr_find`` (plotted to ``lr_find.png``), the candidates and probes under ``auto``.
+    With ``wd="auto"``, Smith's weight-decay test at that ``lr_max`` (``auto_wd``).
     """
     cfg = cfg.resolved()
     t_start = time.perf_counter()
@@ -339,10 +349,13 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
         cbs.append(Checkpoint(Path(cfg.out) / "checkpoints", cfg.checkpoint_every, cfg.keep))
     files: dict[str, str] = {}
     lr_find = None
+    total = cfg.epochs * learn.steps_per_epoch(cbs)
     if cfg.lr_max == "auto":
-        learn.accumulate = cfg.accumulate
-        lr = learn.auto_lr_max()[-1]
-        learn.accumulate = 1
+        try:
+            lr = learn.auto_lr_max(total, moms=cfg.moms, pct_start=cfg.pct_start, cbs=cbs)[-1]
+        finally:
+            if stream is not None and main and learn.auto_result is not None:
+                stream.write(auto_report(learn.auto_result))
         lr_find = learn.lr_find_result
         assert lr_find is not None
         bounds = lr_find.suggestions["clr_bounds"].bounds
@@ -351,9 +364,15 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
             cfg.div = bounds[1] / bounds[0]
         if cfg.out and main:
             try:
-                files["lr_find_plot"] = str(lr_find.plot(Path(cfg.out) / "lr_find.png"))
+                files["lr_find_plot"] = str(lr_find.plot(Path(cfg.out) / "lr_find.png",
+                                                         marks={"lr_max (auto)": lr}))  # fmt: skip
             except ImportError as e:
                 log.warning("no plot: %s", e)
+    if cfg.wd == "auto":
+        learn.wd = learn.auto_wd(cfg.lr_max, total, moms=cfg.moms, cbs=cbs)  # type: ignore[arg-type]
+        cfg = dataclasses.replace(cfg, wd=learn.wd)
+        if stream is not None and main and learn.auto_wd_result is not None:
+            stream.write(auto_report(learn.auto_wd_result))
     learn.run_config = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"}
     t_train = time.perf_counter()
     _fit(learn, cfg, cbs)
@@ -378,6 +397,11 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
     }
     if lr_find is not None:
         metrics["lr_find"] = lr_find.to_dict()
+    if learn.auto_result is not None:
+        metrics["auto"] = {k: v for k, v in learn.auto_result.to_dict().items()
+                           if k != "range_test"}  # fmt: skip
+    if learn.auto_wd_result is not None:
+        metrics["auto_wd"] = learn.auto_wd_result.to_dict()
     if cfg.out and main:
         out = Path(cfg.out)
         _write_json(out / "metrics.json", metrics)
@@ -388,6 +412,27 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
         except ImportError as e:
             log.warning("no plots: %s", e)
     return RunResult(metrics, files, learn)
+
+
+def auto_report(auto: AutoResult) -> str:
+    """A few lines on what ``lr_max="auto"`` (or ``wd="auto"``) saw and chose."""
+    lines = []
+    if auto.range_test is not None:
+        rt = auto.range_test
+        lines.append(f"range test: {len(rt.lrs)} steps, {rt.lrs[0]:.3g} to {rt.lrs[-1]:.3g} "
+                     f"({rt.stop_reason}); candidates "
+                     f"{', '.join(f'{c:.3g}' for c in auto.candidates) or 'none'}")  # fmt: skip
+    if auto.probes:
+        lines.append(f"  {'lr_max':>9}  {'wd':>7}  {'steps':>5}  held-back loss")
+        for p in auto.probes:
+            wd = "-" if p.wd is None else f"{p.wd:g}"
+            loss = "diverged" if p.loss == float("inf") else f"{p.loss:.4f}"
+            lines.append(f"  {p.lr_max:>9.3g}  {wd:>7}  {p.steps:>5}  {loss}")
+    what = f"wd={auto.wd:g}" if auto.wd is not None else (
+        f"lr_max={auto.lr_max:.3g}" if auto.lr_max is not None else "no lr_max")  # fmt: skip
+    lines.append(f"{what}: {auto.reason} ({100 * auto.compute_ratio:.1f}% of this run's "
+                 f"{auto.total_steps} steps)")  # fmt: skip
+    return "\n".join(lines) + "\n"
 
 
 def _version() -> str:

@@ -2,13 +2,14 @@
 
 One model, one data set, one epoch budget; the schedules of Smith's papers side by side:
 
-- four fixed LRs placed from the range test's curve, mirroring the seed's 0.01 / 0.1 /
-  0.7 / 0.99 (too small, good, near-optimal, too large): the recommended ``lr_max``
-  / 100, / 10, itself, and the LR where the sweep blew up;
+- four fixed LRs placed from ``lr_max="auto"`` (range test + probes, ``onecycle.auto``)
+  and the range test's curve, mirroring the seed's 0.01 / 0.1 / 0.7 / 0.99 (too small,
+  good, near-optimal, too large): the auto ``lr_max`` / 100, / 10, itself, and the LR
+  where the sweep blew up;
 - step decay (x0.1 at 50% and 75%), exponential and time-based decay (to / 100), each
-  starting from the recommended LR;
+  starting from the auto LR;
 - CLR ``triangular2`` between the range test's ``clr_bounds``, a whole number of cycles;
-- 1cycle (fastai's form) peaking at the recommended LR.
+- 1cycle (fastai's form) peaking at the auto LR.
 
 Test accuracy is measured several times per epoch. The headline is Smith's: iterations
 to reach the best fixed LR's final accuracy, and the ratio (the speed-up). When 1cycle
@@ -371,9 +372,17 @@ def _ablation_plan(base: FitConfig, near: float, bs2_lr: float) -> list[tuple[st
     return plan
 
 
-def _range_test(cfg: StudyConfig, **changes: Any) -> Any:
+def _range_test(cfg: StudyConfig, **changes: Any) -> tuple[Any, float | None]:
+    """The range test's curve and ``lr_max="auto"``'s pick (range test + probes, budgeted
+    against one run of the study), or None when it has none."""
+    from onecycle.auto import auto_lr_max
+
     learn, _ = build_learner(cfg.fit_config(seed=0, **changes))
-    return learn.lr_find()
+    auto = auto_lr_max(learn, int(cfg.epochs or 1) * learn.steps_per_epoch())
+    assert auto.range_test is not None or auto.lr_max is None
+    if auto.range_test is None or auto.lr_max is None:
+        raise ConfigError("range test", "auto", f"a usable lr_max ({auto.reason})")
+    return auto.range_test, auto.lr_max
 
 
 @dataclass
@@ -400,8 +409,8 @@ def run_study(cfg: StudyConfig, *, stream: TextIO | None = None) -> StudyResult:
             stream.write(text + "\n")
             stream.flush()
 
-    res = _range_test(cfg)
-    lrs = place_lrs(res, cfg.lr_max)
+    res, pick = _range_test(cfg)
+    lrs = place_lrs(res, cfg.lr_max if cfg.lr_max is not None else pick)
     say(f"range test: lr_max {lrs['near']:.3g}, blow-up {lrs['blow_up']:.3g}, "
         f"CLR bounds {lrs['clr'][0]:.3g}..{lrs['clr'][1]:.3g}")  # fmt: skip
     plan = _plan(lrs)
@@ -424,8 +433,7 @@ def run_study(cfg: StudyConfig, *, stream: TextIO | None = None) -> StudyResult:
     ablations: list[dict[str, Any]] = []
     if cfg.ablations:
         bs2 = 2 * int(base_cfg.bs or 1)
-        bs2_res = _range_test(cfg, bs=bs2)
-        bs2_lr = place_lrs(bs2_res)["near"]
+        _, bs2_lr = _range_test(cfg, bs=bs2)
         base = summaries["1cycle"]
         reference = [
             ("momentum", "cyclical 0.95-0.85-0.95"),
@@ -529,7 +537,7 @@ def markdown(data: dict[str, Any]) -> str:
         f"excluded), {data['machine']['torch_threads']} torch thread(s) on "
         f"{data['machine']['cpus']} CPUs; study wall time {data['wall_seconds']:.0f} s.",
         "",
-        ("Range test" if cfg["lr_max"] is None else "Given")
+        ('lr_max="auto" (range test + probes)' if cfg["lr_max"] is None else "Given")
         + f": near-optimal lr_max {data['lrs']['near']:.3g}; range test: loss blew up at "
         f"{data['lrs']['blow_up']:.3g}, CLR bounds {data['lrs']['clr'][0]:.3g} .. "
         f"{data['lrs']['clr'][1]:.3g}.",

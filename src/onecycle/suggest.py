@@ -6,10 +6,11 @@ EMA that decides when to stop lags by about ``beta / (1 - beta)`` steps (49 for 
 0.98, i.e. several decades of LR in a 100-step exponential sweep), which drags every
 rule towards too-large LRs; the zero-lag curve does not. The *analysis window* runs from
 ``n // 10`` to the divergence: the first raw loss clearly above the starting level
-(by 3 noise units) after the loss had clearly fallen below it. Before smoothing, losses
-are capped at twice the starting level (``head + |head|``), so no outlier leaks backwards
-into the valley. Each rule returns a ``Suggestion`` whose ``lr`` is
-None, with the reason, when the curve cannot support it:
+(by 3 noise units), after the loss had clearly fallen below it, that stays above it for
+4% of the sweep (at least 3 points): a transient spike that recovers is read past.
+Before smoothing, losses are capped at twice the starting level (``head + |head|``), so
+no outlier leaks backwards into the valley. Each rule returns a ``Suggestion`` whose
+``lr`` is None, with the reason, when the curve cannot support it:
 
 - **too short**: fewer than 10 points in the window (raise ``num_it``, lower ``start_lr``);
 - **too flat**: the smoothed loss never falls by 0.5% of its starting value (the sweep
@@ -66,6 +67,9 @@ import numpy as np
 __all__ = ["Analysis", "Suggestion", "suggest", "zero_lag"]
 
 MIN_POINTS = 10
+# A rise past the start level counts as the divergence only if it lasts this share of the
+# sweep (at least 3 points); set on the calibration pairs of benchmarks/auto_lr/tasks.py.
+SUSTAIN = 0.04
 FLAT_FRACTION = 0.005
 NOISE_RATIO = 2.0
 # How far below the LR where the sweep blew up lr_max must stay. SGD's step grows with the
@@ -166,15 +170,21 @@ def _suggest(
     raw_all = np.asarray(losses[:n], dtype=float)
     head = float(np.median(raw_all[: max(3, start)]))
     noise = 1.4826 * float(np.median(np.abs(np.diff(raw_all[start:])))) / math.sqrt(2)
-    # Cut the divergence off: the first loss clearly above the start level after the loss
-    # had clearly fallen below it. Smoothing across it would bury a short valley.
+    # Cut the divergence off: the first loss clearly above the start level, after the loss
+    # had clearly fallen below it, that *stays* above it for SUSTAIN of the sweep (or to its
+    # end). Smoothing across a blow-up would bury a short valley; cutting at a transient
+    # spike (batch-norm nets under SGD spike and recover a decade below their blow-up)
+    # would throw the rest of the valley away.
     margin = max(3 * noise, 0.005 * abs(head))
     fell = np.nonzero(raw_all[start:] < head - margin)[0]
     cut = n
     if len(fell):
-        rose = np.nonzero(raw_all[start + fell[0] :] > head + margin)[0]
-        if len(rose):
-            cut = start + int(fell[0]) + int(rose[0]) + 1
+        above = raw_all > head + margin
+        k = max(3, round(SUSTAIN * n))
+        for i in range(start + int(fell[0]), n):
+            if above[i] and above[i : i + k].all():
+                cut = i + 1
+                break
     diverged = cut < n or not stop_reason.startswith("completed")
     if cut - start < MIN_POINTS:
         why = (f"too short: the loss diverged {cut - start} points into the window "
@@ -186,7 +196,7 @@ def _suggest(
     i_min = int(np.argmin(s))
     fall = float(s[0] - s[i_min])
     if fall < FLAT_FRACTION * max(abs(float(s[0])), 1e-12):
-        why = (f"too flat: the loss fell {fall:.3g} from {s[0]:.3g} (< {FLAT_FRACTION:.0%}); "
+        why = (f"too flat: the loss fell {fall:.3g} from {s[0]:.3g} (< {FLAT_FRACTION:.1%}); "
                "the sweep never reached LRs that train - raise end_lr or num_it")  # fmt: skip
         return {r: _none(r, why) for r in rules}, None, (start, s)
     if fall < NOISE_RATIO * noise:

@@ -1,0 +1,583 @@
+"""``lr_max="auto"`` and ``wd="auto"``: the range test, read and then checked by short runs.
+
+Three steps, all through the Learner's own loop, so that they apply exactly the update
+``fit`` trains with (decoupled weight decay and its no-decay groups, the callbacks marked
+``affects_update``: clipping, accumulation, mixed precision), and all restored afterwards
+(weights, optimizer, random state, loader position, the Learner's loop state):
+
+1. **The sweep** (``lr_sweep``): Smith's range test, with the momentum held at the value
+   1cycle uses at its peak LR (``moms[1]``, 0.85 by default: 1cycle's momentum is lowest
+   exactly where its LR is highest, and the sweep is read for that peak).
+2. **Candidates** (``candidates``): peaks spaced x sqrt(10) downward from half the LR where
+   the loss diverged *for good* (a sustained rise, not a transient spike that recovers;
+   batch-norm nets under SGD spike and recover a decade or more below where they
+   really blow up) to below the LR of the lowest smoothed loss.
+3. **Probes** (``probe``): a short 1cycle at each candidate, from the same weights, the
+   same batches in the same order, scored by the loss on held-back training batches that
+   no probe trains on; successive halving keeps the better half for a probe twice as long.
+   The best of the last round is ``lr_max``.
+
+The whole step is budgeted as a fraction of the optimizer steps of the run it serves
+(``budget``, default 0.1); ``AutoResult.compute_ratio`` reports what it cost. When the
+sweep cannot be read (too flat, too noisy, too short) there is no recommendation and
+the reason says why, as before: probes never turn a bad curve into a confident number.
+
+``wd_range_test`` and ``momentum_range_test`` are Smith's other two sweeps
+(arXiv:1803.09820, section 4): short 1cycle runs at the chosen ``lr_max`` with a few
+weight decays or momentum ranges, compared on held-back loss.
+
+>>> import torch
+>>> from onecycle import Learner
+>>> from onecycle.data import Loader
+>>> g = torch.Generator().manual_seed(0)
+>>> x = torch.randn(2048, 8, generator=g); y = (x[:, :4].sum(1) > 0).long()
+>>> torch.manual_seed(0)  # doctest: +ELLIPSIS
+<torch._C.Generator object at ...>
+>>> model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
+>>> learn = Learner(model, Loader(x, y, 32), loss_func=torch.nn.functional.cross_entropy)
+>>> before = learn.model[0].weight.clone()
+>>> auto = auto_lr_max(learn, total_steps=1000)
+>>> torch.equal(learn.model[0].weight, before), auto.lr_max in auto.candidates
+(True, True)
+>>> auto.compute_ratio <= BUDGET
+True
+>>> round(auto.lr_max, 4)  # one of 10**(k/2), verified by a probe twice as long
+0.3162
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from onecycle import schedules as S
+from onecycle.callbacks import Callback, CancelBatch, CancelFit
+from onecycle.errors import ConfigError, check_int, check_range
+from onecycle.range_test import RangeTestResult, preserve_state
+from onecycle.scheduler import momentum_key
+from onecycle.suggest import suggest
+
+if TYPE_CHECKING:
+    from onecycle.learner import Learner
+
+__all__ = [
+    "AutoResult",
+    "ProbeResult",
+    "auto_lr_max",
+    "candidates",
+    "lr_sweep",
+    "momentum_range_test",
+    "probe",
+    "wd_range_test",
+]
+
+log = logging.getLogger(__name__)
+
+# The sweep that locates the candidates: 8.6 points per decade from 1e-6 to 10.
+START_LR, END_LR, SWEEP_STEPS = 1e-6, 10.0, 60
+# Probes: ranked at PROBE_FRAC of the run's steps, verified at twice that, all within
+# BUDGET x the run's steps (sweep included).
+PROBE_FRAC = 0.04
+BUDGET = 0.3
+# ...or this many step-equivalents, whichever is more: a short run (a few hundred steps,
+# seconds) still gets probes of MIN_PROBE_STEPS, instead of the sweep's reading alone.
+MIN_BUDGET_STEPS = 200
+# Candidate peaks are spaced by this factor (the grid docs/lr_find.md compares against).
+SPACING = math.sqrt(10)
+# The highest candidate: the LR where the loss diverged for good, / DIV_TOP. 1cycle holds its
+# peak for a long time; a sweep that passes an LR in one step tolerates more than that.
+DIV_TOP = 2.0
+MAX_CANDIDATES = 3
+MIN_CANDIDATES = 3
+# Shortest probe worth running (optimizer steps): fewer say nothing about a 1cycle.
+MIN_PROBE_STEPS = 8
+# A probe "trains" if it ends at least this fraction below the untrained held-back loss.
+TRAINS = 0.01
+# Held-back batches per probe score (fewer on tiny data sets: a tenth of an epoch).
+HELD_BATCHES = 8
+# A held-back batch costs a forward pass: about a third of a training step.
+EVAL_COST = 1 / 3
+
+# the Learner's loop state that a side run (sweep or probe) may change and must put back
+_LOOP_STATE = (
+    "cbs", "metrics", "valid_data", "scheduler", "epoch", "n_epoch", "iter", "n_iter", "accumulate",
+    "autocast", "scaler", "valid_results", "step_values", "fit_signature", "epoch_completed",
+    "batch", "pred", "loss", "loss_global", "_decay",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """One short run: its hyper-parameters, its length, and its held-back loss (inf if it
+    diverged) and metrics."""
+
+    lr_max: float
+    steps: int
+    loss: float
+    wd: float | None = None
+    moms: tuple[float, float, float] | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        loss = None if math.isinf(self.loss) else self.loss
+        moms = list(self.moms) if self.moms else None
+        return {"lr_max": self.lr_max, "steps": self.steps, "loss": loss, "wd": self.wd,
+                "moms": moms, "metrics": self.metrics}  # fmt: skip
+
+
+@dataclass
+class AutoResult:
+    """What ``lr_max="auto"`` (or ``wd="auto"``) saw and chose, and what it cost.
+
+    ``lr_max`` is None, with ``reason``, when the sweep supports no recommendation.
+    ``steps_used`` counts optimizer steps of the sweep and the probes plus held-back
+    forward passes (a third of a step each); ``compute_ratio`` divides by the
+    ``total_steps`` of the run it serves.
+    """
+
+    lr_max: float | None
+    reason: str
+    range_test: RangeTestResult | None
+    candidates: list[float]
+    probes: list[ProbeResult]
+    steps_used: float
+    total_steps: int
+    wd: float | None = None
+
+    @property
+    def compute_ratio(self) -> float:
+        return self.steps_used / max(1, self.total_steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "lr_max": self.lr_max, "wd": self.wd, "reason": self.reason,
+            "candidates": self.candidates, "probes": [p.to_dict() for p in self.probes],
+            "steps_used": self.steps_used, "total_steps": self.total_steps,
+            "compute_ratio": self.compute_ratio,
+            "range_test": self.range_test.to_dict() if self.range_test else None,
+        }  # fmt: skip
+
+
+# --- side runs through the Learner's loop -------------------------------------------------------
+
+
+@contextmanager
+def side_run(learn: Learner, cbs: Sequence[Callback] = ()) -> Iterator[None]:
+    """Run ``learn.fit`` as a sweep or probe: only the callbacks that affect the update
+    (from ``learn.cbs`` and ``cbs``), no validation, and everything put back afterwards."""
+    if learn.opt is None:
+        learn._make_opt([1e-3] * len(learn.param_groups))
+    assert learn.opt is not None
+    learn._setup_distributed()  # shard first, so the restored loader is the sharded one
+    missing = object()
+    saved = {k: getattr(learn, k, missing) for k in _LOOP_STATE}
+    learn.cbs = [c for c in [*learn.cbs, *cbs] if getattr(c, "affects_update", False)]
+    learn.valid_data = None
+    try:
+        with preserve_state(learn.model, learn.opt, learn.train_data):
+            yield
+    finally:
+        for k, v in saved.items():
+            if v is not missing:
+                setattr(learn, k, v)
+        learn._cb_table = learn._bind(learn.cbs)
+
+
+def _epochs_for(learn: Learner, steps: int) -> int:
+    per_epoch = math.ceil(len(learn.train_data) / max(1, learn.accumulate))  # type: ignore[arg-type]
+    return max(1, math.ceil(steps / max(1, per_epoch)))
+
+
+def _peak_momentum(learn: Learner, moms: Sequence[float] | None) -> dict[str, S.Schedule]:
+    assert learn.opt is not None
+    if momentum_key(learn.opt) is None:
+        return {}
+    return {"momentum": S.const(float((moms or learn.moms)[1]))}
+
+
+class _Sweep(Callback):
+    """Record (lr, loss) per optimizer step; stop at ``num_it`` steps, a non-finite loss,
+    or (``stop_div``) a smoothed loss above ``div_factor`` x its best."""
+
+    order = -10
+
+    def __init__(
+        self, num_it: int, smooth: float, stop_div: bool, div_factor: float,
+        valid: Iterable[Any] | None = None,
+    ) -> None:  # fmt: skip
+        self.num_it, self.smooth, self.stop_div, self.div_factor = (
+            num_it, smooth, stop_div, div_factor
+        )  # fmt: skip
+        self.valid = valid
+        self.valid_losses: list[float] = []
+        self.valid_metrics: list[float] = []
+        self.lrs: list[float] = []
+        self.losses: list[float] = []
+        self.smoothed: list[float] = []
+        self.stop_reason = f"completed {num_it} steps"
+        self._sum, self._n, self._avg, self._best = 0.0, 0, 0.0, math.inf
+
+    def after_loss(self, learn: Learner) -> None:
+        value = float(learn.loss_global.detach().float())
+        if not math.isfinite(value):
+            lr = float(learn.opt.param_groups[-1]["lr"])  # type: ignore[union-attr]
+            self.lrs.append(lr)
+            self.losses.append(value)
+            self.smoothed.append(math.nan)
+            self.stop_reason = f"non-finite loss ({value}) at lr={lr:.3g}"
+            raise CancelFit
+        self._sum += value
+        self._n += 1
+
+    def after_step(self, learn: Learner) -> None:
+        lr = float(learn.step_values["lr"][-1])
+        loss = self._sum / max(1, self._n)
+        self._sum, self._n = 0.0, 0
+        i = len(self.losses)
+        self.lrs.append(lr)
+        self.losses.append(loss)
+        self._avg = self.smooth * self._avg + (1 - self.smooth) * loss
+        s = self._avg / (1 - self.smooth ** (i + 1))
+        self.smoothed.append(s)
+        if self.valid is not None:  # Smith's validation curve: a pass after every step
+            results = learn._do_validate(self.valid)
+            learn.model.train()
+            self.valid_losses.append(results.pop("valid_loss"))
+            if results:
+                self.valid_metrics.append(next(iter(results.values())))
+        self._best = min(self._best, s)
+        limit = self._best + (self.div_factor - 1) * max(abs(self._best), 1e-12)
+        if self.stop_div and i > 0 and s > limit:
+            self.stop_reason = (
+                f"diverged at lr={lr:.3g} (smoothed loss > {self.div_factor:g}x best)"
+            )
+            raise CancelFit
+        if len(self.losses) >= self.num_it:
+            raise CancelFit
+
+
+def lr_sweep(
+    learn: Learner,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_it: int = 100,
+    mode: Literal["exp", "linear"] = "exp",
+    smooth: float = 0.98,
+    stop_div: bool = True,
+    div_factor: float = 4.0,
+    *,
+    moms: Sequence[float] | None = None,
+    wd: float | None = None,
+    cbs: Sequence[Callback] = (),
+    valid_batches: Iterable[Any] | None = None,
+    metric: Callable[[Any, Any], torch.Tensor] | None = None,
+) -> RangeTestResult:
+    """The LR range test through ``learn.fit``: the same update rule as training, the
+    momentum at 1cycle's peak (``moms[1]``; default the Learner's ``moms``), everything
+    restored. The sweep's LRs apply to the last param group; the others keep their ratio.
+    ``valid_batches``: the validation loss (and ``metric``, default the Learner's first
+    metric) after every step.
+    """
+    from onecycle.errors import check_positive
+
+    start_lr, end_lr = check_positive("start_lr", start_lr), check_positive("end_lr", end_lr)
+    if end_lr <= start_lr:
+        raise ConfigError("end_lr", end_lr, f"a number > start_lr={start_lr!r}")
+    num_it = check_int("num_it", num_it, minimum=5)
+    if mode not in ("exp", "linear"):
+        raise ConfigError("mode", mode, "'exp' or 'linear'")
+    smooth = check_range("smooth", smooth, 0.0, 1.0, hi_open=True)
+    div_factor = check_range("div_factor", div_factor, 1.0, math.inf, lo_open=True, hi_open=True)
+    if metric is not None and valid_batches is None:
+        name = getattr(metric, "__name__", metric)
+        raise ConfigError("metric", name, "None unless valid_batches are given (it runs on them)")
+    sweeper = _Sweep(num_it, smooth, stop_div, div_factor, valid_batches)
+    with side_run(learn, cbs):
+        if metric is not None:
+            learn.metrics = [metric]
+        assert learn.opt is not None
+        ref = float(learn.opt.param_groups[-1]["lr"]) or 1.0
+        ratios = [float(g["lr"]) / ref for g in learn.opt.param_groups]
+        sweep = S.Exp if mode == "exp" else S.Lin
+        spec: dict[str, Any] = {"lr": [sweep(start_lr * r, end_lr * r) for r in ratios]}
+        spec.update(_peak_momentum(learn, moms))
+        learn.fit(_epochs_for(learn, num_it), [start_lr * r for r in ratios], schedules=spec,
+                  wd=wd, cbs=[sweeper], _total_steps=num_it)  # fmt: skip
+    from onecycle.range_test import _adaptive
+
+    res = RangeTestResult(sweeper.lrs, sweeper.losses, sweeper.smoothed, sweeper.stop_reason,
+                          mode, ratios, sweeper.valid_losses, sweeper.valid_metrics)  # fmt: skip
+    analysis = suggest(res.lrs, res.losses, res.stop_reason, adaptive=_adaptive(learn.opt))
+    res.suggestions, res.recommended = analysis.suggestions, analysis.recommended
+    res.analysis_curve = analysis.curve
+    return res
+
+
+class _Probe(Callback):
+    """Hold back the first ``n_held`` batches (never trained on), stop after ``steps``
+    optimizer steps, or at once on a non-finite loss."""
+
+    order = -10
+
+    def __init__(self, steps: int, n_held: int) -> None:
+        self.steps, self.n_held = steps, n_held
+        self.held: list[Any] = []
+        self.diverged = False
+        self.taken = 0
+
+    def before_batch(self, learn: Learner) -> None:
+        if len(self.held) < self.n_held and learn.epoch == 0:
+            self.held.append(learn.batch)
+            raise CancelBatch
+        if self.steps == 0:  # only the held-back loss of the weights as they are
+            raise CancelFit
+
+    def after_loss(self, learn: Learner) -> None:
+        if not math.isfinite(float(learn.loss_global.detach().float())):
+            self.diverged = True
+            raise CancelFit
+
+    def after_step(self, learn: Learner) -> None:
+        self.taken += 1
+        if self.taken >= self.steps:
+            raise CancelFit
+
+
+def _held_count(learn: Learner) -> int:
+    return max(1, min(HELD_BATCHES, len(learn.train_data) // 10))  # type: ignore[arg-type]
+
+
+def probe(
+    learn: Learner,
+    lr_max: float | Sequence[float],
+    steps: int,
+    *,
+    moms: tuple[float, float, float] | None = None,
+    wd: float | None = None,
+    pct_start: float = 0.25,
+    div: float = 25.0,
+    div_final: float = 1e5,
+    cbs: Sequence[Callback] = (),
+) -> ProbeResult:
+    """A short 1cycle of ``steps`` optimizer steps at ``lr_max`` (a float, or one per param
+    group), everything restored afterwards; scored by the loss on held-back training
+    batches (the first few of the epoch, which the probe skips). ``steps=0``: the
+    held-back loss of the weights as they are."""
+    steps = check_int("steps", steps, minimum=0)
+    lrs = learn.group_values(lr_max if not isinstance(lr_max, Sequence) else list(lr_max),
+                             "lr_max")  # fmt: skip
+    m = tuple(moms if moms is not None else learn.moms)
+    n_held = _held_count(learn)
+    cb = _Probe(steps, n_held)
+    with side_run(learn, cbs):
+        assert learn.opt is not None
+        spec: dict[str, Any] = {"lr": [S.one_cycle(v, div, div_final, pct_start) for v in lrs]}
+        if momentum_key(learn.opt) is not None:
+            spec["momentum"] = S.one_cycle_moms(m, pct_start)  # type: ignore[arg-type]
+        n_epoch = _epochs_for(learn, steps + n_held)
+        learn.fit(n_epoch, lrs, schedules=spec, wd=wd, cbs=[cb], _total_steps=max(1, steps))
+        if cb.diverged or not cb.held:
+            loss, metrics = math.inf, {}
+        else:
+            results = learn._do_validate(cb.held)
+            loss = results.pop("valid_loss")
+            metrics = results
+            if not math.isfinite(loss):
+                loss = math.inf
+    return ProbeResult(lrs[-1], steps, loss, wd, m, metrics)  # type: ignore[arg-type]
+
+
+def _probe_cost(learn: Learner, steps: int) -> float:
+    return steps + EVAL_COST * _held_count(learn)
+
+
+def candidates(res: RangeTestResult) -> list[float]:
+    """Candidate 1cycle peaks read from a sweep, largest first: the ``MAX_CANDIDATES``
+    largest points of the fixed lattice ``10**(k/2)`` (x sqrt(10) apart, as the grids
+    users try by hand) at or below half the LR where the loss diverged for good, and
+    at least one at or below the LR of the lowest smoothed loss.
+
+    A fixed lattice makes the answer repeatable: two seeds whose sweeps differ a little
+    propose the same candidates. Empty when the sweep shows no usable window (too short)
+    or neither fell nor diverged (nothing in it trains or blows up).
+    """
+    curve = res.analysis_curve
+    valid = [i for i, v in enumerate(curve) if v == v]
+    if len(valid) < 2:
+        return []
+    diverged = valid[-1] < len(res.lrs) - 1 or not res.stop_reason.startswith("completed")
+    if not diverged and (res.recommended is None or res.recommended.lr is None):
+        return []
+    i_min = min(valid, key=lambda i: curve[i])
+    bottom = res.lrs[i_min]
+    top = res.lrs[valid[-1]]  # the analysis window ends where the loss diverged for good
+    k = math.floor(2 * math.log10(max(top / DIV_TOP, bottom)) + 1e-9)
+    out = [10 ** (k / 2)]
+    while len(out) < MAX_CANDIDATES or out[-1] > bottom * (1 + 1e-9):
+        out.append(10 ** ((k - len(out)) / 2))
+        if len(out) >= MAX_CANDIDATES + 2:  # a curve whose bottom sits far below its top
+            break
+    return out
+
+
+def auto_lr_max(
+    learn: Learner,
+    total_steps: int,
+    *,
+    budget: float = BUDGET,
+    probe_frac: float = PROBE_FRAC,
+    num_it: int = SWEEP_STEPS,
+    moms: tuple[float, float, float] | None = None,
+    wd: float | None = None,
+    pct_start: float = 0.25,
+    div: float = 25.0,
+    div_final: float = 1e5,
+    cbs: Sequence[Callback] = (),
+) -> AutoResult:
+    """``lr_max`` for a 1cycle run of ``total_steps`` optimizer steps.
+
+    1. Sweep ``num_it`` steps from ``START_LR`` to ``END_LR`` (``lr_sweep``).
+    2. Candidates from the curve (``candidates``).
+    3. Rank: a probe of ``P = probe_frac * total_steps`` steps at each candidate.
+    4. Verify: the best and the next lower candidate get probes twice as long; the lower
+       held-back loss wins. Short probes favour large peaks (they end before the
+       instability of a too-large one shows); the longer ones correct that.
+
+    At most ``budget * total_steps`` step-equivalents in all (or ``MIN_BUDGET_STEPS``,
+    whichever is more): ``P`` shrinks to fit, and when even ``MIN_PROBE_STEPS`` does not
+    fit, the sweep's own recommendation is used (the reason says so).
+    """
+    total_steps = check_int("total_steps", total_steps)
+    budget = check_range("budget", budget, 0.0, math.inf, lo_open=True, hi_open=True)
+    probe_frac = check_range("probe_frac", probe_frac, 0.0, 1.0, lo_open=True)
+    allowed = max(budget * total_steps, MIN_BUDGET_STEPS)
+    res = lr_sweep(learn, START_LR, END_LR, num_it, moms=moms, wd=wd, cbs=cbs)
+    used = float(len(res.lrs))
+    cands = candidates(res)
+    reasons = "; ".join(sorted({s.reason for s in res.suggestions.values() if s.lr is None}))
+    if not cands:
+        return AutoResult(None, reasons or res.stop_reason, res, [], [], used, total_steps)
+    held = EVAL_COST * _held_count(learn)
+    # rank all, then verify two at twice the length: len + 4 probes of P
+    room = allowed - used - (len(cands) + 4) * held
+    steps = min(max(MIN_PROBE_STEPS, round(probe_frac * total_steps)),
+                int(room / (len(cands) + 4)))  # fmt: skip
+    if steps < MIN_PROBE_STEPS:
+        if res.recommended is None or res.recommended.lr is None:
+            why = f"{reasons}; no room for probes in {budget:g} x {total_steps} steps"
+            return AutoResult(None, why, res, cands, [], used, total_steps)
+        why = (f"sweep only: a budget of {budget:g} x {total_steps} steps leaves no room for "
+               f"probes; {res.recommended.reason}")  # fmt: skip
+        return AutoResult(res.recommended.lr, why, res, cands, [], used, total_steps)
+    ratios = res.group_ratios
+
+    def run(lr: float, n: int) -> ProbeResult:
+        nonlocal used
+        p = probe(learn, [lr * r for r in ratios], n, moms=moms, wd=wd, pct_start=pct_start,
+                  div=div, div_final=div_final, cbs=cbs)  # fmt: skip
+        used += _probe_cost(learn, n)
+        probes.append(p)
+        return p
+
+    probes: list[ProbeResult] = []
+    start = probe(learn, cands[-1], 0, cbs=cbs)  # the held-back loss before any training
+    used += EVAL_COST * _held_count(learn)
+    short = {lr: run(lr, steps) for lr in cands}
+    best = min(cands, key=lambda lr: short[lr].loss)
+    if math.isinf(short[best].loss):
+        return AutoResult(None, "every probe diverged", res, cands, probes, used, total_steps)
+    if not short[best].loss < start.loss - TRAINS * abs(start.loss):
+        why = (f"no candidate trains: the best probe ({best:.3g}) ends at held-back loss "
+               f"{short[best].loss:.4g}, the untrained model has {start.loss:.4g}")  # fmt: skip
+        return AutoResult(None, why, res, cands, probes, used, total_steps)
+    # Short probes favour large peaks (they end before a too-large one shows its
+    # instability): the best and the next lower candidate run again, twice as long, and
+    # the lower held-back loss there wins.
+    lower = [c for c in cands if c < best]
+    finalists = [best, *lower[:1]]
+    if allowed - used < len(finalists) * _probe_cost(learn, 2 * steps):
+        why = f"{best:.3g}: best of {len(cands)} probes of {steps} steps (no budget to verify)"
+        return AutoResult(best, why, res, cands, probes, used, total_steps)
+    long = {lr: run(lr, 2 * steps) for lr in finalists}
+    pick = min(finalists, key=lambda lr: long[lr].loss)
+    why = (f"{pick:.3g}: lowest held-back loss ({long[pick].loss:.4g}) of "
+           f"{' and '.join(f'{c:.3g}' for c in finalists)} after {2 * steps} steps; "
+           f"{best:.3g} was best of {len(cands)} probes of {steps} steps")  # fmt: skip
+    return AutoResult(pick, why, res, cands, probes, used, total_steps)
+
+
+def _pick(
+    learn: Learner, values: Sequence[Any], run: Any, what: str, total_steps: int, steps: int
+) -> tuple[Any, list[ProbeResult], float]:
+    results = [run(v) for v in values]
+    used = sum(_probe_cost(learn, r.steps) for r in results)
+    best = min(range(len(values)), key=lambda i: results[i].loss)
+    if math.isinf(results[best].loss):
+        raise ConfigError(what, "auto", f"an explicit value: every {what} probe diverged")
+    return values[best], results, used
+
+
+def wd_range_test(
+    learn: Learner,
+    lr_max: float | Sequence[float],
+    total_steps: int,
+    values: Sequence[float] = (0.0, 1e-5, 1e-4, 1e-3, 1e-2),
+    *,
+    budget: float = 0.1,
+    moms: tuple[float, float, float] | None = None,
+    cbs: Sequence[Callback] = (),
+) -> AutoResult:
+    """Smith's weight-decay sweep: a short 1cycle at ``lr_max`` for each weight decay in
+    ``values``, ranked by held-back loss; the lowest wins (ties go to the first given).
+    Each probe gets an equal share of ``budget`` x ``total_steps``."""
+    total_steps = check_int("total_steps", total_steps)
+    if not values:
+        raise ConfigError("values", values, "at least one weight decay")
+    steps = max(MIN_PROBE_STEPS, int(budget * total_steps / len(values)
+                                      - EVAL_COST * _held_count(learn)))  # fmt: skip
+    wd, probes, used = _pick(
+        learn, list(values),
+        lambda v: probe(learn, lr_max, steps, moms=moms, wd=float(v), cbs=cbs),
+        "wd", total_steps, steps,
+    )  # fmt: skip
+    why = f"lowest held-back loss of wd in {list(values)} after {steps} steps at lr_max"
+    peak = lr_max if isinstance(lr_max, float) else float(list(lr_max)[-1])
+    return AutoResult(peak, why, None, [], probes, used, total_steps, wd=float(wd))
+
+
+def momentum_range_test(
+    learn: Learner,
+    lr_max: float | Sequence[float],
+    total_steps: int,
+    values: Sequence[tuple[float, float, float]] = (
+        (0.99, 0.9, 0.99),
+        (0.95, 0.85, 0.95),
+        (0.9, 0.8, 0.9),
+        (0.85, 0.75, 0.85),
+    ),
+    *,
+    budget: float = 0.1,
+    wd: float | None = None,
+    cbs: Sequence[Callback] = (),
+) -> tuple[tuple[float, float, float], AutoResult]:
+    """Smith's momentum sweep: a short 1cycle at ``lr_max`` for each ``moms`` range,
+    ranked by held-back loss. Returns the winning ``moms`` and the probes."""
+    total_steps = check_int("total_steps", total_steps)
+    if not values:
+        raise ConfigError("values", values, "at least one (start, middle, end) momentum")
+    steps = max(MIN_PROBE_STEPS, int(budget * total_steps / len(values)
+                                      - EVAL_COST * _held_count(learn)))  # fmt: skip
+    m, probes, used = _pick(
+        learn, [tuple(v) for v in values],
+        lambda v: probe(learn, lr_max, steps, moms=v, wd=wd, cbs=cbs),
+        "moms", total_steps, steps,
+    )  # fmt: skip
+    why = f"lowest held-back loss of moms in {[list(v) for v in values]} after {steps} steps"
+    peak = lr_max if isinstance(lr_max, float) else float(list(lr_max)[-1])
+    return m, AutoResult(peak, why, None, [], probes, used, total_steps)

@@ -1,0 +1,328 @@
+"""lr_max="auto" / wd="auto": one update rule, robust reading, probes that restore and
+respect their budget (onecycle.auto)."""
+
+from __future__ import annotations
+
+import math
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from onecycle import Callback, GradientAccumulation, GradientClip, Learner, accuracy, sgd
+from onecycle.auto import auto_lr_max, candidates, lr_sweep, probe, wd_range_test
+from onecycle.data import Loader
+from onecycle.range_test import RangeTestResult
+from onecycle.suggest import suggest
+
+
+def _data(n: int = 1024, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g)
+    return x, (x[:, :4].sum(1) > 0).long()
+
+
+def _learner(wd: float = 0.0, cbs: tuple = (), bn: bool = False, **kw) -> Learner:
+    torch.manual_seed(0)
+    layers: list[nn.Module] = [nn.Linear(8, 32)]
+    if bn:
+        layers.append(nn.BatchNorm1d(32))
+    layers += [nn.ReLU(), nn.Linear(32, 2)]
+    x, y = _data()
+    return Learner(nn.Sequential(*layers), Loader(x, y, 32, seed=0), Loader(x, y, 256),
+                   loss_func=F.cross_entropy, metrics=[accuracy], wd=wd, cbs=cbs,
+                   **kw)  # fmt: skip
+
+
+class _Spy(Callback):
+    """Records what each optimizer step used (and runs in side runs: affects_update)."""
+
+    affects_update = True
+
+    def __init__(self) -> None:
+        self.moms: list[float] = []
+        self.losses: list[float] = []
+        self.micro = 0
+
+    def after_loss(self, learn: Learner) -> None:
+        self.micro += 1
+
+    def after_step(self, learn: Learner) -> None:
+        self.moms.append(float(learn.opt.param_groups[0]["momentum"]))
+
+
+# --- 1. one update rule ---------------------------------------------------------------------------
+
+
+def test_sweep_applies_the_learners_weight_decay():
+    a = _learner(wd=0.0).lr_find(num_it=30, stop_div=False)
+    b = _learner(wd=10.0).lr_find(num_it=30, stop_div=False)
+    assert a.losses[0] == b.losses[0]  # the same first batch, before any update
+    assert a.losses[5:] != b.losses[5:]  # wd=10 changes the trajectory (it did not before)
+
+
+def test_sweep_step_equals_a_hand_written_step_with_wd_clip_and_peak_momentum():
+    """The sweep's losses equal a hand-written loop that applies decoupled wd (not on
+    biases), gradient clipping and SGD with momentum 0.85 at the sweep's LRs."""
+    learn = _learner(wd=0.1, cbs=(GradientClip(0.5),))
+    init = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    res = learn.lr_find(start_lr=1e-3, end_lr=1.0, num_it=12, stop_div=False)
+    assert res.stop_reason == "completed 12 steps"
+
+    model = _learner().model
+    model.load_state_dict(init)
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.85, nesterov=True)
+    x, y = _data()
+    batches = iter(Loader(x, y, 32, seed=0))
+    losses = []
+    for lr in res.lrs:
+        xb, yb = next(batches)
+        loss = F.cross_entropy(model(xb), yb)
+        losses.append(float(loss))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(list(model.parameters()), 0.5)
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.ndim > 1:
+                    p.mul_(1 - lr * 0.1)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        opt.step()
+        opt.zero_grad()
+    np.testing.assert_allclose(res.losses, losses, rtol=1e-6, atol=1e-7)
+
+
+def test_sweep_holds_momentum_at_one_cycles_peak_value_and_restores_it():
+    spy = _Spy()
+    learn = _learner(cbs=(spy,), moms=(0.95, 0.8, 0.95))
+    learn._make_opt([0.1])
+    learn.lr_find(num_it=20)
+    assert spy.moms and set(spy.moms) == {0.8}
+    assert learn.opt.param_groups[0]["momentum"] == 0.9  # sgd()'s own value, restored
+
+
+def test_sweep_runs_accumulation_from_callbacks_and_skips_loggers():
+    class Logger(Callback):  # affects_update is False: never sees a side run
+        calls = 0
+
+        def after_step(self, learn: Learner) -> None:
+            Logger.calls += 1
+
+    spy = _Spy()
+    learn = _learner(cbs=(spy, Logger(), GradientAccumulation(3)))
+    res = learn.lr_find(num_it=10, stop_div=False)
+    assert len(res.lrs) == 10 and spy.micro == 30
+    assert Logger.calls == 0 and learn.recorder.losses == []
+
+
+def test_lr_find_restores_the_learner_exactly():
+    learn = _learner(bn=True, wd=1e-2)
+    learn._make_opt([0.05])
+    state = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    opt_state = learn.opt.state_dict()
+    rng = torch.get_rng_state()
+    cbs = list(learn.cbs)
+    learn.lr_find(num_it=40)
+    assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in state.items())
+    assert learn.opt.state_dict()["param_groups"] == opt_state["param_groups"]
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert learn.cbs == cbs and learn.valid_data is not None and learn.scheduler is None
+
+
+def test_metric_without_validation_batches_is_refused():
+    with pytest.raises(Exception, match="metric"):
+        _learner().lr_find(num_it=10, metric=accuracy)
+
+
+def test_validation_curve_through_the_loop():
+    learn = _learner()
+    x, y = _data(256, seed=1)
+    res = learn.lr_find(num_it=15, stop_div=False, valid_batches=Loader(x, y, 128),
+                        metric=accuracy)  # fmt: skip
+    assert len(res.valid_losses) == len(res.valid_metrics) == 15
+    assert all(0 <= m <= 1 for m in res.valid_metrics)
+
+
+# --- 2. the reading -------------------------------------------------------------------------------
+
+
+def _curve(spike: bool = False, noise: float = 0.0, late: bool = False) -> tuple[list, list]:
+    rnd = random.Random(0)
+    lrs = [10 ** (-6 + 7 * i / 99) for i in range(100)]
+    out = []
+    for lr in lrs:
+        x = math.log10(lr)
+        v = 2.3 - 1.6 / (1 + math.exp(-(x + 2.5) * 3))  # falls between 1e-3.5 and 1e-1.5
+        if spike and -1.6 < x < -1.3:
+            v += 1.5  # a catapult spike at ~0.03 that recovers
+        if not late and x > 0.3:
+            v += 3 * (x - 0.3) ** 2 * 10  # the real blow-up past ~2
+        if late and x > 0.9:
+            v += 20
+        out.append(v + rnd.gauss(0, noise))
+    return lrs, out
+
+
+def test_reading_passes_a_transient_spike_that_recovers():
+    lrs, losses = _curve(spike=True)
+    a = suggest(lrs, losses, "completed 100 steps")
+    assert a.recommended is not None and a.recommended.lr > 0.1  # read past the spike at 0.03
+    valid = [i for i, v in enumerate(a.curve) if v == v]
+    assert lrs[valid[-1]] > 1.0  # the window ends at the real blow-up, not the spike
+
+
+def test_reading_a_noisy_flat_bottom_still_recommends():
+    lrs, losses = _curve(noise=0.03)
+    a = suggest(lrs, losses, "completed 100 steps")
+    assert a.recommended is not None and 1e-2 < a.recommended.lr < 2
+
+
+def test_reading_cuts_a_late_blow_up():
+    lrs, losses = _curve(late=True)
+    a = suggest(lrs, losses, "completed 100 steps")
+    valid = [i for i, v in enumerate(a.curve) if v == v]
+    assert 5 < lrs[valid[-1]] < 10  # cut where the loss jumps, two points before the end
+    assert a.recommended is not None and a.recommended.lr < 5
+
+
+def test_candidates_span_from_below_the_bottom_to_half_the_blow_up():
+    lrs, losses = _curve(spike=True)
+    a = suggest(lrs, losses, "completed 100 steps")
+    res = RangeTestResult(lrs, losses, losses, "completed 100 steps", "exp", [1.0])
+    res.suggestions, res.recommended, res.analysis_curve = a.suggestions, a.recommended, a.curve
+    c = candidates(res)
+    assert len(c) == 3 and c == sorted(c, reverse=True)
+    assert all(math.isclose(c[i] / c[i + 1], math.sqrt(10)) for i in range(len(c) - 1))
+    assert c[0] <= max(lrs) / 2
+
+
+# --- 3. probes ------------------------------------------------------------------------------------
+
+
+def test_probe_is_deterministic_and_restores_everything():
+    learn = _learner(bn=True)
+    learn._make_opt([0.01])
+    state = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    loader_state = learn.train_data.state_dict()
+    a = probe(learn, 0.3, 20)
+    b = probe(learn, 0.3, 20)
+    assert a == b and math.isfinite(a.loss)
+    assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in state.items())
+    assert learn.train_data.state_dict() == loader_state
+    assert learn.opt.param_groups[0]["lr"] == 0.01 and learn.recorder.losses == []
+
+
+def test_probe_never_trains_on_its_held_back_batches():
+    seen: list[torch.Tensor] = []
+
+    class Batches(Callback):
+        affects_update = True
+
+        def after_loss(self, learn: Learner) -> None:
+            seen.append(learn.batch[0])
+
+    learn = _learner(cbs=(Batches(),))
+    p = probe(learn, 0.1, 10)
+    x, y = _data()
+    first = [xb for xb, _ in Loader(x, y, 32, seed=0)][:3]  # 32 batches: 3 held back
+    assert p.steps == 10 and len(seen) == 10
+    assert not any(torch.equal(s, h) for s in seen for h in first)
+
+
+def test_probe_scores_a_diverging_lr_as_inf():
+    assert probe(_learner(), 1e6, 10).loss == math.inf
+
+
+def test_auto_respects_its_budget_and_restores():
+    learn = _learner(bn=True)
+    state = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    res = auto_lr_max(learn, total_steps=2000, budget=0.3)
+    assert res.lr_max is not None and res.lr_max in res.candidates
+    assert res.probes and res.compute_ratio <= 0.3 + 1e-9
+    assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in state.items())
+    again = auto_lr_max(learn, total_steps=2000, budget=0.3)
+    assert again.lr_max == res.lr_max and again.probes == res.probes  # deterministic
+
+
+def test_auto_without_room_for_probes_says_so(monkeypatch):
+    import onecycle.auto as A
+
+    monkeypatch.setattr(A, "MIN_BUDGET_STEPS", 0)
+    res = auto_lr_max(_learner(), total_steps=300, budget=0.25)
+    assert res.probes == [] and res.reason.startswith("sweep only")
+    assert res.compute_ratio <= 0.25
+
+
+def test_a_short_run_gets_probes_within_the_minimum_budget():
+    from onecycle.auto import MIN_BUDGET_STEPS
+
+    res = auto_lr_max(_learner(), total_steps=100)
+    assert res.probes and res.steps_used <= MIN_BUDGET_STEPS
+
+
+def test_auto_refuses_a_curve_that_never_trains():
+    learn = _learner()
+    for p in learn.model.parameters():
+        p.requires_grad_(False)
+    learn.model[-1].bias.requires_grad_(True)  # almost nothing to train
+    with pytest.raises(Exception, match="no reliable lr_max"):
+        learn.fit_one_cycle(1, "auto")
+
+
+def test_fit_one_cycle_auto_trains_at_the_pick():
+    learn = _learner()
+    learn.fit_one_cycle(4, "auto")
+    assert learn.auto_result is not None and learn.auto_result.lr_max is not None
+    assert max(learn.recorder.lrs) == pytest.approx(learn.auto_result.lr_max, rel=1e-3)
+    assert learn.recorder.rows[-1]["accuracy"] > 0.9
+
+
+# --- 5. Smith's other sweeps ----------------------------------------------------------------------
+
+
+def test_wd_auto_end_to_end():
+    learn = _learner(wd=5e-4)
+    learn.fit_one_cycle(3, 0.1, wd="auto")
+    res = learn.auto_wd_result
+    assert res is not None and res.wd in (0.0, 1e-5, 1e-4, 1e-3, 1e-2)
+    assert len(res.probes) == 5 and learn.opt.param_groups[0]["wd"] == res.wd
+    assert learn.wd == 5e-4  # the Learner's default is left alone; this fit used the pick
+
+
+def test_wd_range_test_prefers_no_decay_when_decay_is_absurd():
+    res = wd_range_test(_learner(), 0.1, 1000, values=(0.0, 5.0))
+    assert res.wd == 0.0
+
+
+def test_momentum_range_test_returns_one_of_the_ranges():
+    from onecycle.auto import momentum_range_test
+
+    m, res = momentum_range_test(_learner(), 0.1, 1000)
+    assert m in [(0.99, 0.9, 0.99), (0.95, 0.85, 0.95), (0.9, 0.8, 0.9), (0.85, 0.75, 0.85)]
+    assert len(res.probes) == 4
+
+
+def test_fine_tune_auto_picks_base_lr_on_the_frozen_model():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
+    x, y = _data()
+    learn = Learner(
+        model,
+        Loader(x, y, 32),
+        loss_func=F.cross_entropy,
+        opt_func=sgd,
+        splitter=lambda m: [list(m[0].parameters()), list(m[2].parameters())],
+    )
+    learn.fine_tune(2, base_lr="auto", freeze_epochs=1)
+    assert learn.auto_result is not None and learn.auto_result.lr_max is not None
+    assert learn.lr_find_result.group_ratios == [0.1, 1.0]
+
+
+def test_sweep_rejects_bad_options():
+    with pytest.raises(Exception, match="end_lr"):
+        lr_sweep(_learner(), start_lr=1.0, end_lr=0.1)
+    with pytest.raises(Exception, match="budget"):
+        auto_lr_max(_learner(), 100, budget=0)
