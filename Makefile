@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 OUT     ?= runs/demo
 
-.PHONY: demo test test-fast lint bench clean
+.PHONY: demo test test-fast lint bench bench-deps auto-suite clean
 
 # torch is pinned here (the CPU build on local disk); the package itself asks torch>=2.10.
 $(STAMP): pyproject.toml
@@ -23,6 +23,20 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
+
+# Optional extras for benchmarks/auto_lr (never test dependencies): the learning-rate-free
+# optimizers and peers' finders, installed without their dependencies so that none can
+# replace the pinned torch; scikit-learn for the diabetes pair.
+bench-deps: $(STAMP)
+	$(BIN)/python -m pip install -q --disable-pip-version-check scikit-learn pyyaml
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps prodigyopt==1.1.2 \
+		schedulefree==1.4.1 dadaptation==3.2 torch-lr-finder==0.2.2 lightning==2.6.6 \
+		lightning-utilities torchmetrics
+
+# The lr_max="auto" suite, every pair and arm (hours on a 2-core CPU; see docs/lr_find.md).
+auto-suite: bench-deps
+	$(BIN)/python benchmarks/auto_lr/suite.py --workers 2 \
+		--json docs/results/auto_lr_suite.json --table docs/results/auto_lr_suite.md
 
 lint: $(STAMP)
 	$(BIN)/python -m ruff check src tests benchmarks

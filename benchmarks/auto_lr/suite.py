@@ -28,6 +28,26 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 WDS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2)
+LR_FREE = ("prodigy_cos", "prodigy_probe", "sf_adamw", "sf_adamw_10x", "sf_sgd", "dadapt_adam")
+
+
+def beats_lr_free(sign: int, arms: dict[str, Any]) -> dict[str, bool] | None:
+    """Per learning-rate-free arm that ran: does auto beat or tie it? A tie is a gap
+    within the larger of the two arms' seed-to-seed standard deviations."""
+    auto = arms.get("auto")
+    if not auto or auto["mean"] is None:
+        return None
+    out = {}
+    for name in LR_FREE:
+        other = arms.get(name)
+        if not other or other["n"] == 0 or (other.get("errors") and other["mean"] is None):
+            continue
+        if other["mean"] is None:  # it failed on some seed: auto beats it
+            out[name] = True
+            continue
+        noise = max(auto["sd"], other["sd"])
+        out[name] = sign * (auto["mean"] - other["mean"]) >= -noise
+    return out
 
 
 def _job(job: tuple[str, str, Any, int, str, bool, int]) -> dict[str, Any]:
@@ -164,6 +184,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
             "opt": task.opt, "grid": {f"{k:.4g}": v for k, v in sorted(grid_mean.items())},
             "grid_best": {"lr": best_lr, "score": best}, "arms": arms_out,
             "wd_grid": {f"{k:g}": v for k, v in wd_mean.items()},
+            "auto_beats_lr_free": beats_lr_free(sign, arms_out),
         }  # fmt: skip
     return out
 
@@ -192,9 +213,11 @@ def table(summary: dict[str, Any]) -> str:
             lines.append(
                 f"| {pair} | {gb['score']:.4g} @ {gb['lr']:.3g} | " + " | ".join(cells) + " |"
             )
-    lines.append("\n| pair | auto picks (per seed) | spread (max/min) | auto compute ratio | "
-                 "auto_wd picks | wd grid (at the grid's best lr) |")  # fmt: skip
-    lines.append("|---|---|---|---|---|---|")
+    lines.append(
+        "\n| pair | auto picks (per seed) | spread (max/min) | auto compute ratio | "
+        "auto beats/ties LR-free arms | auto_wd | wd grid (at the grid's best lr) |"
+    )
+    lines.append("|---|---|---|---|---|---|---|")
     for pair, p in summary.items():
         a = p["arms"].get("auto", {})
         picks = ", ".join(f"{v:.3g}" for v in a.get("lrs", []))
@@ -202,8 +225,12 @@ def table(summary: dict[str, Any]) -> str:
         ratio = f"{a['compute_ratio']:.3f}" if a.get("compute_ratio") else "–"
         w = ", ".join(f"{k}: {v:.4g}" for k, v in p["wd_grid"].items()) or "–"
         aw = p["arms"].get("auto_wd", {})
-        lines.append(f"| {pair} | {picks} | {spread} | {ratio} | "
-                     f"{aw.get('mean') and round(aw['mean'], 3)} | {w} |")  # fmt: skip
+        b = p.get("auto_beats_lr_free")
+        beats = "–" if b is None else f"{sum(b.values())}/{len(b)}" + (
+            f" (loses to {', '.join(k for k, v in b.items() if not v)})"
+            if not all(b.values()) else "")  # fmt: skip
+        awd = "–" if not aw.get("mean") else f"{aw['mean']:.4g}"
+        lines.append(f"| {pair} | {picks} | {spread} | {ratio} | {beats} | {awd} | {w} |")
     return "\n".join(lines) + "\n"
 
 
