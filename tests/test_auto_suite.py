@@ -13,9 +13,9 @@ SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "auto_lr" / "suite.
 
 @pytest.mark.slow
 def test_quick_suite_runs_two_pairs_and_reports_gaps(tmp_path):
-    out = tmp_path / "quick.json"
+    out, md = tmp_path / "quick.json", tmp_path / "t.md"
     r = subprocess.run(
-        [sys.executable, str(SUITE), "--quick", "--json", str(out), "--table", str(tmp_path / "t.md")],
+        [sys.executable, str(SUITE), "--quick", "--json", str(out), "--table", str(md)],
         capture_output=True, text=True, timeout=900,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )  # fmt: skip
@@ -33,5 +33,5 @@ def test_quick_suite_runs_two_pairs_and_reports_gaps(tmp_path):
     assert mnist["grid_best"]["score"] > 80  # accuracy in %
     assert mnist["arms"]["auto"]["gap"] < 10
     assert summary["charlm-tf-adamw"]["metric"] == "bpc"
-    text = (tmp_path / "t.md").read_text()
+    text = md.read_text()
     assert "held out" in text and "calibration" in text and "charlm-tf-adamw" in text
