@@ -81,7 +81,7 @@ def test_sweep_step_equals_a_hand_written_step_with_wd_clip_and_peak_momentum():
     for lr in res.lrs:
         xb, yb = next(batches)
         loss = F.cross_entropy(model(xb), yb)
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()), 0.5)
         with torch.no_grad():
@@ -172,6 +172,27 @@ def test_reading_passes_a_transient_spike_that_recovers():
     assert a.recommended is not None and a.recommended.lr > 0.1  # read past the spike at 0.03
     valid = [i for i, v in enumerate(a.curve) if v == v]
     assert lrs[valid[-1]] > 1.0  # the window ends at the real blow-up, not the spike
+
+
+def test_reading_passes_a_decade_long_catapult_that_recovers():
+    """Fashion-MNIST's batch-norm CNN under SGD (60-step sweep): the loss climbs to 4x its
+    start between 0.04 and 0.4, comes back below it, and blows up only past 2."""
+    lrs = [10 ** (-6 + 7 * i / 59) for i in range(60)]
+    losses = []
+    for lr in lrs:
+        x = math.log10(lr)
+        v = 2.3 - 1.5 / (1 + math.exp(-(x + 2.3) * 4))
+        if -1.4 < x < -0.4:
+            v += 7.0 * math.sin(math.pi * (x + 1.4))  # the catapult, up to ~9
+        if x > 0.3:
+            v += 30 * (x - 0.3)
+        losses.append(v)
+    a = suggest(lrs, losses, "diverged at lr=4.41 (smoothed loss > 4x best)")
+    valid = [i for i, v in enumerate(a.curve) if v == v]
+    assert lrs[valid[-1]] > 1.0  # read past the catapult to the real blow-up
+    res = RangeTestResult(lrs, losses, losses, "diverged", "exp", [1.0])
+    res.suggestions, res.recommended, res.analysis_curve = a.suggestions, a.recommended, a.curve
+    assert 0.1 in [round(c, 6) for c in candidates(res)]  # where 1cycle trains best
 
 
 def test_reading_a_noisy_flat_bottom_still_recommends():

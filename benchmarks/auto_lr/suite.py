@@ -110,6 +110,12 @@ def plan(args: argparse.Namespace, phase: int, grid_best: dict[str, float]) -> l
     for pair in pairs:
         task = TASKS[pair]
         common = (args.device, args.quick, args.threads)
+        if args.only:  # these arms alone (e.g. auto after a change of the rule)
+            if phase == 0:
+                for arm in args.only:
+                    n = args.auto_seeds if arm == "auto" else args.seeds
+                    jobs += [(pair, arm, None, s, *common) for s in range(n)]
+            continue
         if phase == 0:
             grid = task.grid()[::2] if args.quick else task.grid()
             for lr in grid:
@@ -226,7 +232,7 @@ def table(summary: dict[str, Any]) -> str:
         w = ", ".join(f"{k}: {v:.4g}" for k, v in p["wd_grid"].items()) or "–"
         aw = p["arms"].get("auto_wd", {})
         b = p.get("auto_beats_lr_free")
-        beats = "–" if b is None else f"{sum(b.values())}/{len(b)}" + (
+        beats = "–" if not b else f"{sum(b.values())}/{len(b)}" + (
             f" (loses to {', '.join(k for k, v in b.items() if not v)})"
             if not all(b.values()) else "")  # fmt: skip
         awd = "–" if not aw.get("mean") else f"{aw['mean']:.4g}"
@@ -245,6 +251,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--skip", nargs="*", default=[], help="arms to leave out")
+    ap.add_argument("--only", nargs="*", default=[], help="run just these arms (needs --json)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--table", default=None)
     args = ap.parse_args()
@@ -268,8 +275,14 @@ def main() -> None:
                 results.append(r)
                 keys = ("pair", "arm", "param", "seed", "lr", "score", "error")
                 print(json.dumps({k: r.get(k) for k in keys}), flush=True)
-        if phase == 0:
+        if phase == 0 and not args.only:
             grid_best = {p: v["grid_best"]["lr"] for p, v in summarise(results).items()}
+    if args.only:  # no grid to compare with: merge.py combines this with a full run
+        Path(args.json).write_text(json.dumps({"args": vars(args), "runs": results,
+                                               "seconds": time.perf_counter() - t0,
+                                               "torch": __import__("torch").__version__},
+                                              indent=1, default=str))  # fmt: skip
+        return
     summary = summarise(results)
     report = {"args": vars(args), "seconds": time.perf_counter() - t0,
               "torch": __import__("torch").__version__, "summary": summary,

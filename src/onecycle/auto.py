@@ -421,7 +421,7 @@ def candidates(res: RangeTestResult) -> list[float]:
     out = [10 ** (k / 2)]
     while len(out) < MAX_CANDIDATES or out[-1] > bottom * (1 + 1e-9):
         out.append(10 ** ((k - len(out)) / 2))
-        if len(out) >= MAX_CANDIDATES + 2:  # a curve whose bottom sits far below its top
+        if len(out) >= MAX_CANDIDATES + 1:  # a curve whose bottom sits far below its top
             break
     return out
 

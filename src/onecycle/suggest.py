@@ -5,9 +5,9 @@ forwards, then backwards, with ``beta = 1 - 20/n`` clipped to [0.5, 0.95]). The 
 EMA that decides when to stop lags by about ``beta / (1 - beta)`` steps (49 for fastai's
 0.98, i.e. several decades of LR in a 100-step exponential sweep), which drags every
 rule towards too-large LRs; the zero-lag curve does not. The *analysis window* runs from
-``n // 10`` to the divergence: the first raw loss clearly above the starting level
-(by 3 noise units), after the loss had clearly fallen below it, that stays above it for
-4% of the sweep (at least 3 points): a transient spike that recovers is read past.
+``n // 10`` to the divergence: after the loss had clearly fallen below its starting
+level, the first raw loss clearly above it (by 3 noise units) that is never followed by
+a loss clearly below it again: a spike that recovers is read past.
 Before smoothing, losses are capped at twice the starting level (``head + |head|``), so
 no outlier leaks backwards into the valley. Each rule returns a ``Suggestion`` whose
 ``lr`` is None, with the reason, when the curve cannot support it:
@@ -67,8 +67,9 @@ import numpy as np
 __all__ = ["Analysis", "Suggestion", "suggest", "zero_lag"]
 
 MIN_POINTS = 10
-# A rise past the start level counts as the divergence only if it lasts this share of the
-# sweep (at least 3 points); set on the calibration pairs of benchmarks/auto_lr/tasks.py.
+# When a sweep ran to its end, a rise in its last points counts as divergence only if it
+# lasts this share of the sweep (at least 3 points); set on the calibration pairs of
+# benchmarks/auto_lr/tasks.py.
 SUSTAIN = 0.04
 FLAT_FRACTION = 0.005
 NOISE_RATIO = 2.0
@@ -168,21 +169,26 @@ def _suggest(
                "raise num_it or lower start_lr")  # fmt: skip
         return {r: _none(r, why) for r in rules}, None, None
     raw_all = np.asarray(losses[:n], dtype=float)
+    diverged_run = not stop_reason.startswith("completed") or n < len(losses)
     head = float(np.median(raw_all[: max(3, start)]))
     noise = 1.4826 * float(np.median(np.abs(np.diff(raw_all[start:])))) / math.sqrt(2)
-    # Cut the divergence off: the first loss clearly above the start level, after the loss
-    # had clearly fallen below it, that *stays* above it for SUSTAIN of the sweep (or to its
-    # end). Smoothing across a blow-up would bury a short valley; cutting at a transient
-    # spike (batch-norm nets under SGD spike and recover a decade below their blow-up)
-    # would throw the rest of the valley away.
+    # Cut the divergence off where the loss rose above its start level for good: after it
+    # had clearly fallen, the first loss clearly above the start level that is followed
+    # by no loss clearly below it again (when the sweep ran to its end, a tail shorter than
+    # SUSTAIN of the sweep must be far up: twice the start level). A spike that comes back below the
+    # start level is read past: batch-norm nets under SGD catapult up to 4x their start
+    # loss over a decade of LR, recover, and blow up only a decade later.
     margin = max(3 * noise, 0.005 * abs(head))
     fell = np.nonzero(raw_all[start:] < head - margin)[0]
     cut = n
     if len(fell):
         above = raw_all > head + margin
+        below = raw_all < head - margin
         k = max(3, round(SUSTAIN * n))
         for i in range(start + int(fell[0]), n):
-            if above[i] and above[i : i + k].all():
+            # a short tail at the end of a completed sweep counts only if it is far up
+            far = raw_all[i] > head + abs(head)
+            if above[i] and not below[i:].any() and (i + k <= n or diverged_run or far):
                 cut = i + 1
                 break
     diverged = cut < n or not stop_reason.startswith("completed")
