@@ -59,7 +59,7 @@ import torch
 from onecycle import schedules as S
 from onecycle.callbacks import Callback, CancelBatch, CancelFit
 from onecycle.errors import ConfigError, check_int, check_range
-from onecycle.range_test import RangeTestResult, preserve_state
+from onecycle.range_test import RangeTestResult, check_sweep, preserve_state
 from onecycle.scheduler import momentum_key
 from onecycle.suggest import suggest
 
@@ -284,16 +284,9 @@ def lr_sweep(
     ``valid_batches``: the validation loss (and ``metric``, default the Learner's first
     metric) after every step.
     """
-    from onecycle.errors import check_positive
-
-    start_lr, end_lr = check_positive("start_lr", start_lr), check_positive("end_lr", end_lr)
-    if end_lr <= start_lr:
-        raise ConfigError("end_lr", end_lr, f"a number > start_lr={start_lr!r}")
-    num_it = check_int("num_it", num_it, minimum=5)
-    if mode not in ("exp", "linear"):
-        raise ConfigError("mode", mode, "'exp' or 'linear'")
-    smooth = check_range("smooth", smooth, 0.0, 1.0, hi_open=True)
-    div_factor = check_range("div_factor", div_factor, 1.0, math.inf, lo_open=True, hi_open=True)
+    start_lr, end_lr, num_it, smooth, div_factor = check_sweep(
+        start_lr, end_lr, num_it, mode, smooth, div_factor
+    )
     if metric is not None and valid_batches is None:
         name = getattr(metric, "__name__", metric)
         raise ConfigError("metric", name, "None unless valid_batches are given (it runs on them)")

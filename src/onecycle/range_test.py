@@ -153,6 +153,22 @@ def preserve_state(
             obj.load_state_dict(state)
 
 
+def check_sweep(
+    start_lr: float, end_lr: float, num_it: int, mode: str, smooth: float, div_factor: float
+) -> tuple[float, float, int, float, float]:
+    """The sweep's options, validated (shared with ``onecycle.auto.lr_sweep``)."""
+    start_lr = check_positive("start_lr", start_lr)
+    end_lr = check_positive("end_lr", end_lr)
+    if end_lr <= start_lr:
+        raise ConfigError("end_lr", end_lr, f"a number > start_lr={start_lr!r}")
+    num_it = check_int("num_it", num_it, minimum=5)
+    if mode not in ("exp", "linear"):
+        raise ConfigError("mode", mode, "'exp' or 'linear'")
+    smooth = check_range("smooth", smooth, 0.0, 1.0, hi_open=True)
+    div_factor = check_range("div_factor", div_factor, 1.0, math.inf, lo_open=True, hi_open=True)
+    return start_lr, end_lr, num_it, smooth, div_factor
+
+
 def _cycle(batches: Iterable[Any]) -> Iterator[Any]:
     """Batches forever: restart the iterable when it runs out (an epoch shorter than
     ``num_it`` is fine). An empty iterable is an error, not an endless loop."""
@@ -212,15 +228,9 @@ def range_test(
         raise ConfigError("optimizer", type(optimizer).__name__, "a torch.optim.Optimizer")
     if not callable(loss_func_or_step) and not isinstance(loss_func_or_step, Step):
         raise ConfigError("loss_func_or_step", loss_func_or_step, "a loss function or Step(fn)")
-    start_lr = check_positive("start_lr", start_lr)
-    end_lr = check_positive("end_lr", end_lr)
-    if end_lr <= start_lr:
-        raise ConfigError("end_lr", end_lr, f"a number > start_lr={start_lr!r}")
-    num_it = check_int("num_it", num_it, minimum=5)
-    if mode not in ("exp", "linear"):
-        raise ConfigError("mode", mode, "'exp' or 'linear'")
-    smooth = check_range("smooth", smooth, 0.0, 1.0, hi_open=True)
-    div_factor = check_range("div_factor", div_factor, 1.0, math.inf, lo_open=True, hi_open=True)
+    start_lr, end_lr, num_it, smooth, div_factor = check_sweep(
+        start_lr, end_lr, num_it, mode, smooth, div_factor
+    )
     accumulate = check_int("accumulate", accumulate)
     step_fn = _make_step(loss_func_or_step)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
