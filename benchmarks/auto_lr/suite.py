@@ -114,7 +114,8 @@ def plan(args: argparse.Namespace, phase: int, grid_best: dict[str, float]) -> l
             if phase == 0:
                 for arm in args.only:
                     n = args.auto_seeds if arm == "auto" else args.seeds
-                    jobs += [(pair, arm, None, s, *common) for s in range(n)]
+                    first = args.first_seed
+                    jobs += [(pair, arm, None, s, *common) for s in range(first, first + n)]
             continue
         if phase == 0:
             grid = task.grid()[::2] if args.quick else task.grid()
@@ -252,6 +253,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--skip", nargs="*", default=[], help="arms to leave out")
     ap.add_argument("--only", nargs="*", default=[], help="run just these arms (needs --json)")
+    ap.add_argument("--first-seed", type=int, default=0, help="with --only: seeds from here")
     ap.add_argument("--json", default=None)
     ap.add_argument("--table", default=None)
     args = ap.parse_args()
