@@ -68,6 +68,8 @@ __all__ = [
 
 Anneal = Literal["cos", "linear"]
 
+_NORMAL, _FLOAT_MAX = 2.2250738585072014e-308, 1.7976931348623157e308  # float64 range
+
 
 @runtime_checkable
 class Schedule(Protocol):
@@ -434,6 +436,10 @@ def one_cycle(
     pct = _check_pct_start(pct_start, three_phase)
     a = _anneal(anneal)
     lo, hi, end = lr_max / div, lr_max, lr_max / div_final
+    for name, value, v in (("div", div, lo), ("div_final", div_final, end)):
+        if not _NORMAL <= v <= _FLOAT_MAX:  # lr_max/div underflows to 0 or overflows
+            raise ConfigError(name, value, f"a value that keeps lr_max/{name} a positive "
+                              f"normal float (lr_max={lr_max!r})")  # fmt: skip
     if not three_phase:
         return join([a(lo, hi), a(hi, end)], [pct, 1.0 - pct])
     if pct == 0.5:  # no room left for the annihilation phase
