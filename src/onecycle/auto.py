@@ -8,17 +8,17 @@ Three steps, all through the Learner's own loop, so that they apply exactly the 
 1. **The sweep** (``lr_sweep``): Smith's range test, with the momentum held at the value
    1cycle uses at its peak LR (``moms[1]``, 0.85 by default: 1cycle's momentum is lowest
    exactly where its LR is highest, and the sweep is read for that peak).
-2. **Candidates** (``candidates``): peaks spaced x sqrt(10) downward from half the LR where
-   the loss diverged *for good* (a sustained rise, not a transient spike that recovers;
-   batch-norm nets under SGD spike and recover a decade or more below where they
-   really blow up) to below the LR of the lowest smoothed loss.
+2. **Candidates** (``candidates``): points of the lattice 10**(k/2) from half the LR where
+   the loss diverged *for good* (a rise that never comes back below the start level, not
+   a catapult that recovers: batch-norm nets under SGD spike and recover a decade or
+   more below where they really blow up) down to the LR of the lowest smoothed loss.
 3. **Probes** (``probe``): a short 1cycle at each candidate, from the same weights, the
    same batches in the same order, scored by the loss on held-back training batches that
-   no probe trains on; successive halving keeps the better half for a probe twice as long.
-   The best of the last round is ``lr_max``.
+   no probe trains on; the best and the next lower candidate run again twice as long,
+   and the lower loss there is ``lr_max``.
 
 The whole step is budgeted as a fraction of the optimizer steps of the run it serves
-(``budget``, default 0.1); ``AutoResult.compute_ratio`` reports what it cost. When the
+(``budget``, default ``BUDGET``); ``AutoResult.compute_ratio`` reports what it cost. When the
 sweep cannot be read (too flat, too noisy, too short) there is no recommendation and
 the reason says why, as before: probes never turn a bad curve into a confident number.
 
@@ -88,13 +88,10 @@ BUDGET = 0.3
 # ...or this many step-equivalents, whichever is more: a short run (a few hundred steps,
 # seconds) still gets probes of MIN_PROBE_STEPS, instead of the sweep's reading alone.
 MIN_BUDGET_STEPS = 200
-# Candidate peaks are spaced by this factor (the grid docs/lr_find.md compares against).
-SPACING = math.sqrt(10)
 # The highest candidate: the LR where the loss diverged for good, / DIV_TOP. 1cycle holds its
 # peak for a long time; a sweep that passes an LR in one step tolerates more than that.
 DIV_TOP = 2.0
-MAX_CANDIDATES = 3
-MIN_CANDIDATES = 3
+MAX_CANDIDATES = 3  # one more when the curve's minimum sits below the third
 # Shortest probe worth running (optimizer steps): fewer say nothing about a 1cycle.
 MIN_PROBE_STEPS = 8
 # A probe "trains" if it ends at least this fraction below the untrained held-back loss.
@@ -506,7 +503,7 @@ def auto_lr_max(
 
 
 def _pick(
-    learn: Learner, values: Sequence[Any], run: Any, what: str, total_steps: int, steps: int
+    learn: Learner, values: Sequence[Any], run: Any, what: str
 ) -> tuple[Any, list[ProbeResult], float]:
     results = [run(v) for v in values]
     used = sum(_probe_cost(learn, r.steps) for r in results)
@@ -537,7 +534,7 @@ def wd_range_test(
     wd, probes, used = _pick(
         learn, list(values),
         lambda v: probe(learn, lr_max, steps, moms=moms, wd=float(v), cbs=cbs),
-        "wd", total_steps, steps,
+        "wd",
     )  # fmt: skip
     why = f"lowest held-back loss of wd in {list(values)} after {steps} steps at lr_max"
     peak = lr_max if isinstance(lr_max, float) else float(list(lr_max)[-1])
@@ -569,7 +566,7 @@ def momentum_range_test(
     m, probes, used = _pick(
         learn, [tuple(v) for v in values],
         lambda v: probe(learn, lr_max, steps, moms=v, wd=wd, cbs=cbs),
-        "moms", total_steps, steps,
+        "moms",
     )  # fmt: skip
     why = f"lowest held-back loss of moms in {[list(v) for v in values]} after {steps} steps"
     peak = lr_max if isinstance(lr_max, float) else float(list(lr_max)[-1])
