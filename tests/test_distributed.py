@@ -155,7 +155,8 @@ def test_cli_fit_under_torchrun(tmp_path) -> None:
     assert p.returncode == 0, p.stderr[-3000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["world_size"] == 2
-    assert m["final"]["optimizer_steps"] == 2 * 5  # 1000 / 2 ranks / bs 100, per rank
+    # the recipe's batch (100) is global: 50 per rank, the steps of one process
+    assert m["final"]["optimizer_steps"] == 2 * 10  # 1000 / (2 ranks x 50)
     assert p.stdout.count("train_loss") == 1  # only rank 0 prints the table
     assert m["final"]["test_accuracy"] > 0.2
     assert len(list((out / "checkpoints").glob("*.pt"))) == 2  # rank 0 wrote each epoch end
@@ -188,4 +189,4 @@ def test_cli_torchrun_killed_and_resumed_matches_uninterrupted(tmp_path) -> None
     a = json.loads((tmp_path / "ref" / "metrics.json").read_text())["final"]
     b = json.loads((out / "metrics.json").read_text())["final"]
     assert b["weights_sha256"] == a["weights_sha256"]
-    assert b["optimizer_steps"] == a["optimizer_steps"] == 4 * 20
+    assert b["optimizer_steps"] == a["optimizer_steps"] == 4 * 40  # 4000 / (2 x 50) per epoch

@@ -1,6 +1,7 @@
 """Merge suite runs (e.g. the small pairs and the Fashion-MNIST pairs, run separately) into
-one JSON and one table; the sweep curves are dropped (the probes and picks are kept). The
-runs of a (pair, arm) in a later file replace those of an earlier one (``--only``).
+one JSON and one table; the sweep curves are dropped (the probes and picks are kept). A run
+of a later file replaces the run of an earlier one with the same pair, arm, seed and
+parameter (``--only`` re-runs); other seeds are added.
 
     .venv/bin/python benchmarks/auto_lr/merge.py runs/suite/small.json runs/suite/fashion.json \\
         --json docs/results/auto_lr_suite.json --table docs/results/auto_lr_suite.md
@@ -26,12 +27,16 @@ def main() -> None:
     args = ap.parse_args()
     runs: list[dict] = []
     parts = []
-    for path in args.inputs:  # a later file's (pair, arm) runs replace an earlier file's
+
+    def key(r: dict) -> tuple:
+        return r["pair"], r["arm"], r["seed"], json.dumps(r["param"])
+
+    for path in args.inputs:  # a later file's run replaces an earlier one with the same key
         d = json.loads(Path(path).read_text())
         parts.append({"file": path, "args": d["args"], "seconds": d["seconds"],
                       "torch": d["torch"]})  # fmt: skip
-        new = {(r["pair"], r["arm"]) for r in d["runs"]}
-        runs = [r for r in runs if (r["pair"], r["arm"]) not in new]
+        new = {key(r) for r in d["runs"]}
+        runs = [r for r in runs if key(r) not in new]
         for r in d["runs"]:
             r.pop("sweep", None)
             runs.append(r)

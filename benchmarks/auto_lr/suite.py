@@ -115,7 +115,14 @@ def plan(args: argparse.Namespace, phase: int, grid_best: dict[str, float]) -> l
                 for arm in args.only:
                     n = args.auto_seeds if arm == "auto" else args.seeds
                     first = args.first_seed
-                    jobs += [(pair, arm, None, s, *common) for s in range(first, first + n)]
+                    seeds = range(first, first + n)
+                    if arm == "wd":  # the weight-decay grid at the LR given by --grid-best
+                        if pair not in args.grid_best:
+                            sys.exit(f"--only wd needs --grid-best {pair}=LR")
+                        lr = args.grid_best[pair]
+                        jobs += [(pair, arm, (lr, wd), s, *common) for wd in WDS for s in seeds]
+                    else:
+                        jobs += [(pair, arm, None, s, *common) for s in seeds]
             continue
         if phase == 0:
             grid = task.grid()[::2] if args.quick else task.grid()
@@ -254,11 +261,22 @@ def main() -> None:
     ap.add_argument("--skip", nargs="*", default=[], help="arms to leave out")
     ap.add_argument("--only", nargs="*", default=[], help="run just these arms (needs --json)")
     ap.add_argument("--first-seed", type=int, default=0, help="with --only: seeds from here")
+    ap.add_argument(
+        "--grid-best",
+        nargs="*",
+        default=[],
+        metavar="PAIR=LR",
+        help="with --only wd: the grid's best lr_max of each pair",
+    )
     ap.add_argument("--json", default=None)
     ap.add_argument("--table", default=None)
     args = ap.parse_args()
     if args.quick:
         args.seeds, args.auto_seeds = 1, 1
+    try:
+        args.grid_best = {p: float(v) for p, v in (x.split("=") for x in args.grid_best)}
+    except ValueError:
+        ap.error("--grid-best: give PAIR=LR, e.g. fashion-cnn-sgd=0.1")
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
     grid_best: dict[str, float] = {}

@@ -19,10 +19,19 @@ from onecycle.callbacks import (
     ProgressBar,
     Recorder,
 )
-from onecycle.checkpoint import Checkpoint, CheckpointError, TrainingInterrupted
+from onecycle.checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    CheckpointWriteError,
+    TrainingInterrupted,
+)
 from onecycle.errors import ConfigError
 from onecycle.learner import Learner, accuracy, adamw, sgd
 from onecycle.plots import plot_schedule
+
+# the function, not the module: ``onecycle.range_test(model, opt, loss_func, batches)``
+# (``from onecycle.range_test import range_test`` keeps working)
+from onecycle.range_test import RangeTestResult, Step, range_test
 from onecycle.scheduler import ScheduleLR, Scheduler
 
 __version__ = "0.1.0"
@@ -34,6 +43,7 @@ __all__ = [
     "CancelFit",
     "Checkpoint",
     "CheckpointError",
+    "CheckpointWriteError",
     "ConfigError",
     "GradientAccumulation",
     "GradientClip",
@@ -42,14 +52,17 @@ __all__ = [
     "NonFiniteGuard",
     "NonFiniteLossError",
     "ProgressBar",
+    "RangeTestResult",
     "Recorder",
     "ScheduleLR",
     "Scheduler",
+    "Step",
     "TrainingInterrupted",
     "__version__",
     "accuracy",
     "adamw",
     "plot_schedule",
+    "range_test",
     "schedules",
     "sgd",
 ]

@@ -71,7 +71,8 @@ class NonFiniteLossError(RuntimeError):
         self.what, self.value, self.epoch, self.step, self.lr = what, value, epoch, step, lr
         super().__init__(
             f"non-finite {what} ({value}) at epoch {epoch}, optimizer step {step}, lr={lr:.4g}: "
-            f"stopped before the optimizer step; weights are those after step {step - 1}. "
+            f"stopped before the optimizer step; weights are "
+            f"{'the initial ones' if step == 0 else f'those after step {step - 1}'}. "
             "Lower lr_max, clip gradients, or check the data."
         )
 

@@ -42,6 +42,7 @@ __all__ = [
     "FORMAT_VERSION",
     "Checkpoint",
     "CheckpointError",
+    "CheckpointWriteError",
     "TrainingInterrupted",
     "latest",
     "load",
@@ -56,6 +57,11 @@ _NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, torn, corrupt, unsafe, or does not fit this run."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (disk full, permissions): training stops; the
+    previous checkpoint is untouched and ``resume`` continues from it."""
 
 
 class TrainingInterrupted(Exception):
@@ -84,11 +90,15 @@ def _fsync_dir(folder: Path) -> None:
 
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # disk full, interrupted: no half-written file left behind
+        tmp.unlink(missing_ok=True)
+        raise
     _fsync_dir(path.parent)
 
 
@@ -102,10 +112,19 @@ def save(state: dict[str, Any], path: str | Path) -> Path:
     buf = io.BytesIO()
     torch.save(state, buf)
     data = buf.getvalue()
-    _write_atomic(path, data)
     manifest = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
                 "format": FORMAT_VERSION}  # fmt: skip
-    _write_atomic(path.with_name(path.name + ".manifest"), json.dumps(manifest).encode())
+    mpath = path.with_name(path.name + ".manifest")
+    try:
+        _write_atomic(path, data)
+        _write_atomic(mpath, json.dumps(manifest).encode())
+    except OSError as e:
+        for p in (mpath, path):  # the file without its manifest is incomplete: drop both
+            p.unlink(missing_ok=True)
+        raise CheckpointWriteError(
+            f"could not write checkpoint {path} ({e.strerror or e}); training stopped, the "
+            "previous checkpoints are intact: free space and run again with resume"
+        ) from None
     return path
 
 
@@ -120,10 +139,19 @@ def load(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
     data = path.read_bytes()
     if verify:
         mpath = path.with_name(path.name + ".manifest")
+        if not mpath.exists() and not _NAME.match(path.name):
+            raise CheckpointError(
+                f"{path}: not a onecycle checkpoint (a checkpoint is a ckpt-eEEEE-sSSSSSSSS.pt "
+                "file with its .manifest beside it, written by the Checkpoint callback or "
+                "onecycle fit into OUT/checkpoints)"
+            )
         try:
             manifest = json.loads(mpath.read_text())
         except (OSError, ValueError):
-            raise CheckpointError(f"{path}: incomplete (no readable manifest)") from None
+            raise CheckpointError(
+                f"{path}: incomplete (no readable {mpath.name}: its write was interrupted); "
+                "resume from the folder to use the newest complete one"
+            ) from None
         if manifest.get("size") != len(data):
             raise CheckpointError(
                 f"{path}: torn or truncated ({len(data)} bytes, "

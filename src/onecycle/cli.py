@@ -9,6 +9,7 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,6 +23,19 @@ class UsageError(Exception):
     """A command-line usage error: one line on stderr, exit status 2."""
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is (as SIGINT raises KeyboardInterrupt), so the
+    range test restores the model and a checkpointing fit stops cleanly."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated(signum)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # argparse's own errors: one line, status 2
         raise UsageError(f"{self.prog}: {message}")
@@ -29,7 +43,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
     from onecycle.plots import plot_schedule
-    from onecycle.run import FitConfig, schedules_for
+    from onecycle.run import FitConfig, check_out, schedules_for
     from onecycle.schedules import sample
 
     cfg = FitConfig(
@@ -39,8 +53,10 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
         step_size=args.step_size, gamma=args.gamma, cycles=args.cycles,
         cycle_mult=args.cycle_mult, out=None,
     ).resolved()  # fmt: skip
+    if not isinstance(args.steps, int) or args.steps < 1:
+        raise ConfigError("steps", args.steps, "an integer >= 1")
     spec = schedules_for(cfg, args.steps)
-    out = Path(args.out)
+    out = check_out(args.out)
     png = plot_schedule(spec, args.steps, out / "schedule.png", title=args.schedule)
     values = {k: sample(v, args.steps) for k, v in spec.items()}
     (out / "schedule.json").write_text(json.dumps({"schedule": args.schedule, "values": values}))
@@ -464,11 +480,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``onecycle`` command; returns the exit status."""
     from onecycle import distributed as D
     from onecycle.callbacks import NonFiniteLossError
-    from onecycle.checkpoint import CheckpointError, TrainingInterrupted
+    from onecycle.checkpoint import CheckpointError, CheckpointWriteError, TrainingInterrupted
     from onecycle.data import DataError
 
     logging.basicConfig(level=logging.INFO, format="onecycle: %(message)s")
     started = False
+    try:
+        old_term = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread: leave SIGTERM alone
+        old_term = None
     try:
         args = build_parser().parse_args(argv)
         # under torchrun: join the process group; only rank 0 prints results
@@ -486,15 +506,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except NonFiniteLossError as e:
         print(f"onecycle: training stopped: {e}", file=sys.stderr)
         return 1
+    except CheckpointWriteError as e:
+        print(f"onecycle: training stopped: {e}", file=sys.stderr)
+        return 1
     except CheckpointError as e:
         print(f"onecycle: error: {e}", file=sys.stderr)
         return 2
     except TrainingInterrupted as e:
         print(f"onecycle: {e}", file=sys.stderr)
         return 128 + e.signum
-    except KeyboardInterrupt:
-        print("onecycle: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        name = signal.Signals(signum).name
+        print(f"onecycle: interrupted by {name}: stopped; a range test or probe was undone, "
+              "a fit keeps its last checkpoint", file=sys.stderr)  # fmt: skip
+        return 128 + signum
     finally:
+        if old_term is not None:
+            signal.signal(signal.SIGTERM, old_term)
         if started:
             D.shutdown()  # free DDP models, then leave the group: a clean exit

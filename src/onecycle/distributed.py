@@ -17,7 +17,9 @@ more than one process is up (see ``docs/distributed.md``):
 - reduces validation sums across ranks;
 - lets only rank 0 print, write metrics, plots and checkpoints.
 
-``batch_size`` is per process: the effective batch is ``bs x world_size x accumulate``.
+``batch_size`` is per process: the effective batch is ``bs x world_size x accumulate``
+(``onecycle fit`` without ``--bs`` splits its recipe's batch across the processes instead,
+so the same command trains the same way under torchrun).
 """
 
 from __future__ import annotations

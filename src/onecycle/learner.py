@@ -7,6 +7,7 @@ docstring; nothing is delegated or patched.
 
 from __future__ import annotations
 
+import gc
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -37,7 +38,7 @@ if TYPE_CHECKING:
     from onecycle.auto import AutoResult
     from onecycle.range_test import RangeTestResult
 
-__all__ = ["Learner", "accuracy", "adamw", "sgd"]
+__all__ = ["Learner", "accuracy", "adamw", "check_device", "sgd"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,31 @@ def accuracy(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     0.5
     """
     return (pred.argmax(dim=-1) == target).float().mean()
+
+
+def check_device(name: str, value: torch.device | str) -> torch.device:
+    """``value`` as a ``torch.device`` this process can use, else ConfigError: an unknown
+    name (``"banana"``) or an accelerator this torch build or machine does not have.
+
+    >>> check_device("device", "cpu")
+    device(type='cpu')
+    """
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(name, value, "a torch device: 'cpu', 'cuda', 'cuda:1', 'mps'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(name, value, "'cpu': this torch build or machine has no CUDA GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(name, value, f"a CUDA index < {torch.cuda.device_count()}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(name, value, "'cpu': MPS is not available here")
+    elif dev.type not in ("cpu", "cuda", "mps", "meta"):
+        mod = getattr(torch, dev.type, None)  # xpu, ...: ask the backend
+        if mod is None or not getattr(mod, "is_available", lambda: False)():
+            raise ConfigError(name, value, f"'cpu': {dev.type} is not available here")
+    return dev
 
 
 def _default_splitter(model: nn.Module) -> list[list[nn.Parameter]]:
@@ -145,10 +171,18 @@ class Learner:
         _check_data("train_data", train_data)
         if valid_data is not None:
             _check_data("valid_data", valid_data)
-        self.device = torch.device(device) if device is not None else _model_device(model)
+        self.device = check_device("device", device) if device is not None else _model_device(model)
         self.model = model.to(self.device)
         self.train_data, self.valid_data = train_data, valid_data
+        if not callable(opt_func):
+            raise ConfigError("opt_func", opt_func, "a callable (param_groups, lr) -> optimizer")
         self.loss_func, self.opt_func = loss_func, opt_func
+        if callable(metrics):  # metrics=accuracy: one metric, meant as [accuracy]
+            metrics = [metrics]
+        if isinstance(metrics, (str, bytes)) or not isinstance(metrics, Iterable) or not all(
+            callable(m) for m in metrics
+        ):  # fmt: skip
+            raise ConfigError("metrics", metrics, "a list of callables (pred, target) -> value")
         self.metrics = list(metrics)
         self.wd = check_finite("wd", wd)
         if self.wd < 0:
@@ -208,6 +242,7 @@ class Learner:
 
     def freeze_to(self, n: int) -> None:
         """Freeze the first ``n`` param groups (negative counts from the end)."""
+        n = check_int("n", n, minimum=-len(self.param_groups))
         n = n % len(self.param_groups) if n < 0 else min(n, len(self.param_groups))
         for i, group in enumerate(self.param_groups):
             for p in group:
@@ -244,6 +279,8 @@ class Learner:
             if value.start is None:
                 return [hi / 10] * (n - 1) + [hi]
             lo = check_positive(name, value.start)
+            if lo > hi:
+                raise ConfigError(name, value, "slice(lo, hi) with lo <= hi (body LR to head LR)")
             if n == 1:
                 return [hi]
             return [lo * (hi / lo) ** (i / (n - 1)) for i in range(n)]
@@ -282,6 +319,14 @@ class Learner:
         if len(set(counts)) > 1:
             raise ConfigError("train_data", f"batches per rank {counts}",
                               "the same number of batches on every rank")  # fmt: skip
+
+    def _release_ddp(self) -> None:
+        """Drop the DDP wrapper after each fit (the next fit wraps again): a script may
+        then call ``dist.destroy_process_group()`` while this Learner lives; a DDP model
+        alive past its group aborts some torch versions at exit."""
+        if self.ddp_model is not None:
+            self.ddp_model = None
+            gc.collect()
 
     def _reduce_loss(self) -> None:
         if self.ddp_model is None or not D.is_distributed():
@@ -362,16 +407,21 @@ class Learner:
         finally:
             self._event("after_fit")
             self._cb_table = self._bind(self.cbs)
+            self._release_ddp()
 
     def _resume(self, resume: str | Path, extra: Sequence[Callback]) -> tuple[int, int]:
         from onecycle import checkpoint as ck
 
-        if resume == "auto":
+        auto = resume == "auto"
+        if auto:
             folders = [c.folder for c in [*self.cbs, *extra] if isinstance(c, ck.Checkpoint)]
             if not folders:
                 raise ConfigError("resume", "auto", "a path, or a Checkpoint callback in cbs")
             resume = folders[0]
         path = Path(resume)
+        if not path.exists() and not auto:  # a typo must not train from scratch
+            raise ConfigError("resume", str(resume), "an existing checkpoint file or folder "
+                              "(resume='auto' starts fresh when there is none yet)")  # fmt: skip
         if D.is_distributed():  # rank 0 picks the checkpoint; every rank loads that one
             pick = None
             if D.is_main():
@@ -572,12 +622,16 @@ class Learner:
 
         The sweep's LRs apply to the last param group; the others keep their ratio to it.
         ``valid_batches``: the validation loss (and ``metric``) after every step. Options
-        as ``onecycle.range_test.range_test``.
+        as ``onecycle.range_test``.
         """
         from onecycle.auto import lr_sweep
+        from onecycle.range_test import check_sweep
 
+        check_sweep(start_lr, end_lr, num_it, mode, smooth, div_factor)  # before any change
+        if accumulate is not None:
+            accumulate = check_int("accumulate", accumulate)
         if self.opt is None:
-            self._make_opt([start_lr] * len(self.param_groups))
+            self._make_opt([float(start_lr)] * len(self.param_groups))
         extra = list(cbs)
         if accumulate is not None and accumulate > 1:
             extra.append(GradientAccumulation(accumulate))
@@ -781,6 +835,12 @@ class Learner:
         ``slice(base_lr/2/lr_mult, base_lr/2)``. ``base_lr="auto"``: chosen for the frozen
         phase by ``auto_lr_max`` (sweep and probes on the frozen model, budgeted against
         both phases' steps)."""
+        epochs = check_int("epochs", epochs)
+        freeze_epochs = check_int("freeze_epochs", freeze_epochs)
+        lr_mult = check_positive("lr_mult", lr_mult)
+        if lr_mult < 1:
+            raise ConfigError("lr_mult", lr_mult, "a number >= 1 (body LR = head LR / lr_mult)")
+        S.one_cycle(1.0, div, pct_start=pct_start)  # refuse a bad div/pct_start before training
         self.freeze()
         if isinstance(base_lr, str):
             if base_lr != "auto":

@@ -169,6 +169,23 @@ def check_sweep(
     return start_lr, end_lr, num_it, smooth, div_factor
 
 
+def check_metric(metric: Any, valid_batches: Any, loss_func_or_step: Any) -> None:
+    """A range-test ``metric`` needs validation batches, and ``(x, y)`` batches: with a
+    ``Step`` the batch format is the user's, so a metric ``(pred, target)`` cannot be fed."""
+    if metric is None:
+        return
+    if not callable(metric):
+        raise ConfigError("metric", metric, "a callable (pred, target) -> value, or None")
+    name = getattr(metric, "__name__", metric)
+    if valid_batches is None:
+        raise ConfigError("metric", name, "None unless valid_batches are given (computed on them)")
+    if isinstance(loss_func_or_step, Step):
+        raise ConfigError("metric", name,
+                          "None with Step(fn): a metric reads (x, y) batches; compute it "
+                          "in your own evaluation, or pass (x, y) batches and a loss "
+                          "function")  # fmt: skip
+
+
 def _cycle(batches: Iterable[Any]) -> Iterator[Any]:
     """Batches forever: restart the iterable when it runs out (an epoch shorter than
     ``num_it`` is fine). An empty iterable is an error, not an endless loop."""
@@ -228,9 +245,15 @@ def range_test(
         raise ConfigError("optimizer", type(optimizer).__name__, "a torch.optim.Optimizer")
     if not callable(loss_func_or_step) and not isinstance(loss_func_or_step, Step):
         raise ConfigError("loss_func_or_step", loss_func_or_step, "a loss function or Step(fn)")
+    owned = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    if not any(id(p) in owned for p in model.parameters() if p.requires_grad):
+        raise ConfigError("optimizer", type(optimizer).__name__,
+                          "an optimizer over this model's trainable parameters (it holds "
+                          "none of them: the sweep would train nothing)")  # fmt: skip
     start_lr, end_lr, num_it, smooth, div_factor = check_sweep(
         start_lr, end_lr, num_it, mode, smooth, div_factor
     )
+    check_metric(metric, valid_batches, loss_func_or_step)
     accumulate = check_int("accumulate", accumulate)
     step_fn = _make_step(loss_func_or_step)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))

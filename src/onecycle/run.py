@@ -38,8 +38,8 @@ from onecycle.callbacks import (
     ProgressBar,
 )
 from onecycle.checkpoint import Checkpoint
-from onecycle.errors import ConfigError, check_int, check_positive
-from onecycle.learner import Learner, accuracy, adamw, sgd
+from onecycle.errors import ConfigError, check_finite, check_int, check_positive
+from onecycle.learner import Learner, accuracy, adamw, check_device, sgd
 from onecycle.range_test import RangeTestResult
 
 __all__ = [
@@ -48,6 +48,7 @@ __all__ = [
     "RunResult",
     "auto_report",
     "build_learner",
+    "check_out",
     "run_fit",
     "run_lr_find",
     "schedules_for",
@@ -106,12 +107,25 @@ class FitConfig:
     keep: int = 3
     resume: bool = False  # continue from the newest good checkpoint in out/checkpoints
     resume_from: str | None = None
+    # set by resolved(): the recipe's batch is global (split across torchrun processes);
+    # an explicit bs is per process. None: bs is per process.
+    global_bs: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def resolved(self) -> FitConfig:
         """A copy with the recipe's values filled in and every field validated."""
         recipe = RECIPES.get(self.dataset or "", RECIPES["mnist1d"])
         c = dataclasses.replace(self)
+        if c.bs is None and c.global_bs is None and c.factory is None:
+            # the same command gives the same run under torchrun: the recipe's batch is the
+            # global one, each of the world_size processes takes its share
+            world = D.world_size()
+            c.global_bs = recipe["bs"]
+            c.bs = max(1, recipe["bs"] // world)
+            if c.bs * world != recipe["bs"]:
+                log.warning("the recipe's batch %d does not split over %d processes: "
+                            "%d per process (%d in all)", recipe["bs"], world, c.bs,
+                            c.bs * world)  # fmt: skip
         for name in ("model", "opt", "lr_max", "bs", "wd"):
             if getattr(c, name) is None:
                 setattr(c, name, recipe[name])
@@ -124,11 +138,25 @@ class FitConfig:
         if c.opt not in ("sgd", "adamw"):
             raise ConfigError("opt", c.opt, "'sgd' or 'adamw'")
         c.epochs = check_int("epochs", c.epochs)
-        c.div = check_positive("div", c.div)
+        c.div = check_finite("div", c.div)
+        if c.div < 1 or (c.div == 1 and c.schedule == "clr"):
+            what = "> 1 (CLR's low LR = lr_max/div)" if c.schedule == "clr" else (
+                ">= 1 (the start LR = lr_max/div)")  # fmt: skip
+            raise ConfigError("div", c.div, f"a finite number {what}")
         c.bs = check_int("bs", c.bs)
         c.accumulate = check_int("accumulate", c.accumulate)
         if c.lr_max != "auto":
-            c.lr_max = check_positive("lr_max", c.lr_max)
+            try:
+                c.lr_max = check_positive("lr_max", c.lr_max)
+            except ConfigError:  # "autox", "0.1": say that "auto" is the word
+                raise ConfigError("lr_max", c.lr_max, "a finite number > 0, or 'auto'") from None
+        if not isinstance(c.three_phase, bool):
+            raise ConfigError("three_phase", c.three_phase, "True or False")
+        c.device = str(check_device("device", c.device)) if c.device is not None else None
+        if c.resume_from is not None and not Path(c.resume_from).exists():
+            raise ConfigError("resume_from", c.resume_from,
+                              "an existing checkpoint file or folder (--resume starts fresh "
+                              "when OUT/checkpoints has none yet)")  # fmt: skip
         if c.wd == "auto":
             if c.schedule != "one-cycle":
                 raise ConfigError("wd", "auto", "a number unless --schedule one-cycle")
@@ -145,6 +173,22 @@ class FitConfig:
         if (c.resume or c.checkpoint_every) and not c.out:
             raise ConfigError("out", c.out, "a folder: checkpoints live in OUT/checkpoints")
         return c
+
+
+def check_out(out: str | Path, name: str = "out") -> Path:
+    """Make sure ``out`` is a folder this process can write (created if missing), before
+    any training: a read-only or mistyped folder is refused now, not after the run."""
+    path = Path(out)
+    probe = path / f".onecycle-write-test-{os.getpid()}"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise ConfigError(
+            name, str(out), f"a folder this user can write ({e.strerror or e})"
+        ) from None
+    return path
 
 
 def _load_factory(spec: str) -> Callable[[], Any]:
@@ -309,6 +353,8 @@ def run_lr_find(
     go to ``cfg.out`` (if set)."""
     cfg = dataclasses.replace(cfg, lr_max=cfg.lr_max or 1.0)
     cfg = cfg.resolved()
+    if cfg.out and D.is_main():
+        check_out(cfg.out)
     learn, _ = build_learner(cfg)
     if cfg.accumulate > 1:
         learn.accumulate = cfg.accumulate
@@ -335,8 +381,18 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
     With ``wd="auto"``, Smith's weight-decay test at that ``lr_max`` (``auto_wd``).
     """
     cfg = cfg.resolved()
+    if cfg.out and D.is_main():
+        check_out(cfg.out)  # refused now, not after hours of training
     t_start = time.perf_counter()
     learn, facts = build_learner(cfg)
+    if D.is_distributed():
+        log.info(
+            "batch: %d per process x %d processes = %d (%s)",
+            cfg.bs,
+            D.world_size(),
+            cfg.bs * D.world_size(),  # type: ignore[operator]
+            "the recipe's global batch, split" if cfg.global_bs else "--bs is per process",
+        )
     main = D.is_main()  # under torchrun only rank 0 writes files (and prints: ProgressBar)
     cbs: list[Callback] = [ProgressBar(stream=stream, bar=None if cfg.progress else False)]
     if cfg.accumulate > 1:
@@ -394,6 +450,15 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
         },
         "versions": {"torch": torch.__version__, "onecycle": _version()},
         "world_size": D.world_size(),
+        "batch": {
+            "per_process": cfg.bs,
+            "processes": D.world_size(),
+            "accumulate": cfg.accumulate,
+            "global": (cfg.bs or 0) * D.world_size() * cfg.accumulate,
+            "source": "recipe (global, split across processes)"
+            if cfg.global_bs
+            else ("bs (per process)" if not cfg.factory else "factory (its loaders)"),
+        },
     }
     if lr_find is not None:
         metrics["lr_find"] = lr_find.to_dict()

@@ -28,6 +28,14 @@ _FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 ScheduleSpec = Schedule | Sequence[Schedule]
 
+# the values a schedule may give these keys: a negative LR or a momentum of 1.5 is refused
+_ALLOWED = {
+    "lr": (0.0, math.inf, "finite float32 values >= 0"),
+    "momentum": (0.0, 1.0, "values in [0, 1]"),
+    "weight_decay": (0.0, math.inf, "finite float32 values >= 0"),
+    "wd": (0.0, math.inf, "finite float32 values >= 0"),
+}
+
 
 def momentum_key(optimizer: Optimizer) -> str | None:
     """Which param-group key holds momentum: ``"momentum"`` (SGD, RMSprop), ``"betas"``
@@ -145,12 +153,11 @@ class Scheduler:
         out: dict[str, list[float]] = {}
         for key, per_group in self.schedules.items():
             vals = [float(s(t)) for s in per_group]
+            lo, hi, allowed = _ALLOWED.get(key, (-math.inf, math.inf, "finite float32 values"))
             for v in vals:
                 # optimizers cast hyper-parameters to the parameters' dtype: stay in float32
-                if not math.isfinite(v) or abs(v) > _FLOAT32_MAX:
-                    raise ConfigError(
-                        f"schedules[{key!r}]", v, f"finite float32 values (at step {step})"
-                    )
+                if not math.isfinite(v) or abs(v) > _FLOAT32_MAX or not lo <= v <= hi:
+                    raise ConfigError(f"schedules[{key!r}]", v, f"{allowed} (at step {step})")
             out[key] = vals
         return out
 
@@ -163,14 +170,17 @@ class Scheduler:
     def step(self) -> None:
         """Advance one optimizer step and set the next step's values."""
         self._step += 1
+        self._note_past_end(self._step)
+        self._apply()
+
+    def _note_past_end(self, step: int) -> None:
         # The call after the last step lands on total_steps; only a call beyond that is late.
-        if self._step > self.total_steps and not self._warned_past_end:
+        if step > self.total_steps and not self._warned_past_end:
             self._warned_past_end = True
             log.info(
                 "Scheduler stepped past total_steps=%d; holding the final values.",
                 self.total_steps,
             )
-        self._apply()
 
     def state_dict(self) -> dict[str, int]:
         """``{"step": n}``: all a resume needs, given the same schedules."""
@@ -223,6 +233,7 @@ class ScheduleLR(LRScheduler):
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
         # LRScheduler.step() has already advanced last_epoch; set every key, return the LRs.
+        self.core._note_past_end(self.last_epoch)
         self.core.load_state_dict({"step": max(self.last_epoch, 0)})
         return [float(g["lr"]) for g in self.optimizer.param_groups]
 

@@ -386,6 +386,8 @@ def _anneal(kind: str) -> type[Cos] | type[Lin]:
 
 
 def _check_pct_start(pct_start: float, three_phase: bool) -> float:
+    if not isinstance(three_phase, bool):  # "no" is truthy: it would build three phases
+        raise ConfigError("three_phase", three_phase, "True or False")
     pct = check_range("pct_start", pct_start, 0.0, 1.0, lo_open=True, hi_open=True)
     if three_phase and pct > 0.5:
         raise ConfigError("pct_start", pct_start, "a number in (0, 0.5] when three_phase=True")
@@ -410,7 +412,8 @@ def one_cycle(
 
     Args:
         lr_max: peak learning rate, > 0 (find it with the range test).
-        div: start LR is ``lr_max / div``; > 0. fastai and torch use 25.
+        div: start LR is ``lr_max / div``; >= 1 (the cycle starts at or below its
+            peak). fastai and torch use 25.
         div_final: end LR is ``lr_max / div_final``; >= 1. fastai uses 1e5. torch's
             ``final_div_factor`` is relative to the *start* LR, so torch's default end
             (``max_lr / 2.5e5``) is ``div_final = div * final_div_factor``.
@@ -427,7 +430,9 @@ def one_cycle(
     (1.0, 0.1, 0.01)
     """
     lr_max = check_positive("lr_max", lr_max)
-    div = check_positive("div", div)
+    div = check_finite("div", div)
+    if div < 1.0:  # div=0.5 would start the cycle above its peak
+        raise ConfigError("div", div, "a finite number >= 1 (start LR = lr_max/div)")
     div_final = check_finite("div_final", div_final)
     if div_final < 1.0:
         raise ConfigError(

@@ -32,7 +32,6 @@ import statistics
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TextIO
 
 import torch
@@ -40,7 +39,7 @@ import torch
 from onecycle import distributed as D
 from onecycle.callbacks import Callback, NonFiniteLossError
 from onecycle.errors import ConfigError, check_int, check_positive
-from onecycle.run import FitConfig, _write_json, build_learner, schedules_for
+from onecycle.run import FitConfig, _write_json, build_learner, check_out, schedules_for
 
 __all__ = [
     "StudyConfig",
@@ -401,7 +400,7 @@ def run_study(cfg: StudyConfig, *, stream: TextIO | None = None) -> StudyResult:
                           "one process (run `onecycle study` without torchrun)")  # fmt: skip
     cfg = cfg.resolved()
     t_start = time.perf_counter()
-    out = Path(cfg.out)
+    out = check_out(cfg.out)  # a read-only folder is refused before an hour of training
     assert cfg.targets is not None and cfg.epochs is not None
 
     def say(text: str) -> None:

@@ -202,8 +202,10 @@ def _suggest(
     i_min = int(np.argmin(s))
     fall = float(s[0] - s[i_min])
     if fall < FLAT_FRACTION * max(abs(float(s[0])), 1e-12):
-        why = (f"too flat: the loss fell {fall:.3g} from {s[0]:.3g} (< {FLAT_FRACTION:.1%}); "
-               "the sweep never reached LRs that train - raise end_lr or num_it")  # fmt: skip
+        why = f"too flat: the loss fell {fall:.3g} from {s[0]:.3g} (< {FLAT_FRACTION:.1%}); "
+        why += ("then it diverged: no LR of the sweep trains - check the data, labels and "
+                "loss, or lower start_lr" if diverged else
+                "the sweep never reached LRs that train - raise end_lr or num_it")  # fmt: skip
         return {r: _none(r, why) for r in rules}, None, (start, s)
     if fall < NOISE_RATIO * noise:
         why = (f"too noisy: the loss fell {fall:.3g} but moves {noise:.3g} from step to step; "

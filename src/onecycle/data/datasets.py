@@ -16,6 +16,7 @@ import hashlib
 import logging
 import os
 import urllib.request
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -204,6 +205,16 @@ def load_fashion_mnist(
     )
 
 
+def _arrays_sha256(arrays: dict[str, np.ndarray]) -> str:
+    """SHA-256 over each array's name, dtype, shape and bytes: the cache's own checksum."""
+    h = hashlib.sha256()
+    for k in sorted(arrays):
+        a = np.ascontiguousarray(arrays[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
 def load_mnist1d(seed: int = 42, *, cache: bool = True) -> Splits:
     """MNIST-1D: 4,000 train and 1,000 test sequences of length 40, 10 classes.
 
@@ -215,12 +226,18 @@ def load_mnist1d(seed: int = 42, *, cache: bool = True) -> Splits:
         raise ConfigError("seed", seed, "an integer >= 0")
     path = _cache_dir() / f"mnist1d-seed{seed}.npz"
     arrays = None
+    keys = ("x", "y", "x_test", "y_test")
     if cache and path.is_file():
         try:
             with np.load(path, allow_pickle=False) as z:
-                arrays = {k: z[k] for k in ("x", "y", "x_test", "y_test")}
-        except (OSError, ValueError, KeyError):
-            log.warning("ignoring unreadable cache %s", path)
+                arrays = {k: z[k] for k in keys}
+                stored = str(z["sha256"])
+            if stored != _arrays_sha256(arrays):
+                raise ValueError("its SHA-256 does not match its content")
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            # truncated, bit-flipped or from an older onecycle: regenerate (deterministic)
+            log.warning("ignoring the MNIST-1D cache %s (%s): generating it again", path, e)
+            arrays = None
     if arrays is None:
         try:
             from mnist1d.data import get_dataset_args, make_dataset
@@ -233,7 +250,7 @@ def load_mnist1d(seed: int = 42, *, cache: bool = True) -> Splits:
         if cache:
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_suffix(f".{os.getpid()}.tmp.npz")
-            np.savez(tmp, **arrays)
+            np.savez(tmp, **arrays, sha256=np.asarray(_arrays_sha256(arrays)))
             os.replace(tmp, path)
     x, xt = (torch.from_numpy(arrays[k].astype(np.float32)) for k in ("x", "x_test"))
     mean, std = x.mean(), x.std()
