@@ -484,7 +484,8 @@ def auto_lr_max(
         return AutoResult(None, "every probe diverged", res, cands, probes, used, total_steps)
     if not short[best].loss < start.loss - TRAINS * abs(start.loss):
         why = (f"no candidate trains: the best probe ({best:.3g}) ends at held-back loss "
-               f"{short[best].loss:.4g}, the untrained model has {start.loss:.4g}")  # fmt: skip
+               f"{short[best].loss:.4g}, the model as it is now has {start.loss:.4g} (a model "
+               "already trained cannot be improved by a short probe: give lr_max)")  # fmt: skip
         return AutoResult(None, why, res, cands, probes, used, total_steps)
     # Short probes favour large peaks (they end before a too-large one shows its
     # instability): the best and the next lower candidate run again, twice as long, and
