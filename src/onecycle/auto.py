@@ -1,7 +1,8 @@
 """``lr_max="auto"`` and ``wd="auto"``: the range test, read and then checked by short runs.
 
-Three steps, all through the Learner's own loop, so that they apply exactly the update
-``fit`` trains with (decoupled weight decay and its no-decay groups, the callbacks marked
+Three steps, all through the Learner's own loop (``onecycle.probes`` runs them; this
+module reads them and chooses), so that they apply exactly the update ``fit`` trains
+with (decoupled weight decay and its no-decay groups, the callbacks marked
 ``affects_update``: clipping, accumulation, mixed precision), and all restored afterwards
 (weights, optimizer, random state, loader position, the Learner's loop state):
 
@@ -49,19 +50,21 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import torch
-
-from onecycle import schedules as S
-from onecycle.callbacks import Callback, CancelBatch, CancelFit
+from onecycle.callbacks import Callback
 from onecycle.errors import ConfigError, check_int, check_range
-from onecycle.range_test import RangeTestResult, check_sweep, preserve_state
-from onecycle.scheduler import momentum_key
-from onecycle.suggest import suggest
+from onecycle.probes import (
+    EVAL_COST,
+    ProbeResult,
+    held_count,
+    lr_sweep,
+    probe,
+    probe_cost,
+)
+from onecycle.range_test import RangeTestResult
 
 if TYPE_CHECKING:
     from onecycle.learner import Learner
@@ -96,36 +99,6 @@ MAX_CANDIDATES = 3  # one more when the curve's minimum sits below the third
 MIN_PROBE_STEPS = 8
 # A probe "trains" if it ends at least this fraction below the untrained held-back loss.
 TRAINS = 0.01
-# Held-back batches per probe score (fewer on tiny data sets: a tenth of an epoch).
-HELD_BATCHES = 8
-# A held-back batch costs a forward pass: about a third of a training step.
-EVAL_COST = 1 / 3
-
-# the Learner's loop state that a side run (sweep or probe) may change and must put back
-_LOOP_STATE = (
-    "cbs", "metrics", "valid_data", "scheduler", "epoch", "n_epoch", "iter", "n_iter", "accumulate",
-    "autocast", "scaler", "valid_results", "step_values", "fit_signature", "epoch_completed",
-    "batch", "pred", "loss", "loss_global", "_decay",
-)  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ProbeResult:
-    """One short run: its hyper-parameters, its length, and its held-back loss (inf if it
-    diverged) and metrics."""
-
-    lr_max: float
-    steps: int
-    loss: float
-    wd: float | None = None
-    moms: tuple[float, float, float] | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        loss = None if math.isinf(self.loss) else self.loss
-        moms = list(self.moms) if self.moms else None
-        return {"lr_max": self.lr_max, "steps": self.steps, "loss": loss, "wd": self.wd,
-                "moms": moms, "metrics": self.metrics}  # fmt: skip
 
 
 @dataclass
@@ -159,232 +132,6 @@ class AutoResult:
             "compute_ratio": self.compute_ratio,
             "range_test": self.range_test.to_dict() if self.range_test else None,
         }  # fmt: skip
-
-
-# --- side runs through the Learner's loop -------------------------------------------------------
-
-
-@contextmanager
-def side_run(learn: Learner, cbs: Sequence[Callback] = ()) -> Iterator[None]:
-    """Run ``learn.fit`` as a sweep or probe: only the callbacks that affect the update
-    (from ``learn.cbs`` and ``cbs``), no validation, and everything put back afterwards."""
-    if learn.opt is None:
-        learn._make_opt([1e-3] * len(learn.param_groups))
-    assert learn.opt is not None
-    learn._setup_distributed()  # shard first, so the restored loader is the sharded one
-    missing = object()
-    saved = {k: getattr(learn, k, missing) for k in _LOOP_STATE}
-    learn.cbs = [c for c in [*learn.cbs, *cbs] if getattr(c, "affects_update", False)]
-    learn.valid_data = None
-    try:
-        with preserve_state(learn.model, learn.opt, learn.train_data):
-            yield
-    finally:
-        for k, v in saved.items():
-            if v is not missing:
-                setattr(learn, k, v)
-        learn._cb_table = learn._bind(learn.cbs)
-
-
-def _epochs_for(learn: Learner, steps: int) -> int:
-    per_epoch = math.ceil(len(learn.train_data) / max(1, learn.accumulate))  # type: ignore[arg-type]
-    return max(1, math.ceil(steps / max(1, per_epoch)))
-
-
-def _peak_momentum(learn: Learner, moms: Sequence[float] | None) -> dict[str, S.Schedule]:
-    assert learn.opt is not None
-    if momentum_key(learn.opt) is None:
-        return {}
-    return {"momentum": S.const(float((moms or learn.moms)[1]))}
-
-
-class _Sweep(Callback):
-    """Record (lr, loss) per optimizer step; stop at ``num_it`` steps, a non-finite loss,
-    or (``stop_div``) a smoothed loss above ``div_factor`` x its best."""
-
-    order = -10
-
-    def __init__(
-        self, num_it: int, smooth: float, stop_div: bool, div_factor: float,
-        valid: Iterable[Any] | None = None,
-    ) -> None:  # fmt: skip
-        self.num_it, self.smooth, self.stop_div, self.div_factor = (
-            num_it, smooth, stop_div, div_factor
-        )  # fmt: skip
-        self.valid = valid
-        self.valid_losses: list[float] = []
-        self.valid_metrics: list[float] = []
-        self.lrs: list[float] = []
-        self.losses: list[float] = []
-        self.smoothed: list[float] = []
-        self.stop_reason = f"completed {num_it} steps"
-        self._sum, self._n, self._avg, self._best = 0.0, 0, 0.0, math.inf
-
-    def after_loss(self, learn: Learner) -> None:
-        value = float(learn.loss_global.detach().float())
-        if not math.isfinite(value):
-            lr = float(learn.opt.param_groups[-1]["lr"])  # type: ignore[union-attr]
-            self.lrs.append(lr)
-            self.losses.append(value)
-            self.smoothed.append(math.nan)
-            self.stop_reason = f"non-finite loss ({value}) at lr={lr:.3g}"
-            raise CancelFit
-        self._sum += value
-        self._n += 1
-
-    def after_step(self, learn: Learner) -> None:
-        lr = float(learn.step_values["lr"][-1])
-        loss = self._sum / max(1, self._n)
-        self._sum, self._n = 0.0, 0
-        i = len(self.losses)
-        self.lrs.append(lr)
-        self.losses.append(loss)
-        self._avg = self.smooth * self._avg + (1 - self.smooth) * loss
-        s = self._avg / (1 - self.smooth ** (i + 1))
-        self.smoothed.append(s)
-        if self.valid is not None:  # Smith's validation curve: a pass after every step
-            results = learn._do_validate(self.valid)
-            learn.model.train()
-            self.valid_losses.append(results.pop("valid_loss"))
-            if results:
-                self.valid_metrics.append(next(iter(results.values())))
-        self._best = min(self._best, s)
-        limit = self._best + (self.div_factor - 1) * max(abs(self._best), 1e-12)
-        if self.stop_div and i > 0 and s > limit:
-            self.stop_reason = (
-                f"diverged at lr={lr:.3g} (smoothed loss > {self.div_factor:g}x best)"
-            )
-            raise CancelFit
-        if len(self.losses) >= self.num_it:
-            raise CancelFit
-
-
-def lr_sweep(
-    learn: Learner,
-    start_lr: float = 1e-7,
-    end_lr: float = 10.0,
-    num_it: int = 100,
-    mode: Literal["exp", "linear"] = "exp",
-    smooth: float = 0.98,
-    stop_div: bool = True,
-    div_factor: float = 4.0,
-    *,
-    moms: Sequence[float] | None = None,
-    wd: float | None = None,
-    cbs: Sequence[Callback] = (),
-    valid_batches: Iterable[Any] | None = None,
-    metric: Callable[[Any, Any], torch.Tensor] | None = None,
-) -> RangeTestResult:
-    """The LR range test through ``learn.fit``: the same update rule as training, the
-    momentum at 1cycle's peak (``moms[1]``; default the Learner's ``moms``), everything
-    restored. The sweep's LRs apply to the last param group; the others keep their ratio.
-    ``valid_batches``: the validation loss (and ``metric``, default the Learner's first
-    metric) after every step.
-    """
-    start_lr, end_lr, num_it, smooth, div_factor = check_sweep(
-        start_lr, end_lr, num_it, mode, smooth, div_factor
-    )
-    if metric is not None and valid_batches is None:
-        name = getattr(metric, "__name__", metric)
-        raise ConfigError("metric", name, "None unless valid_batches are given (it runs on them)")
-    sweeper = _Sweep(num_it, smooth, stop_div, div_factor, valid_batches)
-    with side_run(learn, cbs):
-        if metric is not None:
-            learn.metrics = [metric]
-        assert learn.opt is not None
-        ref = float(learn.opt.param_groups[-1]["lr"]) or 1.0
-        ratios = [float(g["lr"]) / ref for g in learn.opt.param_groups]
-        sweep = S.Exp if mode == "exp" else S.Lin
-        spec: dict[str, Any] = {"lr": [sweep(start_lr * r, end_lr * r) for r in ratios]}
-        spec.update(_peak_momentum(learn, moms))
-        learn.fit(_epochs_for(learn, num_it), [start_lr * r for r in ratios], schedules=spec,
-                  wd=wd, cbs=[sweeper], _total_steps=num_it)  # fmt: skip
-    from onecycle.range_test import _adaptive
-
-    res = RangeTestResult(sweeper.lrs, sweeper.losses, sweeper.smoothed, sweeper.stop_reason,
-                          mode, ratios, sweeper.valid_losses, sweeper.valid_metrics)  # fmt: skip
-    analysis = suggest(res.lrs, res.losses, res.stop_reason, adaptive=_adaptive(learn.opt))
-    res.suggestions, res.recommended = analysis.suggestions, analysis.recommended
-    res.analysis_curve = analysis.curve
-    return res
-
-
-class _Probe(Callback):
-    """Hold back the first ``n_held`` batches (never trained on), stop after ``steps``
-    optimizer steps, or at once on a non-finite loss."""
-
-    order = -10
-
-    def __init__(self, steps: int, n_held: int) -> None:
-        self.steps, self.n_held = steps, n_held
-        self.held: list[Any] = []
-        self.diverged = False
-        self.taken = 0
-
-    def before_batch(self, learn: Learner) -> None:
-        if len(self.held) < self.n_held and learn.epoch == 0:
-            self.held.append(learn.batch)
-            raise CancelBatch
-        if self.steps == 0:  # only the held-back loss of the weights as they are
-            raise CancelFit
-
-    def after_loss(self, learn: Learner) -> None:
-        if not math.isfinite(float(learn.loss_global.detach().float())):
-            self.diverged = True
-            raise CancelFit
-
-    def after_step(self, learn: Learner) -> None:
-        self.taken += 1
-        if self.taken >= self.steps:
-            raise CancelFit
-
-
-def _held_count(learn: Learner) -> int:
-    return max(1, min(HELD_BATCHES, len(learn.train_data) // 10))  # type: ignore[arg-type]
-
-
-def probe(
-    learn: Learner,
-    lr_max: float | Sequence[float],
-    steps: int,
-    *,
-    moms: tuple[float, float, float] | None = None,
-    wd: float | None = None,
-    pct_start: float = 0.25,
-    div: float = 25.0,
-    div_final: float = 1e5,
-    cbs: Sequence[Callback] = (),
-) -> ProbeResult:
-    """A short 1cycle of ``steps`` optimizer steps at ``lr_max`` (a float, or one per param
-    group), everything restored afterwards; scored by the loss on held-back training
-    batches (the first few of the epoch, which the probe skips). ``steps=0``: the
-    held-back loss of the weights as they are."""
-    steps = check_int("steps", steps, minimum=0)
-    lrs = learn.group_values(lr_max if not isinstance(lr_max, Sequence) else list(lr_max),
-                             "lr_max")  # fmt: skip
-    m = tuple(moms if moms is not None else learn.moms)
-    n_held = _held_count(learn)
-    cb = _Probe(steps, n_held)
-    with side_run(learn, cbs):
-        assert learn.opt is not None
-        spec: dict[str, Any] = {"lr": [S.one_cycle(v, div, div_final, pct_start) for v in lrs]}
-        if momentum_key(learn.opt) is not None:
-            spec["momentum"] = S.one_cycle_moms(m, pct_start)  # type: ignore[arg-type]
-        n_epoch = _epochs_for(learn, steps + n_held)
-        learn.fit(n_epoch, lrs, schedules=spec, wd=wd, cbs=[cb], _total_steps=max(1, steps))
-        if cb.diverged or not cb.held:
-            loss, metrics = math.inf, {}
-        else:
-            results = learn._do_validate(cb.held)
-            loss = results.pop("valid_loss")
-            metrics = results
-            if not math.isfinite(loss):
-                loss = math.inf
-    return ProbeResult(lrs[-1], steps, loss, wd, m, metrics)  # type: ignore[arg-type]
-
-
-def _probe_cost(learn: Learner, steps: int) -> float:
-    return steps + EVAL_COST * _held_count(learn)
 
 
 def candidates(res: RangeTestResult) -> list[float]:
@@ -453,7 +200,7 @@ def auto_lr_max(
     reasons = "; ".join(sorted({s.reason for s in res.suggestions.values() if s.lr is None}))
     if not cands:
         return AutoResult(None, reasons or res.stop_reason, res, [], [], used, total_steps)
-    held = EVAL_COST * _held_count(learn)
+    held = EVAL_COST * held_count(learn)
     # rank all, then verify two at twice the length: len + 4 probes of P
     room = allowed - used - (len(cands) + 4) * held
     steps = min(max(MIN_PROBE_STEPS, round(probe_frac * total_steps)),
@@ -471,13 +218,13 @@ def auto_lr_max(
         nonlocal used
         p = probe(learn, [lr * r for r in ratios], n, moms=moms, wd=wd, pct_start=pct_start,
                   div=div, div_final=div_final, cbs=cbs)  # fmt: skip
-        used += _probe_cost(learn, n)
+        used += probe_cost(learn, n)
         probes.append(p)
         return p
 
     probes: list[ProbeResult] = []
     start = probe(learn, cands[-1], 0, cbs=cbs)  # the held-back loss before any training
-    used += EVAL_COST * _held_count(learn)
+    used += EVAL_COST * held_count(learn)
     short = {lr: run(lr, steps) for lr in cands}
     best = min(cands, key=lambda lr: short[lr].loss)
     if math.isinf(short[best].loss):
@@ -492,7 +239,7 @@ def auto_lr_max(
     # the lower held-back loss there wins.
     lower = [c for c in cands if c < best]
     finalists = [best, *lower[:1]]
-    if allowed - used < len(finalists) * _probe_cost(learn, 2 * steps):
+    if allowed - used < len(finalists) * probe_cost(learn, 2 * steps):
         why = f"{best:.3g}: best of {len(cands)} probes of {steps} steps (no budget to verify)"
         return AutoResult(best, why, res, cands, probes, used, total_steps)
     long = {lr: run(lr, 2 * steps) for lr in finalists}
@@ -507,7 +254,7 @@ def _pick(
     learn: Learner, values: Sequence[Any], run: Any, what: str
 ) -> tuple[Any, list[ProbeResult], float]:
     results = [run(v) for v in values]
-    used = sum(_probe_cost(learn, r.steps) for r in results)
+    used = sum(probe_cost(learn, r.steps) for r in results)
     best = min(range(len(values)), key=lambda i: results[i].loss)
     if math.isinf(results[best].loss):
         raise ConfigError(what, "auto", f"an explicit value: every {what} probe diverged")
@@ -531,7 +278,7 @@ def wd_range_test(
     if not values:
         raise ConfigError("values", values, "at least one weight decay")
     steps = max(MIN_PROBE_STEPS, int(budget * total_steps / len(values)
-                                      - EVAL_COST * _held_count(learn)))  # fmt: skip
+                                      - EVAL_COST * held_count(learn)))  # fmt: skip
     wd, probes, used = _pick(
         learn, list(values),
         lambda v: probe(learn, lr_max, steps, moms=moms, wd=float(v), cbs=cbs),
@@ -563,7 +310,7 @@ def momentum_range_test(
     if not values:
         raise ConfigError("values", values, "at least one (start, middle, end) momentum")
     steps = max(MIN_PROBE_STEPS, int(budget * total_steps / len(values)
-                                      - EVAL_COST * _held_count(learn)))  # fmt: skip
+                                      - EVAL_COST * held_count(learn)))  # fmt: skip
     m, probes, used = _pick(
         learn, [tuple(v) for v in values],
         lambda v: probe(learn, lr_max, steps, moms=v, wd=wd, cbs=cbs),

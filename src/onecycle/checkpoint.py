@@ -25,6 +25,7 @@ import pickle
 import random
 import re
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +47,7 @@ __all__ = [
     "TrainingInterrupted",
     "latest",
     "load",
+    "resume_from",
     "save",
 ]
 
@@ -290,6 +292,44 @@ def restore(learn: Learner, state: dict[str, Any], source: str = "checkpoint") -
     learn.recorder.load_state_dict(state["recorder"])
     set_rng_state(state["rng_ranks"][D.rank()] if state.get("rng_ranks") else state["rng"])
     return int(pos["epoch"]), int(pos["batches_done"])
+
+
+def resume_from(
+    learn: Learner, resume: str | Path, cbs: Sequence[Callback] = ()
+) -> tuple[int, int]:
+    """Put the newest good checkpoint of ``resume`` (a file, a folder, or ``"auto"``: the
+    folder of the ``Checkpoint`` in ``learn.cbs`` or ``cbs``) into ``learn``, whose fit is
+    set up. Returns ``(epoch, batches_done)``, ``(0, 0)`` when there is no checkpoint yet.
+    A path that does not exist is refused: a typo must not train from scratch. Under DDP
+    rank 0 picks the file and every rank loads that one."""
+    auto = resume == "auto"
+    if auto:
+        folders = [c.folder for c in [*learn.cbs, *cbs] if isinstance(c, Checkpoint)]
+        if not folders:
+            raise ConfigError("resume", "auto", "a path, or a Checkpoint callback in cbs")
+        resume = folders[0]
+    path = Path(resume)
+    if not path.exists() and not auto:
+        raise ConfigError("resume", str(resume), "an existing checkpoint file or folder "
+                          "(resume='auto' starts fresh when there is none yet)")  # fmt: skip
+    if D.is_distributed():
+        pick = None
+        if D.is_main():
+            newest = latest(path) if path.is_dir() or not path.exists() else None
+            pick = str(newest[0]) if newest else (str(path) if path.is_file() else None)
+        pick = D.broadcast_object(pick)
+        found = None if pick is None else (Path(pick), load(pick))
+    else:
+        found = latest(path) if path.is_dir() or not path.exists() else (path, load(path))
+    if found is None:
+        log.info("no checkpoint in %s yet: starting fresh", path)
+        return 0, 0
+    source, state = found
+    epoch, skip = restore(learn, state, str(source))
+    step = learn.scheduler.step_count if learn.scheduler else 0
+    log.info("resumed from %s: epoch %d, %d batches in, optimizer step %d",
+             source, epoch, skip, step)  # fmt: skip
+    return epoch, skip
 
 
 class Checkpoint(Callback):

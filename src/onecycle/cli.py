@@ -1,6 +1,7 @@
-"""The ``onecycle`` command.
+"""The ``onecycle`` command: its subcommands, and ``main``.
 
-Usage errors print one line to stderr and exit with status 2; no traceback.
+Flags and their parsing are in ``onecycle.cli_parser``. Usage errors print one line to
+stderr and exit with status 2; no traceback.
 """
 
 from __future__ import annotations
@@ -14,13 +15,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from onecycle.cli_parser import UsageError, build_parser, fit_config
 from onecycle.errors import ConfigError
 
-__all__ = ["main"]
-
-
-class UsageError(Exception):
-    """A command-line usage error: one line on stderr, exit status 2."""
+__all__ = ["UsageError", "build_parser", "main"]
 
 
 class _Terminated(KeyboardInterrupt):
@@ -36,14 +34,10 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated(signum)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse's own errors: one line, status 2
-        raise UsageError(f"{self.prog}: {message}")
-
-
 def _cmd_schedule(args: argparse.Namespace) -> int:
+    from onecycle.config import FitConfig, check_out
     from onecycle.plots import plot_schedule
-    from onecycle.run import FitConfig, check_out, schedules_for
+    from onecycle.run import schedules_for
     from onecycle.schedules import sample
 
     cfg = FitConfig(
@@ -69,229 +63,10 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lr_max(text: str) -> float | str:
-    if text == "auto":
-        return text
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
-
-
-def _add_data_args(f: argparse.ArgumentParser) -> None:
-    g = f.add_argument_group("data and model")
-    g.add_argument(
-        "--dataset",
-        choices=["fashion-mnist", "mnist1d"],
-        default="mnist1d",
-        help="fashion-mnist: IDX files (Debian's dataset-fashion-mnist, --data-dir "
-        "or --download); mnist1d: generated, no download",
-    )
-    g.add_argument("--data-dir", default=None, help="folder holding the Fashion-MNIST IDX files")
-    g.add_argument(
-        "--download",
-        action="store_true",
-        help="fetch Fashion-MNIST (checksummed) if it is not found locally",
-    )
-    g.add_argument(
-        "--model",
-        default=None,
-        choices=["cnn", "resnet", "cnn1d", "mlp"],
-        help="zoo model (default: cnn for fashion-mnist, cnn1d for mnist1d)",
-    )
-    g.add_argument(
-        "--factory",
-        default=None,
-        metavar="MODULE:FUNCTION",
-        help="your own model and data: a function returning "
-        "(model, train_batches, valid_batches, loss_func)",
-    )
-    g.add_argument(
-        "--train-samples",
-        type=int,
-        default=None,
-        help="train on a random subset of this many samples (quick runs)",
-    )
-    g.add_argument("--crop-pad", type=int, default=0, help="random-crop augmentation padding")
-    g.add_argument("--hflip", action="store_true", help="random horizontal flips")
-
-
-def _add_optim_args(f: argparse.ArgumentParser) -> None:
-    g = f.add_argument_group("optimization")
-    g.add_argument(
-        "--opt",
-        choices=["sgd", "adamw"],
-        default=None,
-        help="sgd (Nesterov) or adamw (default: the data set's recipe)",
-    )
-    g.add_argument("--bs", type=int, default=None, help="batch size")
-    g.add_argument(
-        "--wd",
-        type=_lr_max,
-        default=None,
-        help="decoupled weight decay (not on biases/norm layers); large LRs "
-        "regularize, so keep it small. 'auto' (fit, 1cycle): Smith's weight-decay test "
-        "picks one of 0, 1e-5, 1e-4, 1e-3, 1e-2",
-    )
-    g.add_argument(
-        "--accumulate",
-        type=int,
-        default=1,
-        help="batches per optimizer step (the schedule counts steps)",
-    )
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cpu)")
-    g.add_argument("--seed", type=int, default=0, help="seed for weights and data order")
-
-
-def _add_fit_args(f: argparse.ArgumentParser) -> None:
-    _add_data_args(f)
-    _add_optim_args(f)
-    g = f.add_argument_group("length and peak")
-    g.add_argument("--epochs", type=int, default=5, help="passes over the training data")
-    g.add_argument(
-        "--lr-max",
-        type=_lr_max,
-        default=None,
-        help="peak LR (one-cycle, clr), or the LR (const) / start LR (decays); "
-        "'auto' runs the range test first and uses its recommendation "
-        "(clr: its bounds); default: the data set's recipe",
-    )
-    _add_schedule_args(f)
-    _add_run_args(f)
-
-
-def _add_schedule_args(f: argparse.ArgumentParser) -> None:
-    """The schedule's shape: shared by ``fit`` and the ``schedule`` preview."""
-    from onecycle.run import SCHEDULES
-
-    g = f.add_argument_group("schedule (Smith's method)")
-    g.add_argument(
-        "--schedule",
-        choices=SCHEDULES,
-        default="one-cycle",
-        help="one-cycle: warm up to lr_max, anneal far below (super-convergence); "
-        "clr: cyclical LR between lr_max/div and lr_max; const/step/exp/time: "
-        "the classic fixed schedules; sgdr: cosine warm restarts",
-    )
-    g.add_argument(
-        "--div",
-        type=float,
-        default=25.0,
-        help="one-cycle starts at lr_max/div; clr's lower bound is lr_max/div",
-    )
-    g.add_argument(
-        "--div-final",
-        type=float,
-        default=None,
-        help="one-cycle ends at lr_max/div_final (default 1e5; fastai's meaning, "
-        "torch's final_div_factor is relative to the start); exp/time decay "
-        "end at lr_max/div_final (default 100)",
-    )
-    g.add_argument(
-        "--pct-start",
-        type=float,
-        default=0.25,
-        help="fraction of the steps spent warming up (fastai 0.25, torch 0.3)",
-    )
-    g.add_argument(
-        "--moms",
-        type=float,
-        nargs=3,
-        default=[0.95, 0.85, 0.95],
-        metavar=("HI", "LO", "END"),
-        help="cyclical momentum (SGD momentum or Adam beta1), against the LR",
-    )
-    g.add_argument(
-        "--anneal",
-        choices=["cos", "linear"],
-        default="cos",
-        help="shape of the one-cycle phases (linear = Smith's papers)",
-    )
-    g.add_argument(
-        "--three-phase",
-        action="store_true",
-        help="Smith's three-phase 1cycle: up, down to the start LR, annihilate",
-    )
-    g.add_argument(
-        "--clr-mode",
-        choices=["triangular", "triangular2", "exp_range"],
-        default="triangular2",
-        help="CLR amplitude policy",
-    )
-    g.add_argument(
-        "--step-size",
-        type=int,
-        default=None,
-        help="CLR half-cycle in optimizer steps (default: 2 epochs)",
-    )
-    g.add_argument("--gamma", type=float, default=0.99994, help="exp_range decay per step")
-    g.add_argument("--cycles", type=int, default=3, help="SGDR: number of cycles")
-    g.add_argument("--cycle-mult", type=float, default=2.0, help="SGDR: cycle length growth")
-
-
-def _add_run_args(f: argparse.ArgumentParser) -> None:
-    g = f.add_argument_group("training")
-    g.add_argument("--clip", type=float, default=None, help="clip the gradient norm")
-    g.add_argument(
-        "--amp",
-        action="store_true",
-        help="mixed precision (bf16 on CPU, fp16 + GradScaler on CUDA)",
-    )
-    g = f.add_argument_group("checkpoints and resume")
-    g.add_argument(
-        "--checkpoint-every",
-        type=int,
-        default=None,
-        metavar="K",
-        help="also checkpoint every K optimizer steps (epoch ends always are), "
-        "atomically, in OUT/checkpoints",
-    )
-    g.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
-    g.add_argument(
-        "--resume",
-        action="store_true",
-        help="continue exactly from the newest good checkpoint in OUT (or start "
-        "fresh if there is none): re-run the same command after any stop",
-    )
-    g.add_argument(
-        "--resume-from", default=None, metavar="PATH", help="continue from this checkpoint file"
-    )
-    g = f.add_argument_group("output")
-    g.add_argument("--out", default="runs/fit", help="folder for metrics.json and plots")
-    g.add_argument("--no-progress", action="store_true", help="no progress bar")
-    g.add_argument("--json", action="store_true", help="print metrics.json's content")
-
-
-def _fit_config(args: argparse.Namespace):  # -> FitConfig
-    from onecycle.run import FitConfig
-
-    if args.command == "lr-find":
-        return FitConfig(
-            dataset=None if args.factory else args.dataset, data_dir=args.data_dir,
-            download=args.download, factory=args.factory, model=args.model, opt=args.opt,
-            bs=args.bs, wd=args.wd, accumulate=args.accumulate, crop_pad=args.crop_pad,
-            hflip=args.hflip, train_samples=args.train_samples, seed=args.seed,
-            device=args.device, out=args.out, progress=False,
-        )  # fmt: skip
-    return FitConfig(
-        dataset=None if args.factory else args.dataset, data_dir=args.data_dir,
-        download=args.download, factory=args.factory, model=args.model, opt=args.opt,
-        epochs=args.epochs, schedule=args.schedule, lr_max=args.lr_max, div=args.div,
-        div_final=args.div_final, pct_start=args.pct_start, moms=tuple(args.moms),
-        anneal=args.anneal, three_phase=args.three_phase, clr_mode=args.clr_mode,
-        step_size=args.step_size, gamma=args.gamma, cycles=args.cycles,
-        cycle_mult=args.cycle_mult, bs=args.bs, wd=args.wd, accumulate=args.accumulate,
-        clip=args.clip, amp=args.amp, crop_pad=args.crop_pad, hflip=args.hflip,
-        train_samples=args.train_samples, seed=args.seed, device=args.device, out=args.out,
-        progress=not args.no_progress, checkpoint_every=args.checkpoint_every, keep=args.keep,
-        resume=args.resume, resume_from=args.resume_from,
-    )  # fmt: skip
-
-
 def _cmd_fit(args: argparse.Namespace) -> int:
     from onecycle.run import run_fit
 
-    result = run_fit(_fit_config(args), stream=sys.stdout)
+    result = run_fit(fit_config(args), stream=sys.stdout)
     final = result.metrics["final"]
     if args.json:
         print(json.dumps(result.metrics, default=str))
@@ -312,7 +87,7 @@ def _cmd_lr_find(args: argparse.Namespace) -> int:
     from onecycle.run import run_lr_find
 
     res, files = run_lr_find(
-        _fit_config(args), start_lr=args.start_lr, end_lr=args.end_lr, num_it=args.num_it,
+        fit_config(args), start_lr=args.start_lr, end_lr=args.end_lr, num_it=args.num_it,
         mode=args.mode,
     )  # fmt: skip
     if args.json:
@@ -339,7 +114,8 @@ def _print_suggestions(res) -> None:  # res: RangeTestResult
 def _cmd_demo(args: argparse.Namespace) -> int:
     import dataclasses
 
-    from onecycle.run import FitConfig, run_fit
+    from onecycle.config import FitConfig
+    from onecycle.run import run_fit
 
     out = Path(args.out)
     cfg = FitConfig(dataset="mnist1d", epochs=args.epochs, out=str(out), seed=args.seed,
@@ -387,93 +163,10 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``onecycle`` argument parser (subcommands ``schedule``, ...)."""
-    p = _Parser(prog="onecycle", description="Leslie Smith's training method on PyTorch.")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
-
-    s = sub.add_parser("schedule", help="preview a schedule without training (PNG + JSON)")
-    s.add_argument("--steps", type=int, default=1000, help="optimizer steps in the run")
-    s.add_argument("--epochs", type=int, default=5, help="epochs those steps span (CLR's default "
-                   "step size is 2 epochs)")  # fmt: skip
-    s.add_argument("--lr-max", type=float, default=0.1, help="peak (or starting) LR")
-    _add_schedule_args(s)
-    s.add_argument("--out", default="runs/schedule", help="output folder")
-    s.set_defaults(func=_cmd_schedule)
-
-    f = sub.add_parser(
-        "fit", help="train a model with a schedule; table, metrics.json and plots",
-        description="Train on real data with Smith's 1cycle (default), CLR or a fixed "
-                    "schedule. Writes OUT/metrics.json, OUT/loss.png and OUT/schedule.png.",
-    )  # fmt: skip
-    _add_fit_args(f)
-    f.set_defaults(func=_cmd_fit)
-
-    r = sub.add_parser(
-        "lr-find", help="the LR range test: suggestions table, lr_find.json and lr_find.png",
-        description="Train briefly while the LR grows from --start-lr to --end-lr, stop when "
-                    "the loss diverges, restore everything, and suggest learning rates "
-                    "(valley, steep, minimum, Smith's CLR bounds, and an lr_max for 1cycle).",
-    )  # fmt: skip
-    _add_data_args(r)
-    _add_optim_args(r)
-    g = r.add_argument_group("sweep")
-    g.add_argument("--start-lr", type=float, default=1e-7, help="first LR of the sweep")
-    g.add_argument("--end-lr", type=float, default=10.0, help="last LR of the sweep")
-    g.add_argument("--num-it", type=int, default=100, help="optimizer steps in the sweep")
-    g.add_argument(
-        "--mode",
-        choices=["exp", "linear"],
-        default="exp",
-        help="exp: geometric (fastai); linear: Smith's paper",
-    )
-    g = r.add_argument_group("output")
-    g.add_argument("--out", default="runs/lr_find", help="folder for lr_find.json and .png")
-    g.add_argument("--json", action="store_true", help="print the suggestions and curve as JSON")
-    r.set_defaults(func=_cmd_lr_find)
-
-    st = sub.add_parser(
-        "study", help="Smith's claims on your data: fixed LRs, decays, CLR and 1cycle compared",
-        description="Range test, then the same model, data and epoch budget trained with four "
-                    "fixed LRs placed from the curve, step/exp/time decay, CLR triangular2 "
-                    "and 1cycle; test accuracy several times per epoch. Writes "
-                    "OUT/study.json, OUT/study.md and PNGs, and prints the speed-ups.",
-    )  # fmt: skip
-    g = st.add_argument_group("data and model")
-    g.add_argument("--dataset", choices=["fashion-mnist", "mnist1d"], default="mnist1d")
-    g.add_argument("--data-dir", default=None, help="folder holding the Fashion-MNIST IDX files")
-    g.add_argument("--download", action="store_true", help="download Fashion-MNIST if missing")
-    g.add_argument("--model", default=None, help="cnn, resnet, cnn1d, mlp (default: recipe)")
-    g.add_argument("--opt", choices=["sgd", "adamw"], default=None, help="default: recipe")
-    g.add_argument("--bs", type=int, default=None, help="batch size (default: recipe)")
-    g.add_argument("--wd", type=float, default=None, help="weight decay (default: recipe)")
-    g.add_argument("--train-samples", type=int, default=None, help="use a subset for training")
-    g.add_argument("--device", default=None, help="cpu, cuda, ... (default: cpu)")
-    g = st.add_argument_group("study")
-    g.add_argument("--epochs", type=int, default=None,
-                   help="epoch budget (default: mnist1d 30, fashion-mnist 4)")  # fmt: skip
-    g.add_argument("--lr-max", type=float, default=None,
-                   help="the near-optimal LR (1cycle's peak; the fixed LRs are placed around "
-                        "it); default: the range test's recommendation")  # fmt: skip
-    g.add_argument("--seeds", type=int, default=1, help="seeds per schedule (mean and spread)")
-    g.add_argument("--evals-per-epoch", type=int, default=4, help="test evaluations per epoch")
-    g.add_argument("--targets", type=float, nargs="+", default=None,
-                   help="accuracies for the iterations-to-reach columns")  # fmt: skip
-    g.add_argument("--ablations", action="store_true",
-                   help="also: momentum, weight decay, batch size, triangle vs cosine")  # fmt: skip
-    g.add_argument("--quick", action="store_true",
-                   help="a smoke run: 3 epochs, 2 evaluations per epoch")  # fmt: skip
-    g.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    g.add_argument("--out", default="runs/study", help="folder for study.json, study.md, PNGs")
-    st.set_defaults(func=_cmd_study)
-
-    d = sub.add_parser("demo", help="the whole method on MNIST-1D: range test, then 1cycle")
-    d.add_argument("--epochs", type=int, default=30, help="1cycle length in epochs")
-    d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--out", default="runs/demo", help="folder for JSON and plots")
-    d.add_argument("--no-progress", action="store_true", help="no progress bar")
-    d.set_defaults(func=_cmd_demo)
-    return p
+COMMANDS = {
+    "schedule": _cmd_schedule, "fit": _cmd_fit, "lr-find": _cmd_lr_find, "study": _cmd_study,
+    "demo": _cmd_demo,
+}  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -496,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if started and not D.is_main():
             logging.getLogger().setLevel(logging.WARNING)
             sys.stdout = open(os.devnull, "w")  # rank > 0: the process ends after main
-        return int(args.func(args))
+        return int(COMMANDS[args.command](args))
     except (UsageError, ConfigError) as e:
         print(f"onecycle: error: {e}" if isinstance(e, ConfigError) else str(e), file=sys.stderr)
         return 2

@@ -17,6 +17,9 @@ more than one process is up (see ``docs/distributed.md``):
 - reduces validation sums across ranks;
 - lets only rank 0 print, write metrics, plots and checkpoints.
 
+``check_device`` (is this device name usable here?) and ``model_device`` live here too:
+where this process computes.
+
 ``batch_size`` is per process: the effective batch is ``bs x world_size x accumulate``
 (``onecycle fit`` without ``--bs`` splits its recipe's batch across the processes instead,
 so the same command trains the same way under torchrun).
@@ -29,7 +32,8 @@ import gc
 import logging
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 import torch
@@ -38,9 +42,11 @@ import torch.distributed as dist
 from onecycle.errors import ConfigError
 
 __all__ = [
+    "Replicas",
     "all_reduce_sum",
     "barrier",
     "broadcast_object",
+    "check_device",
     "init",
     "is_distributed",
     "is_main",
@@ -87,6 +93,38 @@ def _timeout(seconds: float | None) -> datetime.timedelta:
     return datetime.timedelta(seconds=seconds)
 
 
+def check_device(name: str, value: torch.device | str) -> torch.device:
+    """``value`` as a ``torch.device`` this process can use, else ConfigError: an unknown
+    name (``"banana"``) or an accelerator this torch build or machine does not have.
+
+    >>> check_device("device", "cpu")
+    device(type='cpu')
+    """
+    try:
+        dev = torch.device(value)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(name, value, "a torch device: 'cpu', 'cuda', 'cuda:1', 'mps'") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(name, value, "'cpu': this torch build or machine has no CUDA GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(name, value, f"a CUDA index < {torch.cuda.device_count()}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(name, value, "'cpu': MPS is not available here")
+    elif dev.type not in ("cpu", "cuda", "mps", "meta"):
+        mod = getattr(torch, dev.type, None)  # xpu, ...: ask the backend
+        if mod is None or not getattr(mod, "is_available", lambda: False)():
+            raise ConfigError(name, value, f"'cpu': {dev.type} is not available here")
+    return dev
+
+
+def model_device(model: torch.nn.Module) -> torch.device:
+    """The device of the first parameter (the CPU for a model without any)."""
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
 def init(backend: str | None = None, timeout: float | None = None) -> bool:
     """Join the process group ``torchrun`` (or ``spawn``) described in the environment
     (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``). Returns True when this
@@ -116,11 +154,12 @@ def init(backend: str | None = None, timeout: float | None = None) -> bool:
 
 def shutdown(*holders: Any) -> None:
     """Leave the process group cleanly: drop the DDP wrappers held by ``holders`` (e.g.
-    the Learner) first, collect them, then ``destroy_process_group``. Destroying the group
-    while a DDP model is alive crashes some torch versions at exit."""
+    the Learner, or its ``Replicas``) first, collect them, then ``destroy_process_group``.
+    Destroying the group while a DDP model is alive crashes some torch versions at exit."""
     for h in holders:
-        if getattr(h, "ddp_model", None) is not None:
-            h.ddp_model = None
+        replicas = h if isinstance(h, Replicas) else getattr(h, "replicas", None)
+        if isinstance(replicas, Replicas):
+            replicas.wrapper = None
     gc.collect()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
@@ -196,3 +235,106 @@ def spawn(
     if not isinstance(nprocs, int) or nprocs < 1:
         raise ConfigError("nprocs", nprocs, "an integer >= 1")
     mp.spawn(_spawned, args=(fn, nprocs, free_port(), args, timeout), nprocs=nprocs, join=True)
+
+
+class Replicas:
+    """What the Learner's loop asks of the process group; without one (a single process)
+    every method is a no-op that hands back what it was given.
+
+    - ``prepare(model, train_data, valid_data)`` before a fit: shards the data per rank,
+      wraps the model in DDP (again when its trainable parameters changed, e.g. after
+      ``unfreeze``) and checks that every rank runs the same number of batches;
+    - ``forward_model(model)``: the module to call in training (the DDP wrapper, or
+      ``model``); ``sync(will_step)``: DDP's ``no_sync`` on micro-batches that do not step;
+    - ``reduce_loss(loss)``: the batch loss averaged over ranks; ``reduce_sums(t)``: a
+      tensor of sums added up over ranks (validation);
+    - ``release()`` after a fit: drop the wrapper (see ``shutdown``).
+
+    >>> import torch
+    >>> r = Replicas(torch.device("cpu"))
+    >>> m = torch.nn.Linear(2, 2)
+    >>> r.prepare(m, [1, 2], None) == ([1, 2], None) and r.forward_model(m) is m
+    True
+    >>> r.reduce_loss(torch.tensor(2.0)).item()
+    2.0
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.wrapper: torch.nn.Module | None = None  # the DDP model, during a fit
+        self._trainable: tuple[bool, ...] = ()
+
+    def prepare(self, model: torch.nn.Module, train_data: Any, valid_data: Any) -> tuple[Any, Any]:
+        if not is_distributed():
+            return train_data, valid_data
+        r, world = rank(), world_size()
+        train_data = shard(train_data, r, world, True, "train_data")
+        if valid_data is not None:
+            valid_data = shard(valid_data, r, world, False, "valid_data")
+        trainable = tuple(p.requires_grad for p in model.parameters())
+        if self.wrapper is None or trainable != self._trainable:
+            from torch.nn.parallel import DistributedDataParallel as DDP
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.wrapper = DDP(model, device_ids=ids)  # rank 0's weights everywhere
+            self._trainable = trainable
+        counts = all_gather_object(len(train_data))
+        if len(set(counts)) > 1:
+            raise ConfigError("train_data", f"batches per rank {counts}",
+                              "the same number of batches on every rank")  # fmt: skip
+        return train_data, valid_data
+
+    def forward_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return self.wrapper or model
+
+    def sync(self, will_step: bool) -> AbstractContextManager[Any]:
+        """DDP averages gradients on the micro-batch that steps, not on every one."""
+        if self.wrapper is None or will_step:
+            return nullcontext()
+        return self.wrapper.no_sync()  # type: ignore[operator]
+
+    def reduce_loss(self, loss: torch.Tensor) -> torch.Tensor:
+        if self.wrapper is None or not is_distributed():
+            return loss
+        red = loss.detach().float().reshape(1).clone()
+        all_reduce_sum(red)
+        return red[0] / world_size()
+
+    def reduce_sums(self, sums: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+        out = list(sums)
+        if is_distributed():  # each rank saw its shard: add them up
+            packed = all_reduce_sum(torch.stack(out))
+            out = list(packed)
+        return out
+
+    def release(self) -> None:
+        """Drop the DDP wrapper (the next ``prepare`` wraps again): a script may then call
+        ``dist.destroy_process_group()`` while the Learner lives; a DDP model alive past its
+        group aborts some torch versions at exit."""
+        if self.wrapper is not None:
+            self.wrapper = None
+            gc.collect()
+
+
+def shard(data: Any, rank: int, world: int, even: bool, name: str) -> Any:
+    """``data`` for this rank: an ``onecycle.data.Loader`` is sharded (once). Training
+    data of another kind must bring its own ``DistributedSampler``; validation data of
+    another kind is evaluated whole on every rank (the reduced result is the same)."""
+    from torch.utils.data.distributed import DistributedSampler
+
+    from onecycle.data.loader import Loader
+
+    if isinstance(data, Loader):
+        if data.world_size == world:
+            return data  # sharded already (by the user, or by an earlier fit)
+        if data.world_size != 1:
+            raise ConfigError(name, f"a Loader sharded for {data.world_size} processes",
+                              f"an unsharded Loader, or one sharded for {world}")  # fmt: skip
+        return data.shard(rank, world, even=even)
+    if not even or isinstance(getattr(data, "sampler", None), DistributedSampler):
+        return data
+    raise ConfigError(
+        name, type(data).__name__,
+        f"under torch.distributed ({world} processes): an onecycle.data.Loader (sharded "
+        "automatically) or a DataLoader with a DistributedSampler",
+    )  # fmt: skip

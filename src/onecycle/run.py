@@ -20,7 +20,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
@@ -38,8 +38,9 @@ from onecycle.callbacks import (
     ProgressBar,
 )
 from onecycle.checkpoint import Checkpoint
-from onecycle.errors import ConfigError, check_finite, check_int, check_positive
-from onecycle.learner import Learner, accuracy, adamw, check_device, sgd
+from onecycle.config import RECIPES, FitConfig, check_out
+from onecycle.errors import ConfigError
+from onecycle.learner import Learner, accuracy, adamw, sgd
 from onecycle.range_test import RangeTestResult
 
 __all__ = [
@@ -56,139 +57,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-ScheduleName = Literal["one-cycle", "clr", "const", "step", "exp", "time", "sgdr"]
-SCHEDULES = ("one-cycle", "clr", "const", "step", "exp", "time", "sgdr")
-
-# Per data set, what trains well on a 2-core CPU (see docs/benchmarks.md for the evidence).
-RECIPES: dict[str, dict[str, Any]] = {
-    "fashion-mnist": {"model": "cnn", "opt": "sgd", "lr_max": 0.2, "bs": 256, "wd": 5e-3},
-    "mnist1d": {"model": "cnn1d", "opt": "adamw", "lr_max": 3e-2, "bs": 100, "wd": 1e-2},
-}
-
-
-@dataclass
-class FitConfig:
-    """Everything one run depends on. ``None`` fields take the data set's recipe."""
-
-    dataset: str | None = "mnist1d"
-    data_dir: str | None = None
-    download: bool = False
-    factory: str | None = None
-    model: str | None = None
-    opt: Literal["sgd", "adamw"] | None = None
-    epochs: int = 5
-    schedule: ScheduleName = "one-cycle"
-    lr_max: float | Literal["auto"] | None = None  # "auto": from a range test first
-    div: float = 25.0
-    div_final: float | None = None  # one-cycle: 1e5; exp/time decay: 100
-    pct_start: float = 0.25
-    moms: tuple[float, float, float] = (0.95, 0.85, 0.95)
-    anneal: Literal["cos", "linear"] = "cos"
-    three_phase: bool = False
-    clr_mode: Literal["triangular", "triangular2", "exp_range"] = "triangular2"
-    step_size: int | None = None
-    gamma: float = 0.99994
-    cycles: int = 3
-    cycle_mult: float = 2.0
-    bs: int | None = None
-    wd: float | Literal["auto"] | None = None  # "auto": Smith's weight-decay test (1cycle)
-    accumulate: int = 1
-    clip: float | None = None
-    amp: bool = False
-    crop_pad: int = 0
-    hflip: bool = False
-    train_samples: int | None = None
-    seed: int = 0
-    device: str | None = None
-    out: str | None = "runs/fit"
-    progress: bool = True
-    checkpoint_every: int | None = None  # optimizer steps; epoch ends always (with out)
-    keep: int = 3
-    resume: bool = False  # continue from the newest good checkpoint in out/checkpoints
-    resume_from: str | None = None
-    # set by resolved(): the recipe's batch is global (split across torchrun processes);
-    # an explicit bs is per process. None: bs is per process.
-    global_bs: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def resolved(self) -> FitConfig:
-        """A copy with the recipe's values filled in and every field validated."""
-        recipe = RECIPES.get(self.dataset or "", RECIPES["mnist1d"])
-        c = dataclasses.replace(self)
-        if c.bs is None and c.global_bs is None and c.factory is None:
-            # the same command gives the same run under torchrun: the recipe's batch is the
-            # global one, each of the world_size processes takes its share
-            world = D.world_size()
-            c.global_bs = recipe["bs"]
-            c.bs = max(1, recipe["bs"] // world)
-            if c.bs * world != recipe["bs"]:
-                log.warning("the recipe's batch %d does not split over %d processes: "
-                            "%d per process (%d in all)", recipe["bs"], world, c.bs,
-                            c.bs * world)  # fmt: skip
-        for name in ("model", "opt", "lr_max", "bs", "wd"):
-            if getattr(c, name) is None:
-                setattr(c, name, recipe[name])
-        if c.div_final is None:
-            c.div_final = 1e5 if c.schedule == "one-cycle" else 100.0
-        if c.factory is None and c.dataset not in RECIPES:
-            raise ConfigError("dataset", c.dataset, f"one of {', '.join(RECIPES)}")
-        if c.schedule not in SCHEDULES:
-            raise ConfigError("schedule", c.schedule, f"one of {', '.join(SCHEDULES)}")
-        if c.opt not in ("sgd", "adamw"):
-            raise ConfigError("opt", c.opt, "'sgd' or 'adamw'")
-        c.epochs = check_int("epochs", c.epochs)
-        c.div = check_finite("div", c.div)
-        if c.div < 1 or (c.div == 1 and c.schedule == "clr"):
-            what = "> 1 (CLR's low LR = lr_max/div)" if c.schedule == "clr" else (
-                ">= 1 (the start LR = lr_max/div)")  # fmt: skip
-            raise ConfigError("div", c.div, f"a finite number {what}")
-        c.bs = check_int("bs", c.bs)
-        c.accumulate = check_int("accumulate", c.accumulate)
-        if c.lr_max != "auto":
-            try:
-                c.lr_max = check_positive("lr_max", c.lr_max)
-            except ConfigError:  # "autox", "0.1": say that "auto" is the word
-                raise ConfigError("lr_max", c.lr_max, "a finite number > 0, or 'auto'") from None
-        if not isinstance(c.three_phase, bool):
-            raise ConfigError("three_phase", c.three_phase, "True or False")
-        c.device = str(check_device("device", c.device)) if c.device is not None else None
-        if c.resume_from is not None and not Path(c.resume_from).exists():
-            raise ConfigError("resume_from", c.resume_from,
-                              "an existing checkpoint file or folder (--resume starts fresh "
-                              "when OUT/checkpoints has none yet)")  # fmt: skip
-        if c.wd == "auto":
-            if c.schedule != "one-cycle":
-                raise ConfigError("wd", "auto", "a number unless --schedule one-cycle")
-        elif c.wd is None or isinstance(c.wd, str) or not (0 <= c.wd < float("inf")):
-            raise ConfigError("wd", c.wd, "a finite number >= 0, or 'auto'")
-        if c.train_samples is not None:
-            c.train_samples = check_int("train_samples", c.train_samples)
-        if c.clip is not None:
-            c.clip = check_positive("clip", c.clip)
-        c.seed = check_int("seed", c.seed, minimum=0)
-        if c.checkpoint_every is not None:
-            c.checkpoint_every = check_int("checkpoint_every", c.checkpoint_every)
-        c.keep = check_int("keep", c.keep)
-        if (c.resume or c.checkpoint_every) and not c.out:
-            raise ConfigError("out", c.out, "a folder: checkpoints live in OUT/checkpoints")
-        return c
-
-
-def check_out(out: str | Path, name: str = "out") -> Path:
-    """Make sure ``out`` is a folder this process can write (created if missing), before
-    any training: a read-only or mistyped folder is refused now, not after the run."""
-    path = Path(out)
-    probe = path / f".onecycle-write-test-{os.getpid()}"
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise ConfigError(
-            name, str(out), f"a folder this user can write ({e.strerror or e})"
-        ) from None
-    return path
 
 
 def _load_factory(spec: str) -> Callable[[], Any]:

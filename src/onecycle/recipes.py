@@ -1,0 +1,337 @@
+"""The method's fits: ``fit`` plus a schedule, and the range test that chooses its LR.
+
+Each function takes the ``Learner`` first and is also a method of it
+(``Learner.fit_one_cycle = fit_one_cycle``): ``learn.fit_one_cycle(4, 0.1)`` is
+``fit_one_cycle(learn, 4, 0.1)``. None of them touches the loop: they build schedules
+(``onecycle.schedules``), pick values (``onecycle.auto``) and call ``learn.fit``.
+
+- ``fit_one_cycle``: Smith's 1cycle, with ``lr_max="auto"`` and ``wd="auto"``;
+- ``fit_clr``: cyclical learning rates; ``fit_sgdr``: warm restarts;
+- ``fine_tune``: fastai's frozen-head-then-unfreeze recipe;
+- ``lr_find``, ``auto_lr_max``, ``auto_wd``: the range tests, through the Learner's loop;
+- ``steps_per_epoch``: optimizer steps per epoch (accumulation and sharding included).
+
+>>> import torch
+>>> from onecycle import Learner
+>>> from onecycle.data import Loader
+>>> x = torch.randn(1024, 2); y = (x[:, 0] > 0).long()
+>>> ce = torch.nn.functional.cross_entropy
+>>> learn = Learner(torch.nn.Linear(2, 2), Loader(x, y, 64), loss_func=ce)
+>>> steps_per_epoch(learn)
+16
+>>> fit_one_cycle(learn, 1, lr_max=0.1)  # the same as learn.fit_one_cycle(1, lr_max=0.1)
+>>> learn.recorder.lrs[0], round(max(learn.recorder.lrs), 3)  # lr_max / 25 up to lr_max
+(0.004, 0.1)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+
+from onecycle import schedules as S
+from onecycle.callbacks import Callback, GradientAccumulation
+from onecycle.errors import ConfigError, check_int, check_positive
+from onecycle.params import LR, LRMax
+from onecycle.scheduler import ScheduleSpec, momentum_key
+
+if TYPE_CHECKING:
+    from onecycle.learner import Learner
+    from onecycle.range_test import RangeTestResult
+
+__all__ = [
+    "auto_lr_max", "auto_wd", "fine_tune", "fit_clr", "fit_one_cycle", "fit_sgdr", "lr_find",
+    "steps_per_epoch",
+]  # fmt: skip
+
+log = logging.getLogger("onecycle.learner")  # these are the Learner's methods
+
+
+def moms_schedules(
+    learn: Learner, moms: tuple[float, float, float] | None, make: Callable[[tuple], ScheduleSpec]
+) -> dict[str, ScheduleSpec]:
+    if learn.opt is None:
+        learn._make_opt([1e-3] * len(learn.param_groups))
+    assert learn.opt is not None
+    if moms is None and momentum_key(learn.opt) is None:
+        log.info("optimizer has no momentum: momentum is not cycled")
+        return {}
+    return {"momentum": make(tuple(moms if moms is not None else learn.moms))}
+
+
+def lr_find(
+    learn: Learner,
+    start_lr: float = 1e-7,
+    end_lr: float = 10.0,
+    num_it: int = 100,
+    mode: Literal["exp", "linear"] = "exp",
+    smooth: float = 0.98,
+    stop_div: bool = True,
+    div_factor: float = 4.0,
+    valid_batches: Iterable[Any] | None = None,
+    metric: Callable[[Any, Any], torch.Tensor] | None = None,
+    accumulate: int | None = None,
+    *,
+    moms: tuple[float, float, float] | None = None,
+    wd: float | None = None,
+    cbs: Sequence[Callback] = (),
+) -> RangeTestResult:
+    """The LR range test on this learner, through its own training loop: every step
+    applies exactly what ``fit`` applies (decoupled ``wd`` and its no-decay groups,
+    the callbacks marked ``affects_update`` in ``learn.cbs`` and ``cbs``: clipping,
+    accumulation, mixed precision), with momentum (or beta1) held at ``moms[1]``
+    (default the Learner's, 0.85): the value 1cycle uses when its LR peaks, which is
+    what the sweep is read for. Everything is restored afterwards.
+
+    The sweep's LRs apply to the last param group; the others keep their ratio to it.
+    ``valid_batches``: the validation loss (and ``metric``) after every step. Options
+    as ``onecycle.range_test``.
+    """
+    from onecycle.auto import lr_sweep
+    from onecycle.range_test import check_sweep
+
+    check_sweep(start_lr, end_lr, num_it, mode, smooth, div_factor)  # before any change
+    if accumulate is not None:
+        accumulate = check_int("accumulate", accumulate)
+    if learn.opt is None:
+        learn._make_opt([float(start_lr)] * len(learn.param_groups))
+    extra = list(cbs)
+    if accumulate is not None and accumulate > 1:
+        extra.append(GradientAccumulation(accumulate))
+    return lr_sweep(
+        learn, start_lr, end_lr, num_it, mode, smooth, stop_div, div_factor,
+        moms=moms, wd=wd, cbs=extra, valid_batches=valid_batches, metric=metric,
+    )  # fmt: skip
+
+
+def steps_per_epoch(learn: Learner, cbs: Sequence[Callback] = ()) -> int:
+    """Optimizer steps in one epoch of ``train_data`` (accumulation from ``cbs`` or
+    the Learner's callbacks included; under DDP, per rank)."""
+    acc = learn.accumulate
+    for cb in [*learn.cbs, *cbs]:
+        if isinstance(cb, GradientAccumulation):
+            acc = cb.n
+    learn._setup_distributed()
+    return math.ceil(len(learn.train_data) / acc)  # type: ignore[arg-type]
+
+
+def auto_lr_max(
+    learn: Learner,
+    total_steps: int | None = None,
+    *,
+    budget: float | None = None,
+    moms: tuple[float, float, float] | None = None,
+    wd: float | None = None,
+    pct_start: float = 0.25,
+    cbs: Sequence[Callback] = (),
+) -> list[float]:
+    """``lr_max`` per param group for a 1cycle run of ``total_steps`` optimizer steps
+    (default: one epoch): range test, candidates, short probes (``onecycle.auto``),
+    at most ``budget`` x ``total_steps`` steps in all (default ``auto.BUDGET``). The
+    details are kept in ``learn.auto_result`` and the sweep in ``learn.lr_find_result``.
+
+    Raises ``ConfigError`` naming the reason when the sweep supports no recommendation.
+    """
+    from onecycle import auto as A
+
+    total = total_steps if total_steps is not None else steps_per_epoch(learn, cbs)
+    res = A.auto_lr_max(learn, total, budget=A.BUDGET if budget is None else budget, moms=moms,
+                        wd=wd, pct_start=pct_start, cbs=cbs)  # fmt: skip
+    learn.auto_result = res
+    learn.lr_find_result = res.range_test
+    if res.lr_max is None:
+        raise ConfigError(
+            "lr_max", "auto",
+            f"an explicit number: the range test found no reliable lr_max ({res.reason})",
+        )  # fmt: skip
+    log.info("lr_max=auto: %.3g (%s; %.1f%% of the run's steps)", res.lr_max, res.reason,
+             100 * res.compute_ratio)  # fmt: skip
+    ratios = res.range_test.group_ratios if res.range_test else [1.0]
+    return [res.lr_max * r for r in ratios]
+
+
+def auto_wd(
+    learn: Learner,
+    lr_max: LR,
+    total_steps: int,
+    values: Sequence[float] = (0.0, 1e-5, 1e-4, 1e-3, 1e-2),
+    *,
+    budget: float = 0.1,
+    moms: tuple[float, float, float] | None = None,
+    cbs: Sequence[Callback] = (),
+) -> float:
+    """Smith's weight-decay test at ``lr_max`` (``onecycle.auto.wd_range_test``): the
+    weight decay in ``values`` whose short 1cycle probe ends with the lowest held-back
+    loss. Kept in ``learn.auto_wd_result``."""
+    from onecycle.auto import wd_range_test
+
+    res = wd_range_test(learn, learn.group_values(lr_max, "lr_max"), total_steps, values,
+                        budget=budget, moms=moms, cbs=cbs)  # fmt: skip
+    learn.auto_wd_result = res
+    assert res.wd is not None
+    log.info("wd=auto: %g (%s)", res.wd, res.reason)
+    return res.wd
+
+
+def fit_one_cycle(
+    learn: Learner,
+    n_epoch: int,
+    lr_max: LRMax = 1e-2,
+    div: float = 25.0,
+    div_final: float = 1e5,
+    pct_start: float = 0.25,
+    moms: tuple[float, float, float] | None = None,
+    wd: float | Literal["auto"] | None = None,
+    cbs: Sequence[Callback] = (),
+    start_epoch: int = 0,
+    *,
+    anneal: S.Anneal = "cos",
+    three_phase: bool = False,
+    resume: str | Path | None = None,
+) -> None:
+    """Smith's 1cycle policy (fastai's ``fit_one_cycle``): ``fit`` plus a schedule.
+
+    The LR of each group rises from ``lr_max/div`` to ``lr_max`` over the first
+    ``pct_start`` of all steps, then anneals to ``lr_max/div_final``; momentum (or
+    Adam's beta1) moves against it through ``moms`` (default: the Learner's,
+    0.95-0.85-0.95). ``lr_max`` may be a slice or a sequence (discriminative LRs), or
+    ``"auto"``: a range test and short probes first (``onecycle.auto``; everything
+    restored, at most a tenth of this run's steps), then their pick. ``wd="auto"``:
+    Smith's weight-decay test at that ``lr_max`` (another tenth at most). See
+    ``onecycle.schedules.one_cycle`` for ``anneal`` and ``three_phase``, and ``fit``
+    for ``resume``.
+    """
+    auto_lr = isinstance(lr_max, str) and lr_max == "auto"
+    if isinstance(lr_max, str) and not auto_lr:
+        raise ConfigError("lr_max", lr_max, "a number, a slice, a sequence, or 'auto'")
+    if isinstance(wd, str) and wd != "auto":
+        raise ConfigError("wd", wd, "a number >= 0, None, or 'auto'")
+    total = None
+    if (auto_lr or wd == "auto") and resume is None:
+        total = (n_epoch - start_epoch) * learn.steps_per_epoch(cbs)
+    if auto_lr:
+        if total is None:
+            raise ConfigError("lr_max", "auto", "a number when resuming (the run chose one)")
+        lrs = learn.auto_lr_max(total, moms=moms, wd=None if wd == "auto" else wd,
+                               pct_start=pct_start, cbs=cbs)  # fmt: skip
+    else:
+        lrs = learn.group_values(lr_max, "lr_max")  # type: ignore[arg-type]
+    if wd == "auto":
+        if total is None:
+            raise ConfigError("wd", "auto", "a number when resuming (the run chose one)")
+        wd = learn.auto_wd(lrs, total, moms=moms, cbs=cbs)
+    spec: dict[str, ScheduleSpec] = {
+        "lr": [S.one_cycle(v, div, div_final, pct_start, anneal, three_phase) for v in lrs]
+    }
+    spec.update(moms_schedules(
+        learn, moms, lambda m: S.one_cycle_moms(m, pct_start, anneal, three_phase)  # type: ignore[arg-type]
+    ))  # fmt: skip
+    learn.fit(n_epoch, lrs, schedules=spec, wd=wd, cbs=cbs, start_epoch=start_epoch,
+             resume=resume)  # fmt: skip
+
+
+def fit_clr(
+    learn: Learner,
+    n_epoch: int,
+    base_lr: float,
+    max_lr: float,
+    step_size: int | None = None,
+    mode: str = "triangular",
+    gamma: float = 0.99994,
+    moms: tuple[float, float] | None = None,
+    wd: float | None = None,
+    cbs: Sequence[Callback] = (),
+    resume: str | Path | None = None,
+) -> None:
+    """Smith's cyclical learning rates (arXiv:1506.01186) between ``base_lr`` and ``max_lr``.
+
+    ``step_size`` is half a cycle in optimizer steps (default: 2 epochs' worth, the low
+    end of Smith's 2-10 epochs). ``mode``: ``triangular``, ``triangular2`` or
+    ``exp_range`` (amplitude times ``gamma ** step``). ``moms=(hi, lo)`` cycles the
+    momentum against the LR; default: momentum left as the optimizer has it.
+    """
+    makers = {"triangular": S.triangular, "triangular2": S.triangular2}
+    if mode not in (*makers, "exp_range"):
+        raise ConfigError("mode", mode, "'triangular', 'triangular2' or 'exp_range'")
+    if moms is not None and (len(moms) != 2):
+        raise ConfigError("moms", moms, "two values (hi, lo) or None")
+
+    def spec(total: int) -> dict[str, ScheduleSpec]:
+        step = step_size if step_size is not None else max(1, 2 * total // n_epoch)
+        if mode == "exp_range":
+            lr = S.exp_range(base_lr, max_lr, step, total, gamma)
+        else:
+            lr = makers[mode](base_lr, max_lr, step, total)
+        out: dict[str, ScheduleSpec] = {"lr": lr}
+        if moms is not None:
+            out["momentum"] = S.Cyclic(moms[0], moms[1], step, total, lr.mode, lr.gamma)
+        return out
+
+    learn.fit(n_epoch, max_lr, schedules=spec, wd=wd, cbs=cbs, resume=resume)
+
+
+def fit_sgdr(
+    learn: Learner,
+    n_cycles: int,
+    cycle_len: int,
+    lr_max: float = 1e-2,
+    cycle_mult: int = 2,
+    wd: float | None = None,
+    cbs: Sequence[Callback] = (),
+    resume: str | Path | None = None,
+) -> None:
+    """SGDR (arXiv:1608.03983): ``n_cycles`` cosine anneals from ``lr_max`` to 0, the
+    first ``cycle_len`` epochs long, each next one ``cycle_mult`` times longer."""
+    n_cycles = check_int("n_cycles", n_cycles)
+    cycle_len = check_int("cycle_len", cycle_len)
+    cycle_mult = check_int("cycle_mult", cycle_mult)
+    n_epoch = sum(cycle_len * cycle_mult**k for k in range(n_cycles))
+    spec = {"lr": S.sgdr(lr_max, 0.0, n_cycles, float(cycle_mult))}
+    learn.fit(n_epoch, lr_max, schedules=spec, wd=wd, cbs=cbs, resume=resume)
+
+
+def fine_tune(
+    learn: Learner,
+    epochs: int,
+    base_lr: float | Literal["auto"] = 2e-3,
+    freeze_epochs: int = 1,
+    lr_mult: float = 100.0,
+    pct_start: float = 0.3,
+    div: float = 5.0,
+    **kwargs: Any,
+) -> None:
+    """fastai's transfer-learning recipe: train the head frozen for ``freeze_epochs``
+    (1cycle to ``base_lr``), then unfreeze and train ``epochs`` with discriminative LRs
+    ``slice(base_lr/2/lr_mult, base_lr/2)``. ``base_lr="auto"``: chosen for the frozen
+    phase by ``auto_lr_max`` (sweep and probes on the frozen model, budgeted against
+    both phases' steps)."""
+    epochs = check_int("epochs", epochs)
+    freeze_epochs = check_int("freeze_epochs", freeze_epochs)
+    lr_mult = check_positive("lr_mult", lr_mult)
+    if lr_mult < 1:
+        raise ConfigError("lr_mult", lr_mult, "a number >= 1 (body LR = head LR / lr_mult)")
+    S.one_cycle(1.0, div, pct_start=pct_start)  # refuse a bad div/pct_start before training
+    learn.freeze()
+    if isinstance(base_lr, str):
+        if base_lr != "auto":
+            raise ConfigError("base_lr", base_lr, "a number > 0 or 'auto'")
+        if learn.opt is None:
+            learn._make_opt([1e-3] * len(learn.param_groups))
+        assert learn.opt is not None
+        for g, v in zip(learn.opt.param_groups, learn.group_values(slice(1.0))):
+            g["lr"] = v  # the sweep keeps these ratios: slice(base_lr) as trained below
+        total = (freeze_epochs + epochs) * learn.steps_per_epoch(kwargs.get("cbs", ()))
+        base_lr = learn.auto_lr_max(total, pct_start=0.99, moms=kwargs.get("moms"),
+                                   cbs=kwargs.get("cbs", ()))[-1]  # fmt: skip
+    base_lr = check_positive("base_lr", base_lr)
+    learn.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
+    base_lr /= 2
+    learn.unfreeze()
+    learn.fit_one_cycle(
+        epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs
+    )
