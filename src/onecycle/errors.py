@@ -9,7 +9,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-__all__ = ["ConfigError", "check_finite", "check_int", "check_positive", "check_range"]
+__all__ = [
+    "ConfigError", "ScheduleWarning", "check_finite", "check_int", "check_positive", "check_range",
+]  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -26,6 +28,12 @@ class ConfigError(ValueError):
     def __init__(self, name: str, value: Any, allowed: str) -> None:
         self.name, self.value, self.allowed = name, value, allowed
         super().__init__(f"{name}={value!r} is invalid: expected {allowed}")
+
+
+class ScheduleWarning(UserWarning):
+    """A schedule is being driven in a way that silently trains something else: stepped
+    per epoch instead of per optimizer step, its values overwritten by another scheduler,
+    or stopped far before its end. Filter it like any warning category."""
 
 
 def _is_real(value: Any) -> bool:

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import logging
 import math
+import warnings
+import weakref
 from collections.abc import Mapping, Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from onecycle.errors import ConfigError, check_int
+from onecycle.errors import ConfigError, ScheduleWarning, check_int
 from onecycle.schedules import Schedule, progress
 
 __all__ = ["ScheduleLR", "Scheduler", "momentum_key"]
@@ -52,14 +55,36 @@ def momentum_key(optimizer: Optimizer) -> str | None:
     return None
 
 
+NewGroups = Literal["error", "follow"]
+
+
+def _get(group: dict[str, Any], key: str) -> float:
+    if key == "momentum" and "momentum" not in group:
+        return float(group["betas"][0])
+    return float(group[key])
+
+
 def _set(group: dict[str, Any], key: str, value: float) -> None:
     if key == "momentum" and "momentum" not in group:
-        # Adam-style: momentum is beta1; beta2 stays as the user set it.
-        group["betas"] = (value, group["betas"][1])
+        # Adam-style: momentum is beta1; every other beta (beta2, Adan's beta3) stays.
+        group["betas"] = (value, *tuple(group["betas"])[1:])
     elif isinstance(group.get(key), torch.Tensor):
         group[key].fill_(value)  # tensor LRs (capturable/fused optimizers) keep their identity
     else:
         group[key] = value
+
+
+@dataclass(frozen=True)
+class Follow:
+    """The schedule of a param group added after the scheduler was built
+    (``new_groups="follow"``): group 0's schedule times ``factor``, the new group's value
+    over group 0's when it appeared (1 for momentum, which follows group 0 exactly)."""
+
+    base: Schedule
+    factor: float
+
+    def __call__(self, t: float) -> float:
+        return self.factor * self.base(t)
 
 
 class Scheduler:
@@ -73,10 +98,17 @@ class Scheduler:
         total_steps: number of optimizer steps in the run, >= 1. Step ``i`` uses progress
             ``i / (total_steps - 1)``: the first step gets each schedule's start value,
             the last step its end value.
+        new_groups: what to do with a param group added after construction
+            (``optimizer.add_param_group``, e.g. Lightning's ``BackboneFinetuning``):
+            ``"error"`` (default) raises ``ConfigError`` at the next step; ``"follow"``
+            schedules it like group 0, scaled by the ratio of its value to group 0's when
+            it appeared (momentum: group 0's exactly). A removed group always raises.
 
     The values for step 0 are set at construction (``applied`` holds what was last set).
     Call ``step()`` after each ``optimizer.step()``. Past ``total_steps`` the final values
-    are held (logged once), never extrapolated and never an error.
+    are held (logged once), never extrapolated and never an error. A scheduled value
+    changed by someone else between two steps (``ReduceLROnPlateau``, a second scheduler)
+    is overwritten by the next step: that warns once (``ScheduleWarning``).
 
     >>> import torch
     >>> from onecycle.schedules import one_cycle, one_cycle_moms
@@ -93,8 +125,16 @@ class Scheduler:
     """
 
     def __init__(
-        self, optimizer: Optimizer, schedules: Mapping[str, ScheduleSpec], total_steps: int
+        self,
+        optimizer: Optimizer,
+        schedules: Mapping[str, ScheduleSpec],
+        total_steps: int,
+        *,
+        new_groups: NewGroups = "error",
     ) -> None:
+        if new_groups not in ("error", "follow"):
+            raise ConfigError("new_groups", new_groups, "'error' or 'follow'")
+        self.new_groups = new_groups
         if not isinstance(optimizer, Optimizer):
             raise ConfigError("optimizer", type(optimizer).__name__, "a torch.optim.Optimizer")
         self.optimizer = optimizer
@@ -116,7 +156,7 @@ class Scheduler:
                 raise ConfigError(f"schedules[{key!r}]", spec, "schedule(s): callables of progress")
             self.schedules[key] = per_group
         self._step = 0
-        self._warned_past_end = False
+        self._warned_past_end = self._warned_outside = False
         for i in range(0, self.total_steps, max(1, self.total_steps // 1000)):
             self.values_at(i)  # refuse a bad schedule now, not hours into training
         self._apply()
@@ -162,13 +202,64 @@ class Scheduler:
         return out
 
     def _apply(self) -> None:
+        groups = self.optimizer.param_groups
+        n = len(next(iter(self.schedules.values())))
+        if len(groups) != n:
+            self._adopt_groups(n)
         self.applied = self.values_at(self._step)
         for key, vals in self.applied.items():
-            for group, v in zip(self.optimizer.param_groups, vals):
+            for group, v in zip(groups, vals):
                 _set(group, key, v)
+
+    def _adopt_groups(self, n: int) -> None:
+        now = len(self.optimizer.param_groups)
+        if now < n or self.new_groups == "error":
+            what = "added" if now > n else "removed"
+            raise ConfigError(
+                "optimizer.param_groups", f"{now} groups, {now - n:+d} since the scheduler "
+                f"was built for {n}",
+                f"the groups it was built for: a group {what} later would not be scheduled "
+                "(its LR left as it is). Pass new_groups='follow' to schedule added groups "
+                "like group 0, scaled by their LR ratio, or build the scheduler after the "
+                "groups exist",
+            )  # fmt: skip
+        new = self.optimizer.param_groups[n:]
+        for key, per_group in self.schedules.items():
+            ref = self.applied[key][0] if hasattr(self, "applied") else per_group[0](0.0)
+            extra = []
+            for g in new:
+                factor = 1.0 if key == "momentum" or ref == 0 else _get(g, key) / ref
+                extra.append(Follow(per_group[0], factor))
+            self.schedules[key] = (*per_group, *extra)
+        log.info("scheduling %d param group(s) added after construction like group 0 "
+                 "(new_groups='follow')", len(new))  # fmt: skip
+
+    def check_untouched(self, stacklevel: int = 3) -> None:
+        """Warn once (``ScheduleWarning``) if a scheduled value in the optimizer is no
+        longer the one this scheduler set: another scheduler or a callback changed it, and
+        the next step will overwrite that change."""
+        if self._warned_outside:
+            return
+        groups = self.optimizer.param_groups
+        for key, vals in self.applied.items():
+            for i, (group, ours) in enumerate(zip(groups, vals)):
+                now = _get(group, key)
+                if not math.isclose(now, ours, rel_tol=1e-6, abs_tol=1e-12):
+                    self._warned_outside = True
+                    warnings.warn(
+                        f"param group {i}'s {key} is {now:.6g}, but this schedule set "
+                        f"{ours:.6g}: something else changed it (ReduceLROnPlateau, a "
+                        "second or chained scheduler, a callback, or an optimizer state "
+                        "loaded without the scheduler's). The schedule sets every step's "
+                        "values and overwrites that change; compose schedules with "
+                        "onecycle.schedules.join instead of chaining schedulers.",
+                        ScheduleWarning, stacklevel=stacklevel,
+                    )  # fmt: skip
+                    return
 
     def step(self) -> None:
         """Advance one optimizer step and set the next step's values."""
+        self.check_untouched()
         self._step += 1
         self._note_past_end(self._step)
         self._apply()
@@ -204,9 +295,26 @@ class ScheduleLR(LRScheduler):
     Drop-in for ``OneCycleLR``/``CyclicLR`` in a plain loop, Lightning
     (``{"scheduler": s, "interval": "step"}``) or Hugging Face: call ``step()``
     after each ``optimizer.step()``. Non-LR keys (momentum, weight decay) are
-    driven too. ``state_dict()`` is ``{"last_epoch": n, "_step_count": k}`` and loads
-    with ``torch.load(weights_only=True)``; loading sets the values at once, so the
-    first resumed step is right whatever the load order.
+    driven too; ``get_last_values()`` returns them all. ``state_dict()`` is
+    ``{"last_epoch": n, "_step_count": k}`` and loads with
+    ``torch.load(weights_only=True)``; loading sets the values at once, so the first
+    resumed step is right whatever the load order.
+
+    It cannot go silently wrong (each case warns once with a ``ScheduleWarning``, or
+    raises):
+
+    - it counts the optimizer's real steps (a step hook) and warns when it is stepped
+      less or more often than the optimizer: per epoch instead of per step (Lightning's
+      default ``interval="epoch"``), or twice per step;
+    - a scheduled value changed by another scheduler (``ReduceLROnPlateau``,
+      ``ChainedScheduler``) is reported, since the next step overwrites it;
+    - a param group added later raises unless ``new_groups="follow"`` (see ``Scheduler``);
+    - when it is garbage-collected (at the latest when the process exits) having been
+      stepped but stopped short of ``total_steps``, it warns: the LR never annealed, as
+      when ``total_steps`` was counted before ``torchrun`` split the data;
+    - timm's protocol: ``step_update(num_updates)`` after each update drives it, and then
+      timm's per-epoch ``step(epoch)`` is a no-op; ``step(epoch)`` without
+      ``step_update`` is refused (torch's deprecated epoch argument would rewind it).
 
     >>> import torch
     >>> from onecycle.schedules import one_cycle
@@ -227,15 +335,87 @@ class ScheduleLR(LRScheduler):
         schedules: Mapping[str, ScheduleSpec],
         total_steps: int,
         last_epoch: int = -1,
+        *,
+        new_groups: NewGroups = "error",
     ) -> None:
-        self.core = Scheduler(optimizer, schedules, total_steps)
+        self.core = Scheduler(optimizer, schedules, total_steps, new_groups=new_groups)
+        self._opt_steps = 0  # optimizer.step() calls seen by the hook
+        self._offset = 0  # schedule position minus optimizer steps when the position was set
+        self._timm = False  # driven by step_update (timm's protocol)
+        self._warned_pace = False
+        ref = weakref.ref(self)
+
+        def count(opt: Optimizer, args: Any, kwargs: Any) -> None:
+            me = ref()
+            if me is not None:
+                me._opt_steps += 1
+
+        self._hook = optimizer.register_step_post_hook(count)
+        weakref.finalize(self, _check_finished, self.core, self._hook)
         super().__init__(optimizer, last_epoch)
+
+    def step(self, epoch: int | None = None, metric: Any = None) -> None:  # type: ignore[override]
+        """Advance one optimizer step (call it after each ``optimizer.step()``).
+
+        ``epoch``: only for timm, whose training script calls ``step(epoch, metric)`` at
+        each epoch end: a no-op once ``step_update`` drives the schedule, else refused.
+        """
+        if epoch is not None:
+            if self._timm:
+                return
+            raise ConfigError(
+                "epoch", epoch,
+                "no argument: ScheduleLR counts optimizer steps; call step() after every "
+                "optimizer.step() (timm: call step_update(num_updates) per update, and "
+                "step(epoch) is then ignored)",
+            )  # fmt: skip
+        if self.last_epoch >= 0:
+            self.core.check_untouched()
+        super().step()
+        self._check_pace()
+
+    def step_update(self, num_updates: int, metric: Any = None) -> None:
+        """timm's per-update call: jump to step ``num_updates`` (the updates done so far)."""
+        num_updates = check_int("num_updates", num_updates, minimum=0)
+        if not self._timm or self._opt_steps == 0:  # timm sets the position on (re)start
+            self._offset = num_updates - self._opt_steps
+        self._timm = True
+        self.core.check_untouched()
+        self.core._note_past_end(num_updates)
+        self.last_epoch = num_updates
+        self.core.load_state_dict({"step": num_updates})
+        self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
+        self._check_pace()
+
+    def _check_pace(self) -> None:
+        if self._warned_pace:
+            return
+        expected = self._opt_steps + self._offset
+        gap = self.last_epoch - expected
+        if abs(gap) >= max(4, 0.01 * self.core.total_steps):
+            self._warned_pace = True
+            how = ("less often than the optimizer: stepped per epoch? In Lightning return "
+                   '{"scheduler": s, "interval": "step"}') if gap < 0 else (
+                   "more often than the optimizer: twice per step, or while a GradScaler "
+                   "skips steps")  # fmt: skip
+            warnings.warn(
+                f"ScheduleLR is at step {self.last_epoch} but the optimizer took "
+                f"{expected} steps: it is being stepped {how}. Call sched.step() once "
+                "after every optimizer.step(); the schedule (total_steps="
+                f"{self.core.total_steps}) is counted in optimizer steps.",
+                ScheduleWarning, stacklevel=3,
+            )  # fmt: skip
 
     def get_lr(self) -> list[float]:  # type: ignore[override]
         # LRScheduler.step() has already advanced last_epoch; set every key, return the LRs.
         self.core._note_past_end(self.last_epoch)
         self.core.load_state_dict({"step": max(self.last_epoch, 0)})
         return [float(g["lr"]) for g in self.optimizer.param_groups]
+
+    def get_last_values(self) -> dict[str, list[float]]:
+        """Every scheduled hyper-parameter's current value, per param group
+        (``{"lr": [...], "momentum": [...]}``; momentum is beta1 for Adam-style optimizers)."""
+        return {k: list(v) for k, v in self.core.applied.items()}
 
     def state_dict(self) -> dict[str, Any]:
         return {"last_epoch": self.last_epoch, "_step_count": self._step_count}
@@ -245,3 +425,19 @@ class ScheduleLR(LRScheduler):
         self._step_count = int(state_dict.get("_step_count", self.last_epoch + 1))
         self.core.load_state_dict({"step": self.last_epoch})
         self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
+        self._offset = self.last_epoch - self._opt_steps
+
+
+def _check_finished(core: Scheduler, hook: Any) -> None:
+    """At collection or exit: a schedule stepped but stopped far short of its end."""
+    hook.remove()
+    if core.step_count == 0:
+        return
+    if core.step_count < 0.99 * (core.total_steps - 1):
+        log.warning(
+            "ScheduleLR stopped at step %d of total_steps=%d (%.0f%%): the schedule did not "
+            "finish (a 1cycle's LR never annealed). If training ended here, total_steps was "
+            "too large: count optimizer steps per process under torchrun/DDP, after "
+            "gradient accumulation (onecycle.integrations compute it from the trainer).",
+            core.step_count, core.total_steps, 100 * core.step_count / core.total_steps,
+        )  # fmt: skip
