@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
+from onecycle import batch as B
 from onecycle import params as P
 from onecycle import recipes
 from onecycle import schedules as S
@@ -64,11 +65,12 @@ class Learner:
     """Train ``model`` on ``train_data``, evaluate on ``valid_data``.
 
     Args:
-        model: any ``nn.Module``; batches are ``(x, y)`` and the loss is
-            ``loss_func(model(x), y)``.
+        model: any ``nn.Module``; by default batches are ``(x, y)`` (or dicts with
+            ``"labels"``) and the loss is ``loss_func(model(x), y)``: see ``split_batch``.
         train_data, valid_data: any iterables of ``(x, y)`` batches with a length (a
             ``DataLoader`` or ``onecycle.data.Loader``). ``set_epoch(e)`` is called if present.
-        loss_func: ``(pred, target) -> scalar tensor``.
+        loss_func: ``(pred, target) -> scalar tensor``; None: the model's own loss
+            (``output.loss``, as Hugging Face models compute it when given labels).
         opt_func: ``(param_groups, lr) -> optimizer``. Default ``sgd`` (Nesterov, momentum
             0.9); ``adamw`` is the other built-in. Leave its own weight decay at 0.
         metrics: callables ``(pred, target) -> scalar tensor``, averaged over validation.
@@ -82,6 +84,10 @@ class Learner:
         moms: default momentum cycle for ``fit_one_cycle``.
         train_bn: keep normalization layers trainable when frozen (fastai's default).
         device: where the model and batches live (default: where the model is).
+        split_batch: ``batch -> (inputs, target)`` for batches that are not ``(x, y)``
+            pairs or dicts (``onecycle.batch``): the model is called as ``model(x)``,
+            ``model(*inputs)`` or ``model(**inputs)``; a tuple or dict output gives its
+            first element or ``"logits"`` to the loss and metrics.
 
     Under ``torchrun`` (a process group of several processes) the Learner wraps the model
     in DDP, shards ``onecycle.data.Loader`` data per rank and reduces losses and metrics
@@ -109,7 +115,7 @@ class Learner:
         train_data: Iterable[Any],
         valid_data: Iterable[Any] | None = None,
         *,
-        loss_func: Callable[[Any, Any], torch.Tensor],
+        loss_func: Callable[[Any, Any], torch.Tensor] | None,
         opt_func: Callable[[Any, float], torch.optim.Optimizer] = sgd,
         metrics: Sequence[Callable[[Any, Any], torch.Tensor]] = (),
         cbs: Sequence[Callback] = (),
@@ -119,12 +125,16 @@ class Learner:
         moms: tuple[float, float, float] = (0.95, 0.85, 0.95),
         train_bn: bool = True,
         device: torch.device | str | None = None,
+        split_batch: Callable[[Any], tuple[Any, Any]] | None = None,
     ) -> None:
         metrics = _check_args(model, train_data, valid_data, loss_func, opt_func, metrics, wd)
         self.device = check_device("device", device) if device is not None else model_device(model)
         self.model = model.to(self.device)
         self.train_data, self.valid_data = train_data, valid_data
         self.loss_func, self.opt_func, self.metrics = loss_func, opt_func, metrics
+        if split_batch is not None and not callable(split_batch):
+            raise ConfigError("split_batch", split_batch, "a callable batch -> (inputs, target)")
+        self.split_batch = split_batch or B.split_batch
         self.wd, self.wd_bn_bias, self.train_bn = float(wd), bool(wd_bn_bias), bool(train_bn)
         self.moms = moms
         self.splitter = splitter or P.one_group
@@ -311,11 +321,9 @@ class Learner:
         sync = self.replicas.sync(self.will_step)
         try:
             self._event("before_batch")
-            xb, yb = self.batch
             with sync:
                 with self.autocast():
-                    self.pred = model(xb)
-                    self.loss = self.loss_func(self.pred, yb)
+                    _, _, self.pred, self.loss = self._forward(model, self.batch)
                 self.loss_global = self.replicas.reduce_loss(self.loss)
                 self._event("after_loss")
                 loss = self.loss / group_size if group_size > 1 else self.loss
@@ -358,11 +366,13 @@ class Learner:
         sums = [torch.zeros((), dtype=torch.float64, device=self.device) for _ in self.metrics]
         n = 0
         for batch in data:
-            xb, yb = to_device(batch, self.device)
             with self.autocast():
-                pred = self.model(xb)
-                loss = self.loss_func(pred, yb)
-            bs = len(yb)
+                inputs, yb, pred, loss = self._forward(self.model, to_device(batch, self.device))
+            if yb is None and self.metrics:
+                raise ConfigError("metrics", [getattr(m, "__name__", m) for m in self.metrics],
+                                  "none for batches without a target (split_batch gave "
+                                  "None)")  # fmt: skip
+            bs = B.batch_size(inputs, yb)
             total += loss.detach().double() * bs
             for i, m in enumerate(self.metrics):
                 sums[i] += m(pred, yb).detach().double() * bs
@@ -394,11 +404,20 @@ class Learner:
         self.model.eval()
         preds, targets = [], []
         for batch in data:
-            xb, yb = to_device(batch, self.device)
+            inputs, yb = self.split_batch(to_device(batch, self.device))
             with self.autocast():
-                preds.append(self.model(xb).float().cpu())
+                preds.append(B.prediction(B.call_model(self.model, inputs)).float().cpu())
+            if yb is None:
+                raise ConfigError("data", "batches without a target", "batches with targets")
             targets.append(yb.cpu())
         return torch.cat(preds), torch.cat(targets)
+
+    def _forward(self, model: nn.Module, batch: Any) -> tuple[Any, Any, Any, torch.Tensor]:
+        """``(inputs, target, pred, loss)`` of one batch (``onecycle.batch``)."""
+        inputs, target = self.split_batch(batch)
+        out = B.call_model(model, inputs)
+        pred = B.prediction(out)
+        return inputs, target, pred, B.compute_loss(self.loss_func, out, pred, target)
 
     # --- the method's fits: fit + a schedule (onecycle.recipes) ------------------------------
 
@@ -429,8 +448,8 @@ def _check_args(model: Any, train_data: Any, valid_data: Any, loss_func: Any, op
         raise ConfigError("model", type(model).__name__, "a torch.nn.Module")
     if not any(p.requires_grad for p in model.parameters()):
         raise ConfigError("model", type(model).__name__, "a model with trainable parameters")
-    if not callable(loss_func):
-        raise ConfigError("loss_func", loss_func, "a callable (pred, target) -> loss")
+    if loss_func is not None and not callable(loss_func):
+        raise ConfigError("loss_func", loss_func, "a callable (pred, target) -> loss, or None")
     _check_data("train_data", train_data)
     if valid_data is not None:
         _check_data("valid_data", valid_data)

@@ -43,6 +43,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from onecycle import batch as B
 from onecycle import distributed as D
 from onecycle.data.loader import to_device
 from onecycle.errors import ConfigError, check_int, check_positive, check_range
@@ -201,7 +202,7 @@ def _cycle(batches: Iterable[Any]) -> Iterator[Any]:
 def range_test(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    loss_func_or_step: Callable[[Any, Any], torch.Tensor] | Step,
+    loss_func_or_step: Callable[[Any, Any], torch.Tensor] | Step | None,
     batches: Iterable[Any],
     *,
     start_lr: float = 1e-7,
@@ -220,8 +221,12 @@ def range_test(
 
     Args:
         model, optimizer: what to probe; any ``torch.optim`` optimizer.
-        loss_func_or_step: ``loss_func(model(x), y)`` for ``(x, y)`` batches, or a
-            ``Step(fn)`` with ``fn(model, batch) -> loss`` for any other batch format.
+        loss_func_or_step: ``loss_func(pred, target)``, the batch read as
+            ``onecycle.batch`` reads it (``(x, y)`` pairs, or dicts whose ``"labels"`` are
+            the target, the model called with the dict's keys); None: the model's own loss
+            (a Hugging Face model given labels); or a ``Step(fn)`` with
+            ``fn(model, batch) -> loss`` for any other batch format (a 3-tuple is refused,
+            never read as its first two elements).
         batches: iterable of batches, restarted if shorter than ``num_it`` steps.
         start_lr, end_lr: the sweep's range for the *last* param group; the other groups
             keep their current LR ratio to it (discriminative LRs survive the test).
@@ -243,8 +248,11 @@ def range_test(
         raise ConfigError("model", type(model).__name__, "a torch.nn.Module")
     if not isinstance(optimizer, torch.optim.Optimizer):
         raise ConfigError("optimizer", type(optimizer).__name__, "a torch.optim.Optimizer")
-    if not callable(loss_func_or_step) and not isinstance(loss_func_or_step, Step):
-        raise ConfigError("loss_func_or_step", loss_func_or_step, "a loss function or Step(fn)")
+    if loss_func_or_step is not None and not callable(loss_func_or_step) and not isinstance(
+        loss_func_or_step, Step
+    ):  # fmt: skip
+        raise ConfigError("loss_func_or_step", loss_func_or_step,
+                          "a loss function, None (the model's own loss), or Step(fn)")  # fmt: skip
     owned = {id(p) for g in optimizer.param_groups for p in g["params"]}
     if not any(id(p) in owned for p in model.parameters() if p.requires_grad):
         raise ConfigError("optimizer", type(optimizer).__name__,
@@ -339,12 +347,9 @@ def _make_step(obj: Any) -> Callable[[nn.Module, Any], torch.Tensor]:
         return obj.fn
 
     def step(model: nn.Module, batch: Any) -> torch.Tensor:
-        if not isinstance(batch, (list, tuple)) or len(batch) < 2:
-            raise ConfigError(
-                "batches", type(batch).__name__,
-                "(x, y) pairs, or pass Step(fn) for other batch formats",
-            )  # fmt: skip
-        return obj(model(batch[0]), batch[1])
+        inputs, target = B.split_batch(batch)  # (x, y) or a dict with labels; else refused
+        out = B.call_model(model, inputs)
+        return B.compute_loss(obj, out, B.prediction(out), target)
 
     return step
 
@@ -365,7 +370,8 @@ def _validate(
         with ctx():
             loss_sum += float(step_fn(model, batch))
             if metric is not None:
-                metric_sum += float(metric(model(batch[0]), batch[1]))
+                inputs, target = B.split_batch(batch)
+                metric_sum += float(metric(B.prediction(B.call_model(model, inputs)), target))
         n += 1
     if n == 0:
         raise ConfigError("valid_batches", "an empty iterable", "at least one batch")

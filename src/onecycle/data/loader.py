@@ -11,7 +11,7 @@ semantics); without it, each full pass over the loader moves on to the next epoc
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -31,7 +31,7 @@ def to_device(batch: Any, device: torch.device) -> Any:
         return batch if batch.device == device else batch.to(device, non_blocking=True)
     if isinstance(batch, (list, tuple)):
         return type(batch)(to_device(b, device) for b in batch)
-    if isinstance(batch, dict):
+    if isinstance(batch, Mapping):  # dicts, and HF's BatchEncoding (a UserDict)
         return {k: to_device(v, device) for k, v in batch.items()}
     return batch
 

@@ -1,0 +1,115 @@
+"""Batches of any shape: how the Learner and the range test read them.
+
+Three small steps, the same in training, validation, ``get_preds`` and the range test:
+
+1. ``split_batch(batch) -> (inputs, target)``. The default reads ``(x, y)`` pairs and
+   mappings (Hugging Face style: the whole mapping is the inputs, ``batch["labels"]`` the
+   target, or None without one). Any other batch (a 3-tuple, an object) is refused with
+   a ``ConfigError`` naming the hook: pass your own ``split_batch`` to the ``Learner``
+   (e.g. ``lambda b: ((b[0], b[1]), b[2])`` for two inputs and a target).
+2. ``call_model(model, inputs)``: a tensor as ``model(x)``, a tuple or list as
+   ``model(*xs)``, a mapping as ``model(**kw)``.
+3. ``prediction(output)``: what the loss and metrics see: a tensor itself, a tuple's first
+   element, a mapping's (or ``ModelOutput``'s) ``"logits"``. With ``loss_func=None`` the
+   loss is the model's own (``output["loss"]`` or ``output.loss``: HF models given labels).
+
+>>> import torch
+>>> split_batch((torch.zeros(2, 3), torch.ones(2)))[1]
+tensor([1., 1.])
+>>> inputs, target = split_batch({"input_ids": torch.zeros(2, 4), "labels": torch.ones(2)})
+>>> sorted(inputs), target
+(['input_ids', 'labels'], tensor([1., 1.]))
+>>> prediction((torch.ones(1), "aux"))
+tensor([1.])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from onecycle.errors import ConfigError
+
+__all__ = ["batch_size", "call_model", "compute_loss", "prediction", "split_batch"]
+
+SplitBatch = Callable[[Any], tuple[Any, Any]]
+
+
+def _describe(batch: Any) -> str:
+    if isinstance(batch, (tuple, list)):
+        return f"a {type(batch).__name__} of {len(batch)} elements"
+    return f"a {type(batch).__name__}"
+
+
+def split_batch(batch: Any) -> tuple[Any, Any]:
+    """The default: ``(x, y)`` pairs, or a mapping (inputs) with its ``"labels"`` (target)."""
+    if type(batch) in (tuple, list) and len(batch) == 2:
+        return batch[0], batch[1]
+    if isinstance(batch, Mapping):
+        return batch, batch.get("labels")
+    raise ConfigError(
+        "split_batch", _describe(batch),
+        "(x, y) pairs or mappings with 'labels' for the default; for any other batch "
+        "pass split_batch=lambda batch: (inputs, target) to the Learner (inputs: a tensor, "
+        "a tuple of positional inputs or a dict of keyword inputs), or a Step(fn) to "
+        "range_test",
+    )  # fmt: skip
+
+
+def call_model(model: nn.Module, inputs: Any) -> Any:
+    """``model(x)``, ``model(*xs)`` for a tuple or list, ``model(**kw)`` for a mapping."""
+    if isinstance(inputs, torch.Tensor):
+        return model(inputs)
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def prediction(output: Any) -> Any:
+    """The model's output as the loss and metrics see it: a tensor as it is, a tuple's or
+    list's first element, a mapping's (``ModelOutput``'s) ``"logits"``."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        if "logits" in output:
+            return output["logits"]
+        return next(iter(output.values()), None)
+    if isinstance(output, (tuple, list)) and output:
+        return output[0]
+    return output
+
+
+def compute_loss(
+    loss_func: Callable[[Any, Any], torch.Tensor] | None, output: Any, pred: Any, target: Any
+) -> torch.Tensor:
+    """``loss_func(pred, target)``, or with ``loss_func=None`` the model's own loss."""
+    if loss_func is not None:
+        if target is None:
+            raise ConfigError("split_batch", "a batch without a target",
+                              "a target for loss_func (or loss_func=None to use the model's "
+                              "own loss, e.g. a Hugging Face model given labels)")  # fmt: skip
+        return loss_func(pred, target)
+    loss = output.get("loss") if isinstance(output, Mapping) else getattr(output, "loss", None)
+    if not isinstance(loss, torch.Tensor):
+        raise ConfigError("loss_func", None, "a loss function (pred, target) -> loss: this "
+                          "model's output has no 'loss' (a Hugging Face model computes one "
+                          "when the batch holds 'labels')")  # fmt: skip
+    return loss
+
+
+def batch_size(inputs: Any, target: Any) -> int:
+    """Samples in a batch: the target's length, else the first tensor's in the inputs."""
+    if isinstance(target, torch.Tensor) and target.ndim > 0:
+        return len(target)
+    values = inputs.values() if isinstance(inputs, Mapping) else (
+        inputs if isinstance(inputs, (tuple, list)) else [inputs]
+    )  # fmt: skip
+    for v in values:
+        if isinstance(v, torch.Tensor) and v.ndim > 0:
+            return len(v)
+    return 1
