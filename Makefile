@@ -3,6 +3,7 @@ PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
+TSTAMP  := $(VENV)/.installed-integrations
 OUT     ?= runs/demo
 
 .PHONY: demo test test-fast lint bench bench-deps auto-suite clean
@@ -14,10 +15,17 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
+# The trainers the integration tests run against, at the versions we test; the constraints
+# keep pip from replacing the pinned torch (timm is not here: its import needs torchvision).
+$(TSTAMP): $(STAMP) .ci/constraints.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c .ci/constraints.txt \
+		lightning transformers accelerate tensorboard
+	touch $(TSTAMP)
+
 demo: $(STAMP)
 	$(BIN)/python -m onecycle demo --out $(OUT)
 
-test: $(STAMP)
+test: $(STAMP) $(TSTAMP)
 	$(BIN)/python -m ruff check src tests benchmarks
 	$(BIN)/python -m pytest
 
@@ -30,8 +38,8 @@ test-fast: $(STAMP)
 bench-deps: $(STAMP)
 	$(BIN)/python -m pip install -q --disable-pip-version-check scikit-learn pyyaml
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps prodigyopt==1.1.2 \
-		schedulefree==1.4.1 dadaptation==3.2 torch-lr-finder==0.2.2 lightning==2.6.6 \
-		lightning-utilities torchmetrics
+		schedulefree==1.4.1 dadaptation==3.2 torch-lr-finder==0.2.2
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c .ci/constraints.txt lightning
 
 # The lr_max="auto" suite, every pair and arm (hours on a 2-core CPU; see docs/lr_find.md).
 auto-suite: bench-deps
