@@ -133,8 +133,7 @@ def preserve_state(
         np.random.get_state(),
         random.getstate(),
     )
-    extra_states = [(obj, copy.deepcopy(obj.state_dict())) for obj in extra
-                    if hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")]  # fmt: skip
+    extra_states = [(obj, st) for obj in extra if (st := _loader_state(obj)) is not None]
     try:
         yield
     finally:
@@ -152,6 +151,18 @@ def preserve_state(
         random.setstate(rng[3])
         for obj, state in extra_states:
             obj.load_state_dict(state)
+
+
+def _loader_state(obj: Any) -> Any:
+    """A copy of ``obj.state_dict()`` for a loader that has one and can give it now; None
+    otherwise (accelerate's ``DataLoaderShard`` raises before its first iteration: it has
+    no position to restore yet, and its shuffling draws on the torch RNG restored here)."""
+    if not (hasattr(obj, "state_dict") and hasattr(obj, "load_state_dict")):
+        return None
+    try:
+        return copy.deepcopy(obj.state_dict())
+    except (AttributeError, RuntimeError, NotImplementedError, TypeError):
+        return None
 
 
 def check_sweep(
