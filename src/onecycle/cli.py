@@ -45,7 +45,8 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
         div_final=args.div_final, pct_start=args.pct_start, moms=tuple(args.moms),
         anneal=args.anneal, three_phase=args.three_phase, clr_mode=args.clr_mode,
         step_size=args.step_size, gamma=args.gamma, cycles=args.cycles,
-        cycle_mult=args.cycle_mult, out=None,
+        cycle_mult=args.cycle_mult, warmup=args.warmup, cooldown=args.cooldown,
+        cooldown_pct=args.cooldown_pct, out=None,
     ).resolved()  # fmt: skip
     if not isinstance(args.steps, int) or args.steps < 1:
         raise ConfigError("steps", args.steps, "an integer >= 1")

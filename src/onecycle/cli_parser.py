@@ -128,7 +128,8 @@ def _add_schedule_args(f: argparse.ArgumentParser) -> None:
         default="one-cycle",
         help="one-cycle: warm up to lr_max, anneal far below (super-convergence); "
         "clr: cyclical LR between lr_max/div and lr_max; const/step/exp/time: "
-        "the classic fixed schedules; sgdr: cosine warm restarts",
+        "the classic fixed schedules; sgdr: cosine warm restarts; wsd: "
+        "warmup-stable-decay (the trapezoid of LLM training)",
     )
     g.add_argument(
         "--div",
@@ -184,6 +185,11 @@ def _add_schedule_args(f: argparse.ArgumentParser) -> None:
     g.add_argument("--gamma", type=float, default=0.99994, help="exp_range decay per step")
     g.add_argument("--cycles", type=int, default=3, help="SGDR: number of cycles")
     g.add_argument("--cycle-mult", type=float, default=2.0, help="SGDR: cycle length growth")
+    g.add_argument("--warmup", type=float, default=0.05, help="wsd: warm-up fraction of the run")
+    g.add_argument("--cooldown", choices=["linear", "cos", "1-sqrt"], default="1-sqrt",
+                   help="wsd: the decay's shape (1-sqrt: Hägele et al. 2024's best)")  # fmt: skip
+    g.add_argument("--cooldown-pct", type=float, default=0.2,
+                   help="wsd: fraction of the run spent decaying to 0")  # fmt: skip
 
 
 def _add_run_args(f: argparse.ArgumentParser) -> None:
@@ -237,7 +243,8 @@ def fit_config(args: argparse.Namespace):  # -> FitConfig
         div_final=args.div_final, pct_start=args.pct_start, moms=tuple(args.moms),
         anneal=args.anneal, three_phase=args.three_phase, clr_mode=args.clr_mode,
         step_size=args.step_size, gamma=args.gamma, cycles=args.cycles,
-        cycle_mult=args.cycle_mult, bs=args.bs, wd=args.wd, accumulate=args.accumulate,
+        cycle_mult=args.cycle_mult, warmup=args.warmup, cooldown=args.cooldown,
+        cooldown_pct=args.cooldown_pct, bs=args.bs, wd=args.wd, accumulate=args.accumulate,
         clip=args.clip, amp=args.amp, crop_pad=args.crop_pad, hflip=args.hflip,
         train_samples=args.train_samples, seed=args.seed, device=args.device, out=args.out,
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every, keep=args.keep,

@@ -32,8 +32,8 @@ __all__ = ["RECIPES", "SCHEDULES", "FitConfig", "check_out"]
 
 log = logging.getLogger(__name__)
 
-ScheduleName = Literal["one-cycle", "clr", "const", "step", "exp", "time", "sgdr"]
-SCHEDULES = ("one-cycle", "clr", "const", "step", "exp", "time", "sgdr")
+ScheduleName = Literal["one-cycle", "clr", "const", "step", "exp", "time", "sgdr", "wsd"]
+SCHEDULES = ("one-cycle", "clr", "const", "step", "exp", "time", "sgdr", "wsd")
 
 # Per data set, what trains well on a 2-core CPU (see docs/benchmarks.md for the evidence).
 RECIPES: dict[str, dict[str, Any]] = {
@@ -66,6 +66,9 @@ class FitConfig:
     gamma: float = 0.99994
     cycles: int = 3
     cycle_mult: float = 2.0
+    warmup: float = 0.05  # wsd: warm-up fraction
+    cooldown: Literal["linear", "cos", "1-sqrt"] = "1-sqrt"  # wsd: the decay's shape
+    cooldown_pct: float = 0.2  # wsd: fraction of the run spent cooling down
     bs: int | None = None
     wd: float | Literal["auto"] | None = None  # "auto": Smith's weight-decay test (1cycle)
     accumulate: int = 1

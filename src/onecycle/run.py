@@ -153,6 +153,7 @@ def schedules_for(cfg: FitConfig, total_steps: int) -> dict[str, S.Schedule]:
             return {"lr": S.exp_range(lr / c.div, lr, step, total_steps, c.gamma)}
         return {"lr": getattr(S, c.clr_mode)(lr / c.div, lr, step, total_steps)}
     fixed = {
+        "wsd": lambda: S.wsd(lr, c.warmup, c.cooldown_pct, c.cooldown),
         "sgdr": lambda: S.sgdr(lr, 0.0, c.cycles, c.cycle_mult),
         "const": lambda: S.const(lr),
         "step": lambda: S.step_decay(lr, 0.1, (0.5, 0.75)),

@@ -45,6 +45,7 @@ __all__ = [
     "Lin",
     "Poly",
     "Schedule",
+    "Sqrt",
     "StepDecay",
     "const",
     "cos",
@@ -64,6 +65,7 @@ __all__ = [
     "triangular",
     "triangular2",
     "warmup",
+    "wsd",
 ]
 
 Anneal = Literal["cos", "linear"]
@@ -166,6 +168,26 @@ class Cos:
     def __call__(self, t: float) -> float:
         w = (1.0 + math.cos(math.pi * _clamp(t))) / 2.0  # 1 at t=0, 0 at t=1
         return self.start * w + self.end * (1.0 - w)
+
+
+@dataclass(frozen=True)
+class Sqrt:
+    """From ``start`` to ``end`` along ``sqrt(t)``: fast at first, then slower. From a peak to
+    0 it is the "1-sqrt" cooldown, ``peak * (1 - sqrt(t))`` (Hägele et al. 2024).
+
+    >>> Sqrt(1.0, 0.0)(0.25)
+    0.5
+    """
+
+    start: float
+    end: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "start", check_finite("start", self.start))
+        object.__setattr__(self, "end", check_finite("end", self.end))
+
+    def __call__(self, t: float) -> float:
+        return self.end + (self.start - self.end) * (1.0 - math.sqrt(_clamp(t)))
 
 
 @dataclass(frozen=True)
@@ -556,3 +578,46 @@ def warmup(schedule: Schedule, pct: float = 0.05, start: float = 0.0) -> Join:
     if not callable(schedule):
         raise ConfigError("schedule", schedule, "a schedule (a callable of progress)")
     return join([Lin(start, schedule(0.0)), schedule], [pct, 1.0 - pct])
+
+
+Cooldown = Literal["linear", "cos", "1-sqrt"]
+
+
+def wsd(
+    lr_max: float,
+    warmup: float = 0.05,
+    cooldown_pct: float = 0.2,
+    cooldown: Cooldown = "1-sqrt",
+    start: float = 0.0,
+    end: float = 0.0,
+) -> Join:
+    """Warmup-stable-decay (WSD, the "trapezoid"): linear from ``start`` to ``lr_max`` over
+    the first ``warmup`` of training, flat, then down to ``end`` over the last
+    ``cooldown_pct`` along ``cooldown``: ``"linear"``, ``"cos"`` or ``"1-sqrt"``
+    (``lr_max * (1 - sqrt(t))``, the best of the three in Hägele et al., arXiv:2405.18392).
+    The same shape as transformers' ``get_wsd_schedule`` and timm's ``WSDLRScheduler``,
+    over training progress instead of step counts. ``warmup`` may be 0.
+
+    >>> s = wsd(1.0, warmup=0.25, cooldown_pct=0.25, cooldown="linear")
+    >>> s(0.0), s(0.125), s(0.5), s(0.875), s(1.0)
+    (0.0, 0.5, 1.0, 0.5, 0.0)
+    """
+    lr_max = check_positive("lr_max", lr_max)
+    warmup = check_range("warmup", warmup, 0.0, 1.0, hi_open=True)
+    cooldown_pct = check_range("cooldown_pct", cooldown_pct, 0.0, 1.0, lo_open=True)
+    if warmup + cooldown_pct > 1.0 + 1e-12:
+        raise ConfigError(
+            "cooldown_pct", cooldown_pct, f"a fraction <= 1 - warmup ({1 - warmup:g})"
+        )
+    shapes = {"linear": Lin, "cos": Cos, "1-sqrt": Sqrt}
+    if cooldown not in shapes:
+        raise ConfigError("cooldown", cooldown, "'linear', 'cos' or '1-sqrt'")
+    start, end = check_finite("start", start), check_finite("end", end)
+    pieces: list[tuple[Schedule, float]] = [
+        (Lin(start, lr_max), warmup),
+        (Const(lr_max), 1.0 - warmup - cooldown_pct),
+        (shapes[cooldown](lr_max, end), cooldown_pct),
+    ]
+    kept = [(sch, p) for sch, p in pieces if p > 1e-12]
+    total = sum(p for _, p in kept)
+    return join([sch for sch, _ in kept], [p / total for _, p in kept])
