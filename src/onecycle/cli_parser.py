@@ -211,6 +211,12 @@ def _add_run_args(f: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--keep", type=int, default=3, help="checkpoints to keep")
     g.add_argument(
+        "--log",
+        choices=["csv", "tensorboard"],
+        default=None,
+        help="per-step LR, momentum, wd, loss; per-epoch metrics; in OUT/logs",
+    )
+    g.add_argument(
         "--resume",
         action="store_true",
         help="continue exactly from the newest good checkpoint in OUT (or start "
@@ -248,7 +254,7 @@ def fit_config(args: argparse.Namespace):  # -> FitConfig
         clip=args.clip, amp=args.amp, crop_pad=args.crop_pad, hflip=args.hflip,
         train_samples=args.train_samples, seed=args.seed, device=args.device, out=args.out,
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every, keep=args.keep,
-        resume=args.resume, resume_from=args.resume_from,
+        resume=args.resume, resume_from=args.resume_from, log=args.log,
     )  # fmt: skip
 
 

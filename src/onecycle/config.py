@@ -85,6 +85,7 @@ class FitConfig:
     keep: int = 3
     resume: bool = False  # continue from the newest good checkpoint in out/checkpoints
     resume_from: str | None = None
+    log: Literal["csv", "tensorboard"] | None = None  # per-step logs in out/logs
     # set by resolved(): the recipe's batch is global (split across torchrun processes);
     # an explicit bs is per process. None: bs is per process.
     global_bs: int | None = None
@@ -148,6 +149,10 @@ class FitConfig:
         if c.checkpoint_every is not None:
             c.checkpoint_every = check_int("checkpoint_every", c.checkpoint_every)
         c.keep = check_int("keep", c.keep)
+        if c.log not in (None, "csv", "tensorboard"):
+            raise ConfigError("log", c.log, "'csv', 'tensorboard' or None")
+        if c.log and not c.out:
+            raise ConfigError("out", c.out, "a folder: --log writes to OUT/logs")
         if (c.resume or c.checkpoint_every) and not c.out:
             raise ConfigError("out", c.out, "a folder: checkpoints live in OUT/checkpoints")
         return c

@@ -272,6 +272,11 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
         cbs.append(MixedPrecision())
     if cfg.out:  # epoch-end checkpoints always: any interrupted run can be resumed
         cbs.append(Checkpoint(Path(cfg.out) / "checkpoints", cfg.checkpoint_every, cfg.keep))
+    if cfg.log:
+        from onecycle.loggers import CSVLogger, TensorBoardLogger
+
+        logger = CSVLogger if cfg.log == "csv" else TensorBoardLogger
+        cbs.append(logger(Path(cfg.out) / "logs", append=bool(cfg.resume or cfg.resume_from)))  # type: ignore[arg-type]
     files: dict[str, str] = {}
     lr_find = None
     total = cfg.epochs * learn.steps_per_epoch(cbs)
