@@ -33,7 +33,10 @@ from torch import nn
 
 from onecycle.errors import ConfigError
 
-__all__ = ["batch_size", "call_model", "compute_loss", "prediction", "split_batch"]
+__all__ = [
+    "batch_size", "call_model", "check_target", "compute_loss", "forward", "prediction",
+    "split_batch",
+]  # fmt: skip
 
 SplitBatch = Callable[[Any], tuple[Any, Any]]
 
@@ -100,6 +103,24 @@ def compute_loss(
                           "model's output has no 'loss' (a Hugging Face model computes one "
                           "when the batch holds 'labels')")  # fmt: skip
     return loss
+
+
+def forward(
+    model: nn.Module, batch: Any, split: Callable[[Any], tuple[Any, Any]],
+    loss_func: Callable[[Any, Any], torch.Tensor] | None,
+) -> tuple[Any, Any, Any, torch.Tensor]:  # fmt: skip
+    """``(inputs, target, pred, loss)`` of one batch: the three steps above, then the loss."""
+    inputs, target = split(batch)
+    out = call_model(model, inputs)
+    pred = prediction(out)
+    return inputs, target, pred, compute_loss(loss_func, out, pred, target)
+
+
+def check_target(target: Any, metrics: list[Any]) -> None:
+    """Metrics compare predictions with a target: refuse batches without one."""
+    if target is None and metrics:
+        raise ConfigError("metrics", [getattr(m, "__name__", m) for m in metrics],
+                          "none for batches without a target (split_batch gave None)")  # fmt: skip
 
 
 def batch_size(inputs: Any, target: Any) -> int:

@@ -168,27 +168,11 @@ class Learner:
 
     # --- parameter groups, freezing, weight decay (onecycle.params) ---------------------------
 
-    def trainable_params(self) -> list[nn.Parameter]:
-        """Parameters that currently receive gradients."""
-        return [p for g in self.param_groups for p in g if p.requires_grad]
-
-    def freeze_to(self, n: int) -> None:
-        """Freeze the first ``n`` param groups (negative counts from the end)."""
-        P.freeze_to(self.param_groups, n, self._norm_ids, self.train_bn)
-
-    def freeze(self) -> None:
-        """Train only the last param group (the head), as fastai's ``freeze``."""
-        self.freeze_to(-1)
-
-    def unfreeze(self) -> None:
-        """Train every param group."""
-        self.freeze_to(0)
-
-    def group_values(self, value: LR, name: str = "lr") -> list[float]:
-        """One value per param group (``onecycle.params.group_values``): a float for all,
-        ``slice(lo, hi)`` geometric from first to last group, ``slice(hi)`` as ``hi/10`` for
-        all but the last, or a sequence with one value per group."""
-        return P.group_values(value, len(self.param_groups), name)
+    trainable_params = P.trainable_params
+    freeze_to = P.freeze_to
+    freeze = P.freeze
+    unfreeze = P.unfreeze
+    group_values = P.group_values
 
     def _make_opt(self, lrs: list[float]) -> None:
         self.opt = P.make_optimizer(self.opt_func, self.param_groups, lrs, self.wd)
@@ -323,7 +307,8 @@ class Learner:
             self._event("before_batch")
             with sync:
                 with self.autocast():
-                    _, _, self.pred, self.loss = self._forward(model, self.batch)
+                    _, _, self.pred, self.loss = B.forward(model, self.batch, self.split_batch,
+                                                           self.loss_func)  # fmt: skip
                 self.loss_global = self.replicas.reduce_loss(self.loss)
                 self._event("after_loss")
                 loss = self.loss / group_size if group_size > 1 else self.loss
@@ -367,11 +352,9 @@ class Learner:
         n = 0
         for batch in data:
             with self.autocast():
-                inputs, yb, pred, loss = self._forward(self.model, to_device(batch, self.device))
-            if yb is None and self.metrics:
-                raise ConfigError("metrics", [getattr(m, "__name__", m) for m in self.metrics],
-                                  "none for batches without a target (split_batch gave "
-                                  "None)")  # fmt: skip
+                inputs, yb, pred, loss = B.forward(self.model, to_device(batch, self.device),
+                                                   self.split_batch, self.loss_func)  # fmt: skip
+            B.check_target(yb, self.metrics)
             bs = B.batch_size(inputs, yb)
             total += loss.detach().double() * bs
             for i, m in enumerate(self.metrics):
@@ -411,13 +394,6 @@ class Learner:
                 raise ConfigError("data", "batches without a target", "batches with targets")
             targets.append(yb.cpu())
         return torch.cat(preds), torch.cat(targets)
-
-    def _forward(self, model: nn.Module, batch: Any) -> tuple[Any, Any, Any, torch.Tensor]:
-        """``(inputs, target, pred, loss)`` of one batch (``onecycle.batch``)."""
-        inputs, target = self.split_batch(batch)
-        out = B.call_model(model, inputs)
-        pred = B.prediction(out)
-        return inputs, target, pred, B.compute_loss(self.loss_func, out, pred, target)
 
     # --- the method's fits: fit + a schedule (onecycle.recipes) ------------------------------
 

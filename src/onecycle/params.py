@@ -5,19 +5,22 @@ these functions; they know nothing of the training loop:
 
 - ``split``: the groups a splitter returns, checked (disjoint, non-empty), and the ids of
   normalization parameters (kept trainable when frozen, never decayed by default);
-- ``freeze_to``: ``requires_grad`` per group (fastai's meaning);
+- ``set_trainable``: ``requires_grad`` per group (fastai's ``freeze_to``);
 - ``decay_params``: per group, the parameters decoupled weight decay applies to;
-- ``group_values``: one value per group from a float, a ``slice`` or a sequence
+- ``spread``: one value per group from a float, a ``slice`` or a sequence
   (discriminative learning rates);
 - ``make_optimizer``: the optimizer over the groups (``sgd`` and ``adamw`` are the
   built-in ``opt_func``s);
 - ``weight_decay``: one step of decoupled weight decay.
 
+``trainable_params``, ``freeze_to``, ``freeze``, ``unfreeze`` and ``group_values`` are the
+same on a Learner, and its methods (``Learner.freeze = params.freeze``).
+
 >>> import torch
 >>> nn = torch.nn
 >>> model = nn.Sequential(nn.Linear(2, 4), nn.BatchNorm1d(4), nn.Linear(4, 2))
 >>> groups, norm_ids = split(model, lambda m: [list(m[:2].parameters()), list(m[2].parameters())])
->>> group_values(slice(1e-3, 1e-1), len(groups))
+>>> spread(slice(1e-3, 1e-1), len(groups))
 [0.001, 0.1]
 >>> [len(g) for g in decay_params(groups, norm_ids)]  # weights only: no biases, no norms
 [1, 1]
@@ -27,23 +30,21 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
 from onecycle.errors import ConfigError, check_int, check_positive
 
+if TYPE_CHECKING:
+    from onecycle.learner import Learner
+
 __all__ = [
-    "LR",
-    "LRMax",
-    "decay_params",
-    "freeze_to",
-    "group_values",
-    "make_optimizer",
-    "split",
-    "weight_decay",
-]
+    "LR", "LRMax", "adamw", "decay_params", "freeze", "freeze_to", "group_values",
+    "make_optimizer", "set_trainable", "sgd", "split", "spread", "trainable_params",
+    "unfreeze", "weight_decay",
+]  # fmt: skip
 
 log = logging.getLogger("onecycle.learner")  # messages about the Learner's optimizer
 
@@ -78,7 +79,9 @@ def split(
     return groups, norm
 
 
-def freeze_to(groups: list[list[nn.Parameter]], n: int, norm_ids: set[int], train_bn: bool) -> None:
+def set_trainable(
+    groups: list[list[nn.Parameter]], n: int, norm_ids: set[int], train_bn: bool
+) -> None:
     """Freeze the first ``n`` groups (negative counts from the end); normalization
     parameters stay trainable when ``train_bn``."""
     n = check_int("n", n, minimum=-len(groups))
@@ -100,7 +103,7 @@ def decay_params(
     ]  # fmt: skip
 
 
-def group_values(value: LR, n: int, name: str = "lr") -> list[float]:
+def spread(value: LR, n: int, name: str = "lr") -> list[float]:
     """One value per group (of ``n``): a float for all, ``slice(lo, hi)`` spread
     geometrically from the first to the last group, ``slice(hi)`` as ``hi/10`` for all but
     the last (fastai's meaning), or a sequence with one value per group."""
@@ -159,3 +162,34 @@ def weight_decay(opt: torch.optim.Optimizer, decay: list[list[nn.Parameter]]) ->
         factor = 1.0 - float(group["lr"]) * float(group.get("wd", 0.0))
         if params and factor != 1.0:
             torch._foreach_mul_(params, factor)
+
+
+# --- the Learner's methods (``Learner.freeze_to = freeze_to``, ...) ----------------------------
+
+
+def trainable_params(learn: Learner) -> list[nn.Parameter]:
+    """Parameters that currently receive gradients."""
+    return [p for g in learn.param_groups for p in g if p.requires_grad]
+
+
+def freeze_to(learn: Learner, n: int) -> None:
+    """Freeze the first ``n`` param groups (negative counts from the end); normalization
+    layers stay trainable when the Learner's ``train_bn``."""
+    set_trainable(learn.param_groups, n, learn._norm_ids, learn.train_bn)
+
+
+def freeze(learn: Learner) -> None:
+    """Train only the last param group (the head), as fastai's ``freeze``."""
+    freeze_to(learn, -1)
+
+
+def unfreeze(learn: Learner) -> None:
+    """Train every param group."""
+    freeze_to(learn, 0)
+
+
+def group_values(learn: Learner, value: LR, name: str = "lr") -> list[float]:
+    """One value per param group (``spread``): a float for all, ``slice(lo, hi)``
+    geometric from first to last group, ``slice(hi)`` as ``hi/10`` for all but the last,
+    or a sequence with one value per group."""
+    return spread(value, len(learn.param_groups), name)
