@@ -225,6 +225,12 @@ def _add_run_args(f: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--resume-from", default=None, metavar="PATH", help="continue from this checkpoint file"
     )
+    g.add_argument(
+        "--extend",
+        action="store_true",
+        help="with --resume: the checkpoint's run had fewer --epochs; lengthen it from "
+        "there without a second warm-up (the extra steps hold its LR, then the rest)",
+    )
     g = f.add_argument_group("output")
     g.add_argument("--out", default="runs/fit", help="folder for metrics.json and plots")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -254,7 +260,7 @@ def fit_config(args: argparse.Namespace):  # -> FitConfig
         clip=args.clip, amp=args.amp, crop_pad=args.crop_pad, hflip=args.hflip,
         train_samples=args.train_samples, seed=args.seed, device=args.device, out=args.out,
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every, keep=args.keep,
-        resume=args.resume, resume_from=args.resume_from, log=args.log,
+        resume=args.resume, resume_from=args.resume_from, extend=args.extend, log=args.log,
     )  # fmt: skip
 
 

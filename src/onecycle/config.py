@@ -85,6 +85,7 @@ class FitConfig:
     keep: int = 3
     resume: bool = False  # continue from the newest good checkpoint in out/checkpoints
     resume_from: str | None = None
+    extend: bool = False  # resume a shorter run of this command and lengthen it to epochs
     log: Literal["csv", "tensorboard"] | None = None  # per-step logs in out/logs
     # set by resolved(): the recipe's batch is global (split across torchrun processes);
     # an explicit bs is per process. None: bs is per process.
@@ -149,6 +150,9 @@ class FitConfig:
         if c.checkpoint_every is not None:
             c.checkpoint_every = check_int("checkpoint_every", c.checkpoint_every)
         c.keep = check_int("keep", c.keep)
+        if c.extend and not (c.resume or c.resume_from):
+            raise ConfigError("extend", True, "--resume or --resume-from with it: it lengthens "
+                              "a saved run")  # fmt: skip
         if c.log not in (None, "csv", "tensorboard"):
             raise ConfigError("log", c.log, "'csv', 'tensorboard' or None")
         if c.log and not c.out:

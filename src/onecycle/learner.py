@@ -96,7 +96,7 @@ class Learner:
     Attributes callbacks read or set: ``model, opt, scheduler, loss_func, epoch, n_epoch,
     iter, n_iter, batch, pred, loss, loss_global, will_step, accumulate, autocast, scaler,
     valid_results, epoch_completed, step_values, recorder, fit_signature, run_config,
-    lr_find_result, auto_result, auto_wd_result, replicas, ddp_model``.
+    lr_find_result, auto_result, auto_wd_result, replicas, ddp_model, fit_plan``.
 
     >>> import torch
     >>> from onecycle.data import Loader
@@ -158,6 +158,7 @@ class Learner:
         self.auto_wd_result: AutoResult | None = None  # what wd="auto" saw and chose
         self.step_values: dict[str, list[float]] = {}  # hyper-parameters of the last step
         self.fit_signature = ""  # what a checkpoint must match to resume this fit
+        self.fit_plan: dict[str, Any] = {}  # its length, and how it was extended (if it was)
         self.run_config: dict[str, Any] = {}  # stored in checkpoints (the CLI's config)
         self.epoch_completed = False
         self.batch: Any = None
@@ -200,6 +201,7 @@ class Learner:
         start_epoch: int = 0,
         reset_opt: bool = False,
         resume: str | Path | None = None,
+        extend: bool = False,
         _total_steps: int | None = None,
     ) -> None:
         """Train for ``n_epoch`` epochs.
@@ -213,7 +215,10 @@ class Learner:
         ``resume``: a checkpoint file, a folder of them, or ``"auto"`` (the folder of the
         ``Checkpoint`` callback in use): continue from the newest good checkpoint, mid-epoch
         and mid-cycle, exactly (bit-identical on CPU with ``onecycle.data.Loader``). With
-        no checkpoint there yet, training starts fresh (logged).
+        no checkpoint there yet, training starts fresh (logged). ``extend=True``: the
+        checkpoint may come from the same fit with fewer epochs; it is lengthened to
+        ``n_epoch`` from the saved step without restarting the warm-up
+        (``onecycle.schedules.extend``; a deliberate departure from the fixed cycle).
         """
         n_epoch = check_int("n_epoch", n_epoch)
         start_epoch = check_int("start_epoch", start_epoch, minimum=0)
@@ -238,21 +243,23 @@ class Learner:
             steps_per_epoch = math.ceil(self.n_iter / self.accumulate)
             # the range test and probes (onecycle.auto) run a schedule over fewer steps
             total = _total_steps or n_epoch * steps_per_epoch
-            spec = schedules(total) if callable(schedules) else schedules
-            spec = dict(spec) if spec else {"lr": [S.const(v) for v in lrs]}
-            self.scheduler = Scheduler(self.opt, spec, total)
+
+            def plan(steps: int) -> dict[str, ScheduleSpec]:  # this fit's schedules
+                spec = schedules(steps) if callable(schedules) else schedules
+                return dict(spec) if spec else {"lr": [S.const(v) for v in lrs]}
+
+            self.scheduler = Scheduler(self.opt, plan(total), total)
             if start_epoch:
                 self.scheduler.load_state_dict({"step": start_epoch * steps_per_epoch})
             self._decay = P.decay_params(self.param_groups, self._norm_ids, self.wd_bn_bias)
-            self.fit_signature = (
-                f"n_epoch={n_epoch}; total_steps={total}; accumulate={self.accumulate}; "
-                f"schedules={spec!r}"
-            )
+            self.fit_plan = {"n_epoch": n_epoch, "total_steps": total, "base_total": total,
+                             "extends": []}  # fmt: skip
+            self.fit_signature = fit_signature(self.fit_plan, self.accumulate, plan(total))
             skip = 0
             if resume is not None:
                 from onecycle.checkpoint import resume_from
 
-                start_epoch, skip = resume_from(self, resume, extra)
+                start_epoch, skip = resume_from(self, resume, extra, plan=plan, extend=extend)
             for self.epoch in range(start_epoch, n_epoch):
                 self._do_epoch(skip if self.epoch == start_epoch else 0)
         except CancelFit:
@@ -414,6 +421,14 @@ class Learner:
     def _event(self, name: str) -> None:
         for fn in self._cb_table[name]:
             fn(self)
+
+
+def fit_signature(plan: Mapping[str, Any], accumulate: int, spec: Mapping[str, Any]) -> str:
+    """What a checkpoint must match to resume a fit: its length, accumulation and
+    schedules (``spec`` built for ``plan["base_total"]`` steps), and its extensions."""
+    sig = (f"n_epoch={plan['n_epoch']}; total_steps={plan['total_steps']}; "
+           f"accumulate={accumulate}; schedules={spec!r}")  # fmt: skip
+    return sig + (f"; extends={plan['extends']}" if plan["extends"] else "")
 
 
 def _check_args(model: Any, train_data: Any, valid_data: Any, loss_func: Any, opt_func: Any,

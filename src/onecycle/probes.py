@@ -53,8 +53,8 @@ EVAL_COST = 1 / 3
 # the Learner's loop state that a side run (sweep or probe) may change and must put back
 _LOOP_STATE = (
     "cbs", "metrics", "valid_data", "scheduler", "epoch", "n_epoch", "iter", "n_iter", "accumulate",
-    "autocast", "scaler", "valid_results", "step_values", "fit_signature", "epoch_completed",
-    "batch", "pred", "loss", "loss_global", "_decay",
+    "autocast", "scaler", "valid_results", "step_values", "fit_signature", "fit_plan",
+    "epoch_completed", "batch", "pred", "loss", "loss_global", "_decay",
 )  # fmt: skip
 
 

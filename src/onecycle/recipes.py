@@ -193,6 +193,7 @@ def fit_one_cycle(
     anneal: S.Anneal = "cos",
     three_phase: bool = False,
     resume: str | Path | None = None,
+    extend: bool = False,
 ) -> None:
     """Smith's 1cycle policy (fastai's ``fit_one_cycle``): ``fit`` plus a schedule.
 
@@ -204,7 +205,8 @@ def fit_one_cycle(
     restored, at most a tenth of this run's steps), then their pick. ``wd="auto"``:
     Smith's weight-decay test at that ``lr_max`` (another tenth at most). See
     ``onecycle.schedules.one_cycle`` for ``anneal`` and ``three_phase``, and ``fit``
-    for ``resume``.
+    for ``resume`` and ``extend`` (lengthen a shorter run of the same fit from its
+    checkpoint, without a second warm-up).
     """
     auto_lr = isinstance(lr_max, str) and lr_max == "auto"
     if isinstance(lr_max, str) and not auto_lr:
@@ -232,7 +234,7 @@ def fit_one_cycle(
         learn, moms, lambda m: S.one_cycle_moms(m, pct_start, anneal, three_phase)  # type: ignore[arg-type]
     ))  # fmt: skip
     learn.fit(n_epoch, lrs, schedules=spec, wd=wd, cbs=cbs, start_epoch=start_epoch,
-             resume=resume)  # fmt: skip
+             resume=resume, extend=extend)  # fmt: skip
 
 
 def fit_clr(

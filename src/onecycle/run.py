@@ -170,11 +170,11 @@ def _fit(learn: Learner, cfg: FitConfig, cbs: list[Callback]) -> None:
     if cfg.schedule == "one-cycle":
         learn.fit_one_cycle(
             cfg.epochs, lr, cfg.div, cfg.div_final, cfg.pct_start, cfg.moms, cbs=cbs,
-            anneal=cfg.anneal, three_phase=cfg.three_phase, resume=resume,
+            anneal=cfg.anneal, three_phase=cfg.three_phase, resume=resume, extend=cfg.extend,
         )  # fmt: skip
     else:  # the same spec `onecycle schedule` previews
         learn.fit(cfg.epochs, lr, schedules=lambda total: schedules_for(cfg, total), cbs=cbs,
-                  resume=resume)  # fmt: skip
+                  resume=resume, extend=cfg.extend)  # fmt: skip
 
 
 @dataclass

@@ -12,7 +12,7 @@ import logging
 import math
 import warnings
 import weakref
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -234,6 +234,24 @@ class Scheduler:
         log.info("scheduling %d param group(s) added after construction like group 0 "
                  "(new_groups='follow')", len(new))  # fmt: skip
 
+    def extend(self, new_total: int, at: int | None = None) -> None:
+        """Run ``new_total`` steps instead of ``total_steps``, from step ``at`` (default:
+        the current step) without restarting the warm-up: the extra steps hold the values
+        of step ``at``, then the rest of the plan (``onecycle.schedules.extend``). The
+        position is unchanged; ``state_dict()`` stays ``{"step": n}`` and a resume must
+        rebuild the same extension."""
+        from onecycle.schedules import extend
+
+        at = self._step if at is None else check_int("at", at, minimum=0)
+        self.schedules = {
+            key: tuple(extend(s, self.total_steps, new_total, min(at, self.total_steps - 1))
+                       for s in per_group)
+            for key, per_group in self.schedules.items()
+        }  # fmt: skip
+        self.total_steps = new_total
+        self._warned_past_end = False
+        self._apply()
+
     def check_untouched(self, stacklevel: int = 3) -> None:
         """Warn once (``ScheduleWarning``) if a scheduled value in the optimizer is no
         longer the one this scheduler set: another scheduler or a callback changed it, and
@@ -332,13 +350,17 @@ class ScheduleLR(LRScheduler):
     def __init__(
         self,
         optimizer: Optimizer,
-        schedules: Mapping[str, ScheduleSpec],
+        schedules: Mapping[str, ScheduleSpec] | Callable[[int], Mapping[str, ScheduleSpec]],
         total_steps: int,
         last_epoch: int = -1,
         *,
         new_groups: NewGroups = "error",
     ) -> None:
-        self.core = Scheduler(optimizer, schedules, total_steps, new_groups=new_groups)
+        # a function of the step count (CLR's cycles are in steps) or a fixed mapping
+        self._plan = schedules if callable(schedules) else (lambda _: schedules)
+        self._new_groups = new_groups
+        self.core = Scheduler(optimizer, self._plan(total_steps), total_steps,
+                              new_groups=new_groups)  # fmt: skip
         self._opt_steps = 0  # optimizer.step() calls seen by the hook
         self._offset = 0  # schedule position minus optimizer steps when the position was set
         self._timm = False  # driven by step_update (timm's protocol)
@@ -351,7 +373,8 @@ class ScheduleLR(LRScheduler):
                 me._opt_steps += 1
 
         self._hook = optimizer.register_step_post_hook(count)
-        weakref.finalize(self, _check_finished, self.core, self._hook)
+        self._box = [self.core]  # the finalizer's view: load_state_dict may replace the core
+        weakref.finalize(self, _check_finished, self._box, self._hook)
         super().__init__(optimizer, last_epoch)
 
     def step(self, epoch: int | None = None, metric: Any = None) -> None:  # type: ignore[override]
@@ -412,25 +435,51 @@ class ScheduleLR(LRScheduler):
         self.core.load_state_dict({"step": max(self.last_epoch, 0)})
         return [float(g["lr"]) for g in self.optimizer.param_groups]
 
+    def extend(self, new_total: int, at: int | None = None) -> None:
+        """Lengthen the run to ``new_total`` optimizer steps without restarting the warm-up
+        (``Scheduler.extend``; for a resumed run, after ``load_state_dict``)."""
+        self.core.extend(new_total, at)
+        self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
+
     def get_last_values(self) -> dict[str, list[float]]:
         """Every scheduled hyper-parameter's current value, per param group
         (``{"lr": [...], "momentum": [...]}``; momentum is beta1 for Adam-style optimizers)."""
         return {k: list(v) for k, v in self.core.applied.items()}
 
     def state_dict(self) -> dict[str, Any]:
-        return {"last_epoch": self.last_epoch, "_step_count": self._step_count}
+        return {"last_epoch": self.last_epoch, "_step_count": self._step_count,
+                "total_steps": self.core.total_steps}  # fmt: skip
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Continue a saved run. Saved by a run planned for fewer steps (the same command
+        with more epochs), the run is extended from the saved step (``extend``: the warm-up
+        is not restarted; logged); planned for more steps, it is refused."""
         self.last_epoch = check_int("last_epoch", state_dict["last_epoch"], minimum=0)
         self._step_count = int(state_dict.get("_step_count", self.last_epoch + 1))
+        planned, now = state_dict.get("total_steps"), self.core.total_steps
+        if planned is not None and int(planned) != now:
+            planned = check_int("state['total_steps']", planned)
+            if planned > now:
+                raise ConfigError(
+                    "total_steps", now,
+                    f">= {planned}: the saved run was planned for {planned} steps; a shorter "
+                    "plan would jump its schedule",
+                )  # fmt: skip
+            self.core = self._box[0] = Scheduler(self.optimizer, self._plan(planned), planned,
+                                                 new_groups=self._new_groups)  # fmt: skip
+            self.core.load_state_dict({"step": self.last_epoch})
+            self.core.extend(now, at=self.last_epoch)
+            log.info("ScheduleLR: the saved run was planned for %d steps; extended to %d from "
+                     "step %d (warm-up not restarted)", planned, now, self.last_epoch)  # fmt: skip
         self.core.load_state_dict({"step": self.last_epoch})
         self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
         self._offset = self.last_epoch - self._opt_steps
 
 
-def _check_finished(core: Scheduler, hook: Any) -> None:
+def _check_finished(box: list[Scheduler], hook: Any) -> None:
     """At collection or exit: a schedule stepped but stopped far short of its end."""
     hook.remove()
+    core = box[0]
     if core.step_count == 0:
         return
     if core.step_count < 0.99 * (core.total_steps - 1):

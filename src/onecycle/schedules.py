@@ -40,6 +40,7 @@ __all__ = [
     "Cos",
     "Cyclic",
     "Exp",
+    "Extended",
     "Hyperbolic",
     "Join",
     "Lin",
@@ -52,6 +53,7 @@ __all__ = [
     "exp",
     "exp_decay",
     "exp_range",
+    "extend",
     "join",
     "lin",
     "one_cycle",
@@ -621,3 +623,50 @@ def wsd(
     kept = [(sch, p) for sch, p in pieces if p > 1e-12]
     total = sum(p for _, p in kept)
     return join([sch for sch, _ in kept], [p / total for _, p in kept])
+
+
+@dataclass(frozen=True)
+class Extended:
+    """``schedule`` (planned over ``old_total`` steps) run for ``new_total`` steps instead:
+    steps ``0..at`` unchanged, then the value of step ``at`` held for the
+    ``new_total - old_total`` extra steps, then the rest of the plan as it was. Built by
+    ``extend``. Over progress ``u`` of the new run: step ``j = u * (new_total - 1)``."""
+
+    schedule: Schedule
+    old_total: int
+    new_total: int
+    at: int
+
+    def __post_init__(self) -> None:
+        old = check_int("old_total", self.old_total)
+        new = check_int("new_total", self.new_total)
+        if new < old:
+            raise ConfigError("new_total", new, f"an integer >= old_total={old} (an extension)")
+        at = check_int("at", self.at, minimum=0)
+        if at > old - 1:
+            raise ConfigError("at", at, f"a step of the planned run, 0 .. {old - 1}")
+        if not callable(self.schedule):
+            raise ConfigError("schedule", self.schedule, "a schedule (a callable of progress)")
+
+    def __call__(self, u: float) -> float:
+        j = _clamp(u) * (self.new_total - 1)
+        if abs(j - round(j)) < 1e-9:
+            j = float(round(j))
+        extra = self.new_total - self.old_total
+        i = j if j <= self.at else (self.at if j <= self.at + extra else j - extra)
+        return self.schedule(i / max(1, self.old_total - 1))
+
+
+def extend(schedule: Schedule, old_total: int, new_total: int, at: int) -> Extended:
+    """Lengthen a run that was planned for ``old_total`` steps to ``new_total``, from step
+    ``at`` (where it is now, or the checkpoint it resumes from), without restarting its
+    warm-up: the extra steps hold the value of step ``at``, then the rest of the plan runs
+    as it would have. For WSD with ``at`` before the cooldown this is a longer stable phase
+    and the same cooldown; for 1cycle, a longer stay at the LR it had at ``at`` and the
+    same annealing. A deliberate departure from Smith's fixed-length cycle.
+
+    >>> s = extend(lin(0.0, 3.0), old_total=4, new_total=6, at=1)  # plan: 0, 1, 2, 3
+    >>> sample(s, 6)
+    [0.0, 1.0, 1.0, 1.0, 2.0, 3.0]
+    """
+    return Extended(schedule, old_total, new_total, at)

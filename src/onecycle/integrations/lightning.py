@@ -7,7 +7,9 @@ trainer's optimizer when training starts, with ``total_steps`` taken from the tr
 ``configure_optimizers``, avoids Lightning #20550 (a resumable loader's state never
 restored on mid-epoch resume). The schedule advances on the optimizer's real steps (a
 step that a GradScaler skips does not advance it) and its position is part of the
-callback's checkpoint state, so ``trainer.fit(..., ckpt_path=...)`` continues it exactly.
+callback's checkpoint state, so ``trainer.fit(..., ckpt_path=...)`` continues it exactly;
+resumed with more epochs than the checkpoint's run planned, the run is extended from
+there without restarting the warm-up (``onecycle.schedules.extend``).
 A param group added later (``BackboneFinetuning``) follows group 0's schedule, scaled by
 its LR ratio (``new_groups="follow"``); a scheduler returned by ``configure_optimizers``
 for the same optimizer is refused, since the two would overwrite each other.
@@ -67,6 +69,7 @@ class ScheduleCallback(pl.Callback):
         )  # fmt: skip
         self.scheduler: ScheduleLR | None = None
         self._pending: int | None = None  # the step a checkpoint restored
+        self._pending_total: int | None = None  # and the steps that run was planned for
         self._seen = 0
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -83,10 +86,11 @@ class ScheduleCallback(pl.Callback):
                     f"the optimizer alone: {type(self).__name__} schedules it, and a second "
                     "scheduler's values would be overwritten every step",
                 )  # fmt: skip
-        self.scheduler = ScheduleLR(opt, self._spec(opt, total), total,
+        self.scheduler = ScheduleLR(opt, lambda n: self._spec(opt, n), total,
                                     new_groups=self.new_groups)  # fmt: skip
-        if self._pending is not None:
-            self.scheduler.load_state_dict({"last_epoch": self._pending})
+        if self._pending is not None:  # resumed; planned for fewer steps: extended (logged)
+            self.scheduler.load_state_dict({"last_epoch": self._pending,
+                                            "total_steps": self._pending_total})  # fmt: skip
         self._seen = self.scheduler._opt_steps
         log.info("%s: %d optimizer steps scheduled", type(self).__name__, total)
 
@@ -103,11 +107,14 @@ class ScheduleCallback(pl.Callback):
             s.step()
 
     def state_dict(self) -> dict[str, Any]:
-        step = self.scheduler.last_epoch if self.scheduler is not None else self._pending
-        return {"step": step}
+        s = self.scheduler
+        if s is None:
+            return {"step": self._pending, "total_steps": self._pending_total}
+        return {"step": s.last_epoch, "total_steps": s.core.total_steps}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict.get("step")
+        self._pending_total = state_dict.get("total_steps")
 
 
 def _built_in_spec(total: int) -> dict[str, ScheduleSpec]:

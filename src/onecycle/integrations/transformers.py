@@ -7,7 +7,8 @@ it cannot be off by the factors a hand count misses (issue: 228 steps counted, 1
 on 2 processes, training ended at 73% of the peak). ``args.learning_rate`` is the peak;
 momentum (Adam's beta1) is cycled against the LR and logged next to it as ``momentum``.
 Checkpoints hold the scheduler's step: ``train(resume_from_checkpoint=...)`` continues
-the cycle exactly.
+the cycle exactly, and with more epochs than the checkpoint's run it extends that run
+from there without restarting the warm-up.
 
 ``MomentumLogger`` adds ``momentum`` to the logs of a plain ``Trainer`` with any
 scheduler (``MomentumLogger.install(trainer)`` puts it before the reporting callbacks).
@@ -76,20 +77,26 @@ class OneCycleTrainer(transformers.Trainer):
         if self.lr_scheduler is None:
             opt = optimizer if optimizer is not None else self.optimizer
             opt = getattr(opt, "optimizer", opt)  # accelerate's wrapper: the torch optimizer
-            self.lr_scheduler = ScheduleLR(opt, self._spec(opt, num_training_steps),
+            # a plan per step count: a checkpoint of a shorter run (fewer epochs) is
+            # extended from where it stopped, not restarted (ScheduleLR.load_state_dict)
+            peak = float(self.args.learning_rate)  # group ratios as the optimizer was built
+            ratios = [float(g["lr"]) / peak if peak else 1.0 for g in opt.param_groups]
+            has_momentum = momentum_key(opt) is not None
+            self.lr_scheduler = ScheduleLR(opt, lambda n: self._spec(n, ratios, has_momentum),
                                            num_training_steps)  # fmt: skip
             self._created_lr_scheduler = True
         return self.lr_scheduler
 
-    def _spec(self, opt: torch.optim.Optimizer, total: int) -> Mapping[str, ScheduleSpec]:
+    def _spec(
+        self, total: int, ratios: list[float], has_momentum: bool
+    ) -> Mapping[str, ScheduleSpec]:
         if self.schedules is not None:
             return self.schedules(total)
         peak = float(self.args.learning_rate)
-        ratios = [float(g["lr"]) / peak if peak else 1.0 for g in opt.param_groups]
         spec: dict[str, ScheduleSpec] = {
             "lr": [S.one_cycle(peak * r, **self.one_cycle) for r in ratios]  # type: ignore[arg-type]
         }
-        if self.moms is not None and momentum_key(opt) is not None:
+        if self.moms is not None and has_momentum:
             spec["momentum"] = S.one_cycle_moms(
                 self.moms, self.one_cycle["pct_start"], self.one_cycle["anneal"]
             )  # type: ignore[arg-type]
