@@ -63,8 +63,20 @@ if __name__ == "__main__":  # torchrun --nproc_per_node=2 tests/hf_workers.py OU
     from onecycle.integrations.transformers import OneCycleTrainer
 
     trace = Trace()
-    t = OneCycleTrainer(model=Tiny(), args=args(sys.argv[1]), train_dataset=Data(),
-                        callbacks=[trace])  # fmt: skip
+    if sys.argv[2:] == ["plain"]:  # the README's old pattern: total counted by hand
+        from onecycle import ScheduleLR
+        from onecycle.schedules import one_cycle
+
+        model = Tiny()
+        opt = torch.optim.AdamW(model.parameters(), lr=0.1)
+        loader = torch.utils.data.DataLoader(Data(), batch_size=16)
+        sched = ScheduleLR(opt, {"lr": one_cycle(0.1)}, total_steps=3 * len(loader))
+        t = transformers.Trainer(model=model, args=args(sys.argv[1]), train_dataset=Data(),
+                                 optimizers=(opt, sched), callbacks=[trace])  # fmt: skip
+        del sched
+    else:
+        t = OneCycleTrainer(model=Tiny(), args=args(sys.argv[1]), train_dataset=Data(),
+                            callbacks=[trace])  # fmt: skip
     t.train()
     rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
     with open(f"{sys.argv[1]}/rank{rank}.json", "w") as f:

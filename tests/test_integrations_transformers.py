@@ -75,16 +75,29 @@ def test_our_range_test_on_the_trainers_dict_batches(tmp_path):
     assert all((a == b).all() for a, b in zip(before, t.model.parameters()))  # restored
 
 
-@pytest.mark.slow
-def test_two_processes_under_torchrun_schedule_each_ranks_own_steps(tmp_path):
+def _torchrun(out: Path, *extra: str) -> subprocess.CompletedProcess:
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     assert torchrun, "torchrun is installed with torch"
     script = Path(__file__).with_name("hf_workers.py")
     env = {**os.environ, "PYTHONPATH": str(script.parent), "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([torchrun, "--standalone", "--nproc_per_node=2", str(script),
-                           str(tmp_path)], env=env, capture_output=True, text=True,
+                           str(out), *extra], env=env, capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
+@pytest.mark.slow
+def test_a_hand_counted_schedule_under_torchrun_warns_that_it_did_not_finish(tmp_path):
+    # issue 14: total_steps = epochs x len(loader) is 48 here, HF runs 24 per process:
+    # the LR stopped at the top of the cycle, and nothing said so
+    proc = _torchrun(tmp_path, "plain")
+    assert proc.stderr.count("ScheduleLR stopped at step 24 of total_steps=48") == 2  # per rank
+
+
+@pytest.mark.slow
+def test_two_processes_under_torchrun_schedule_each_ranks_own_steps(tmp_path):
+    _torchrun(tmp_path)
     for rank in (0, 1):
         got = json.loads((tmp_path / f"rank{rank}.json").read_text())
         # 256 samples, 16 per process and step, 2 processes: 8 steps per epoch, 24 in all
