@@ -10,8 +10,9 @@ the newest *good* one and says which it skipped and why.
 
 What a checkpoint holds: model, optimizer, scheduler step, epoch and batches consumed,
 the loader's position, the torch/CUDA/numpy/python random states, the Recorder's history,
-a signature of the fit (epochs, steps, schedules) and the run's config, format and
-library versions. All plain types and tensors.
+a signature of the fit (epochs, steps, schedules), its plan (length and extensions: what
+``resume(extend=True)`` rebuilds), the run's config, format and library versions. All
+plain types and tensors.
 """
 
 from __future__ import annotations
