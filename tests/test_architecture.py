@@ -75,7 +75,15 @@ def test_the_scheduler_and_range_test_work_without_the_learner(name):
 
 
 @pytest.mark.parametrize(
-    "name", ["onecycle.params", "onecycle.distributed", "onecycle.checkpoint", "onecycle.callbacks"]
+    "name",
+    [
+        "onecycle.params",
+        "onecycle.distributed",
+        "onecycle.checkpoint",
+        "onecycle.resume",
+        "onecycle.callbacks",
+        "onecycle.batch",
+    ],
 )
 def test_what_the_learner_uses_does_not_import_it(name):
     assert "onecycle.learner" not in _internal(name)

@@ -26,7 +26,6 @@ import pickle
 import random
 import re
 import signal
-from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +47,6 @@ __all__ = [
     "TrainingInterrupted",
     "latest",
     "load",
-    "resume_from",
     "save",
 ]
 
@@ -294,122 +292,6 @@ def restore(learn: Learner, state: dict[str, Any], source: str = "checkpoint") -
     learn.recorder.load_state_dict(state["recorder"])
     set_rng_state(state["rng_ranks"][D.rank()] if state.get("rng_ranks") else state["rng"])
     return int(pos["epoch"]), int(pos["batches_done"])
-
-
-def resume_from(
-    learn: Learner,
-    resume: str | Path,
-    cbs: Sequence[Callback] = (),
-    *,
-    plan: Callable[[int], Mapping[str, Any]] | None = None,
-    extend: bool = False,
-) -> tuple[int, int]:
-    """Put the newest good checkpoint of ``resume`` (a file, a folder, or ``"auto"``: the
-    folder of the ``Checkpoint`` in ``learn.cbs`` or ``cbs``) into ``learn``, whose fit is
-    set up. Returns ``(epoch, batches_done)``, ``(0, 0)`` when there is no checkpoint yet.
-    A path that does not exist is refused: a typo must not train from scratch. Under DDP
-    rank 0 picks the file and every rank loads that one.
-
-    ``plan``: the fit's schedules for a step count. A checkpoint of an extended run is
-    resumed with its extensions rebuilt; with ``extend=True`` one of a shorter run of the
-    same fit is lengthened to this fit's ``n_epoch`` from its saved step."""
-    auto = resume == "auto"
-    if auto:
-        folders = [c.folder for c in [*learn.cbs, *cbs] if isinstance(c, Checkpoint)]
-        if not folders:
-            raise ConfigError("resume", "auto", "a path, or a Checkpoint callback in cbs")
-        resume = folders[0]
-    path = Path(resume)
-    if not path.exists() and not auto:
-        raise ConfigError("resume", str(resume), "an existing checkpoint file or folder "
-                          "(resume='auto' starts fresh when there is none yet)")  # fmt: skip
-    if D.is_distributed():
-        pick = None
-        if D.is_main():
-            newest = latest(path) if path.is_dir() or not path.exists() else None
-            pick = str(newest[0]) if newest else (str(path) if path.is_file() else None)
-        pick = D.broadcast_object(pick)
-        found = None if pick is None else (Path(pick), load(pick))
-    else:
-        found = latest(path) if path.is_dir() or not path.exists() else (path, load(path))
-    if found is None:
-        log.info("no checkpoint in %s yet: starting fresh", path)
-        return 0, 0
-    source, state = found
-    target = dict(learn.fit_plan)
-    if plan is not None:
-        _rebuild_plan(learn, state, plan, extend, str(source))
-    epoch, skip = restore(learn, state, str(source))
-    step = learn.scheduler.step_count if learn.scheduler else 0
-    if plan is not None and learn.fit_plan["total_steps"] < target["total_steps"]:
-        _lengthen(learn, plan, target, step)
-    log.info("resumed from %s: epoch %d, %d batches in, optimizer step %d",
-             source, epoch, skip, step)  # fmt: skip
-    return epoch, skip
-
-
-_SIGNATURE = re.compile(r"^n_epoch=(\d+); total_steps=(\d+);")
-
-
-def _plan_of(state: dict[str, Any]) -> dict[str, Any] | None:
-    """The saved fit's length and extensions (read from its signature in checkpoints
-    written before they were stored)."""
-    if state.get("plan"):
-        return dict(state["plan"])
-    m = _SIGNATURE.match(str(state.get("fit") or ""))
-    if m is None:
-        return None
-    n, total = int(m[1]), int(m[2])
-    return {"n_epoch": n, "total_steps": total, "base_total": total, "extends": []}
-
-
-def _rebuild_plan(learn: Learner, state: dict[str, Any], plan: Callable[[int], Mapping[str, Any]],
-                  extend: bool, source: str) -> None:  # fmt: skip
-    """Set up ``learn`` as the saved fit was (its length, its extensions) so that
-    ``restore`` can check and load it; refuse what cannot be extended."""
-    from onecycle.learner import fit_signature
-    from onecycle.scheduler import Scheduler
-
-    saved, now = _plan_of(state), learn.fit_plan
-    if saved is None or (saved["total_steps"] == now["total_steps"] and not saved["extends"]):
-        return  # a plain resume: restore() compares the signatures
-    if saved["total_steps"] > now["total_steps"] or (
-        saved["total_steps"] < now["total_steps"] and not extend
-    ):  # fmt: skip
-        hint = ("extend=True (onecycle fit --extend) to lengthen it"
-                if saved["total_steps"] < now["total_steps"] else "a longer fit")  # fmt: skip
-        raise ConfigError(
-            "resume", source,
-            f"a checkpoint of this same fit: it was planned for {saved['n_epoch']} epochs "
-            f"({saved['total_steps']} steps), this fit for {now['n_epoch']} "
-            f"({now['total_steps']}); {hint}",
-        )  # fmt: skip
-    if saved["total_steps"] * now["n_epoch"] != now["total_steps"] * saved["n_epoch"]:
-        raise ConfigError("resume", source, "a checkpoint with the same optimizer steps per "
-                          "epoch (batch size, data, accumulation unchanged)")  # fmt: skip
-    assert learn.opt is not None
-    base = plan(saved["base_total"])
-    sched = Scheduler(learn.opt, base, saved["base_total"])
-    for _, to, at in saved["extends"]:
-        sched.extend(to, at)
-    learn.scheduler, learn.fit_plan = sched, saved
-    learn.fit_signature = fit_signature(saved, learn.accumulate, base)
-
-
-def _lengthen(learn: Learner, plan: Callable[[int], Mapping[str, Any]],
-              target: dict[str, Any], step: int) -> None:  # fmt: skip
-    """After restoring a shorter run: extend its schedule to ``target`` from ``step``."""
-    from onecycle.learner import fit_signature
-
-    assert learn.scheduler is not None
-    saved = learn.fit_plan
-    learn.scheduler.extend(target["total_steps"], at=step)
-    extension = [saved["total_steps"], target["total_steps"], step]
-    learn.fit_plan = {**target, "base_total": saved["base_total"],
-                      "extends": [*saved["extends"], extension]}  # fmt: skip
-    learn.fit_signature = fit_signature(learn.fit_plan, learn.accumulate, plan(saved["base_total"]))
-    log.info("extended the run from %d to %d steps at step %d (warm-up not restarted)",
-             saved["total_steps"], target["total_steps"], step)  # fmt: skip
 
 
 class Checkpoint(Callback):

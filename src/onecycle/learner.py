@@ -39,6 +39,7 @@ from onecycle.data.loader import to_device
 from onecycle.distributed import Replicas, check_device, model_device
 from onecycle.errors import ConfigError, check_finite, check_int
 from onecycle.params import LR, LRMax, adamw, sgd
+from onecycle.resume import fit_signature
 from onecycle.scheduler import Scheduler, ScheduleSpec
 
 if TYPE_CHECKING:
@@ -220,13 +221,8 @@ class Learner:
         ``n_epoch`` from the saved step without restarting the warm-up
         (``onecycle.schedules.extend``; a deliberate departure from the fixed cycle).
         """
-        n_epoch = check_int("n_epoch", n_epoch)
-        start_epoch = check_int("start_epoch", start_epoch, minimum=0)
-        if start_epoch >= n_epoch:
-            raise ConfigError("start_epoch", start_epoch, f"an integer < n_epoch={n_epoch}")
-        wd_now = self.wd if wd is None else check_finite("wd", wd)
-        if wd_now < 0:
-            raise ConfigError("wd", wd, "a number >= 0")
+        n_epoch, start_epoch, wd_now = _check_fit_args(n_epoch, start_epoch, wd, self.wd,
+                                                       resume, extend)  # fmt: skip
         lrs = self.group_values(lr)
         if self.opt is None or reset_opt:
             self._make_opt(lrs)
@@ -248,16 +244,17 @@ class Learner:
                 spec = schedules(steps) if callable(schedules) else schedules
                 return dict(spec) if spec else {"lr": [S.const(v) for v in lrs]}
 
-            self.scheduler = Scheduler(self.opt, plan(total), total)
+            spec = plan(total)
+            self.scheduler = Scheduler(self.opt, spec, total)
             if start_epoch:
                 self.scheduler.load_state_dict({"step": start_epoch * steps_per_epoch})
             self._decay = P.decay_params(self.param_groups, self._norm_ids, self.wd_bn_bias)
             self.fit_plan = {"n_epoch": n_epoch, "total_steps": total, "base_total": total,
                              "extends": []}  # fmt: skip
-            self.fit_signature = fit_signature(self.fit_plan, self.accumulate, plan(total))
+            self.fit_signature = fit_signature(self.fit_plan, self.accumulate, spec)
             skip = 0
             if resume is not None:
-                from onecycle.checkpoint import resume_from
+                from onecycle.resume import resume_from
 
                 start_epoch, skip = resume_from(self, resume, extra, plan=plan, extend=extend)
             for self.epoch in range(start_epoch, n_epoch):
@@ -423,12 +420,20 @@ class Learner:
             fn(self)
 
 
-def fit_signature(plan: Mapping[str, Any], accumulate: int, spec: Mapping[str, Any]) -> str:
-    """What a checkpoint must match to resume a fit: its length, accumulation and
-    schedules (``spec`` built for ``plan["base_total"]`` steps), and its extensions."""
-    sig = (f"n_epoch={plan['n_epoch']}; total_steps={plan['total_steps']}; "
-           f"accumulate={accumulate}; schedules={spec!r}")  # fmt: skip
-    return sig + (f"; extends={plan['extends']}" if plan["extends"] else "")
+def _check_fit_args(n_epoch: Any, start_epoch: Any, wd: Any, default_wd: float, resume: Any,
+                    extend: bool) -> tuple[int, int, float]:  # fmt: skip
+    """``fit``'s arguments checked: ``(n_epoch, start_epoch, wd)``."""
+    n_epoch = check_int("n_epoch", n_epoch)
+    start_epoch = check_int("start_epoch", start_epoch, minimum=0)
+    if start_epoch >= n_epoch:
+        raise ConfigError("start_epoch", start_epoch, f"an integer < n_epoch={n_epoch}")
+    if extend and resume is None:
+        raise ConfigError("extend", extend, "False unless resume is given (it lengthens a "
+                          "saved run)")  # fmt: skip
+    wd_now = default_wd if wd is None else check_finite("wd", wd)
+    if wd_now < 0:
+        raise ConfigError("wd", wd, "a number >= 0")
+    return n_epoch, start_epoch, wd_now
 
 
 def _check_args(model: Any, train_data: Any, valid_data: Any, loss_func: Any, opt_func: Any,
