@@ -64,6 +64,25 @@ def trainer(**kw) -> pl.Trainer:
     return pl.Trainer(**opts)
 
 
+def interrupted_after_epoch_1(tmp_path, epochs: int = 3):
+    """A run of ``epochs`` epochs with OneCycle(0.1), stopped after its first epoch, with
+    an epoch checkpoint in ``tmp_path``: (the trainer, the checkpoint's path)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    from onecycle.integrations.lightning import OneCycle
+
+    class StopAfterEpoch1(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module):
+            if trainer.current_epoch == 0:
+                trainer.should_stop = True
+
+    ck = ModelCheckpoint(dirpath=tmp_path, every_n_epochs=1, save_top_k=-1)
+    head = trainer(max_epochs=epochs, enable_checkpointing=True,
+                   callbacks=[OneCycle(0.1), Trace(), ck, StopAfterEpoch1()])  # fmt: skip
+    head.fit(Tiny(), loader())
+    return head, str(next(tmp_path.glob("*.ckpt")))
+
+
 class TraceToFile(Trace):
     """A Trace that each DDP rank writes to ``{prefix}{rank}.json`` when training ends."""
 

@@ -88,23 +88,14 @@ def test_schedule_lr_extend_live():
 
 
 def test_lightning_resumed_with_more_epochs_extends_the_cycle(tmp_path):
-    pl = need("lightning.pytorch")
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning_workers import Tiny, Trace, loader, trainer
+    need("lightning.pytorch")
+    from lightning_workers import Tiny, Trace, interrupted_after_epoch_1, loader, trainer
 
     from onecycle.integrations.lightning import OneCycle
 
-    class StopAfterEpoch1(pl.Callback):
-        def on_train_epoch_end(self, trainer, pl_module):
-            if trainer.current_epoch == 0:
-                trainer.should_stop = True
-
-    ck = ModelCheckpoint(dirpath=tmp_path, every_n_epochs=1, save_top_k=-1)
-    head = trainer(max_epochs=3, enable_checkpointing=True,
-                   callbacks=[OneCycle(0.1), Trace(), ck, StopAfterEpoch1()])  # fmt: skip
-    head.fit(Tiny(), loader())
+    head, path = interrupted_after_epoch_1(tmp_path)
     tail = trainer(max_epochs=4, callbacks=[OneCycle(0.1), Trace()])  # one epoch more
-    tail.fit(Tiny(), loader(), ckpt_path=str(next(tmp_path.glob("*.ckpt"))))
+    tail.fit(Tiny(), loader(), ckpt_path=path)
     got = [s[0][0] for s in head.callbacks[1].steps + tail.callbacks[1].steps]
     expected = S.sample(S.extend(S.one_cycle(0.1), 48, 64, 16), 64)
     assert got == pytest.approx(expected, rel=1e-12)

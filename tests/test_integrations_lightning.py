@@ -14,7 +14,7 @@ from conftest import need
 
 pl = need("lightning.pytorch")  # the `integrations` extra: `make test` installs it
 
-from lightning_workers import Tiny, Trace, loader, trainer  # noqa: E402
+from lightning_workers import Tiny, Trace, interrupted_after_epoch_1, loader, trainer  # noqa: E402
 
 from onecycle import ConfigError  # noqa: E402
 from onecycle.errors import ScheduleWarning  # noqa: E402
@@ -43,24 +43,13 @@ def test_max_steps_sets_the_schedules_length():
 
 
 def test_resume_from_a_lightning_checkpoint_continues_the_schedule(tmp_path):
-    from lightning.pytorch.callbacks import ModelCheckpoint
-
     full = trainer(max_epochs=3, callbacks=[OneCycle(0.1), Trace()])
     full.fit(Tiny(), loader())
     ref = [s[0] for s in full.callbacks[1].steps]
 
-    class StopAfterEpoch1(pl.Callback):  # a 3-epoch run interrupted after epoch 1
-        def on_train_epoch_end(self, trainer, pl_module):
-            if trainer.current_epoch == 0:
-                trainer.should_stop = True
-
-    ck = ModelCheckpoint(dirpath=tmp_path, every_n_epochs=1, save_top_k=-1)
-    head = trainer(max_epochs=3, enable_checkpointing=True,
-                   callbacks=[OneCycle(0.1), Trace(), ck, StopAfterEpoch1()])  # fmt: skip
-    head.fit(Tiny(), loader())
-    path = next(tmp_path.glob("*.ckpt"))
+    head, path = interrupted_after_epoch_1(tmp_path)  # a 3-epoch run stopped after epoch 1
     tail = trainer(max_epochs=3, callbacks=[OneCycle(0.1), Trace()])
-    tail.fit(Tiny(), loader(), ckpt_path=str(path))
+    tail.fit(Tiny(), loader(), ckpt_path=path)
     got = [s[0] for s in head.callbacks[1].steps] + [s[0] for s in tail.callbacks[1].steps]
     assert len(got) == len(ref) == 48
     assert [g[0] for g in got] == pytest.approx([r[0] for r in ref], rel=1e-12)
