@@ -358,9 +358,8 @@ def _make_step(obj: Any) -> Callable[[nn.Module, Any], torch.Tensor]:
         return obj.fn
 
     def step(model: nn.Module, batch: Any) -> torch.Tensor:
-        inputs, target = B.split_batch(batch)  # (x, y) or a dict with labels; else refused
-        out = B.call_model(model, inputs)
-        return B.compute_loss(obj, out, B.prediction(out), target)
+        # (x, y) or a dict with labels, read as the Learner reads them; a 3-tuple is refused
+        return B.forward(model, batch, B.split_batch, obj)[3]
 
     return step
 
