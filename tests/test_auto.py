@@ -236,7 +236,11 @@ def test_probe_is_deterministic_and_restores_everything():
     assert learn.opt.param_groups[0]["lr"] == 0.01 and learn.recorder.losses == []
 
 
-def test_probe_never_trains_on_its_held_back_batches():
+def _rows(batches: list[torch.Tensor]) -> set[tuple[float, ...]]:
+    return {tuple(r.tolist()) for b in batches for r in b}
+
+
+def test_probe_never_trains_on_its_held_back_samples_in_any_epoch():
     seen: list[torch.Tensor] = []
 
     class Batches(Callback):
@@ -246,11 +250,32 @@ def test_probe_never_trains_on_its_held_back_batches():
             seen.append(learn.batch[0])
 
     learn = _learner(cbs=(Batches(),))
-    p = probe(learn, 0.1, 10)
+    p = probe(learn, 0.1, 100)  # three epochs of the 29 batches left
     x, y = _data()
-    first = [xb for xb, _ in Loader(x, y, 32, seed=0)][:3]  # 32 batches: 3 held back
-    assert p.steps == 10 and len(seen) == 10
-    assert not any(torch.equal(s, h) for s in seen for h in first)
+    held = _rows([xb for xb, _ in Loader(x, y, 32, seed=0)][:3])  # 32 batches: 3 held back
+    assert p.steps == 100 and len(seen) == 100 and len(held) == 96
+    trained = _rows(seen)
+    assert trained.isdisjoint(held)  # before: epochs 2 and 3 drew these samples again
+    assert len(trained) == 1024 - 96  # and everything else was trained on
+
+
+def test_probe_on_a_plain_iterable_holds_back_its_first_batches():
+    seen: list[torch.Tensor] = []
+
+    class Batches(Callback):
+        affects_update = True
+
+        def after_loss(self, learn: Learner) -> None:
+            seen.append(learn.batch[0])
+
+    x, y = _data()
+    batches = [(x[i : i + 32], y[i : i + 32]) for i in range(0, 1024, 32)]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
+    learn = Learner(model, batches, loss_func=F.cross_entropy, cbs=[Batches()])
+    p = probe(learn, 0.1, 10)
+    assert p.steps == 10 and math.isfinite(p.loss)
+    assert _rows(seen).isdisjoint(_rows([xb for xb, _ in batches[:3]]))
 
 
 def test_probe_scores_a_diverging_lr_as_inf():

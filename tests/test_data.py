@@ -182,3 +182,29 @@ def test_download_is_verified_and_atomic(tmp_path, monkeypatch, in_ci):
     monkeypatch.setattr(urllib.request, "urlretrieve", fake_retrieve)
     d = load_fashion_mnist(tmp_path / "dl", download=True)
     assert d.x_test.shape == (10000, 1, 28, 28) and len(fetched) >= 4
+
+
+def test_held_out_sets_aside_the_same_samples_on_every_rank():
+    x, y = torch.arange(100.0), torch.arange(100)
+    full = Loader(x, y, 5, seed=3)
+    _, held_all = full.held_out(2)
+    held_ids = {int(v) for _, yb in held_all for v in yb}
+    assert held_ids == {int(v) for _, yb in list(full)[:2] for v in yb}
+    per_rank = [Loader(x, y, 5, seed=3, rank=r, world_size=2).held_out(2) for r in range(2)]
+    first_20 = {int(v) for _, yb in list(Loader(x, y, 10, seed=3))[:2] for v in yb}
+    assert {int(v) for _, h in per_rank for _, yb in h for v in yb} == first_20
+    held = {int(v) for _, h in per_rank for _, yb in h for v in yb}
+    for e in range(3):  # every epoch: the ranks split the other 80 samples between them
+        seen = [{int(v) for _, yb in _epoch(rest, e) for v in yb} for rest, _ in per_rank]
+        assert seen[0].isdisjoint(seen[1]) and len(seen[0]) == 40
+        assert seen[0] | seen[1] == set(range(100)) - held
+
+
+def test_held_out_refuses_to_hold_back_everything():
+    with pytest.raises(ConfigError, match="n_batches"):
+        Loader(torch.arange(10.0), torch.arange(10), 5).held_out(2)
+
+
+def _epoch(loader: Loader, e: int) -> list:
+    loader.set_epoch(e)
+    return list(loader)

@@ -7,7 +7,7 @@ Learner's loop state (``side_run``). On top of it:
 
 - ``lr_sweep``: Smith's range test, with the momentum held at 1cycle's peak value;
 - ``probe``: a short 1cycle from the current weights, scored by the loss on held-back
-  training batches that it never trains on.
+  training samples that it never trains on (``Loader.held_out``).
 
 ``onecycle.auto`` reads the sweep and ranks the probes; this module only runs them.
 
@@ -35,6 +35,7 @@ import torch
 
 from onecycle import schedules as S
 from onecycle.callbacks import Callback, CancelBatch, CancelFit
+from onecycle.data.loader import Loader
 from onecycle.errors import ConfigError, check_int
 from onecycle.range_test import RangeTestResult, check_sweep, preserve_state
 from onecycle.scheduler import momentum_key
@@ -223,14 +224,15 @@ def lr_sweep(
 
 
 class _Probe(Callback):
-    """Hold back the first ``n_held`` batches (never trained on), stop after ``steps``
-    optimizer steps, or at once on a non-finite loss."""
+    """Stop after ``steps`` optimizer steps, or at once on a non-finite loss. With
+    ``held`` empty, hold back the first ``n_held`` batches of the first epoch (the
+    fallback for loaders that cannot set samples aside: see ``probe``)."""
 
     order = -10
 
-    def __init__(self, steps: int, n_held: int) -> None:
+    def __init__(self, steps: int, n_held: int, held: list[Any] | None = None) -> None:
         self.steps, self.n_held = steps, n_held
-        self.held: list[Any] = []
+        self.held: list[Any] = list(held or [])
         self.diverged = False
         self.taken = 0
 
@@ -252,6 +254,16 @@ class _Probe(Callback):
             raise CancelFit
 
 
+def _set_aside(data: Any, n_held: int) -> tuple[Any, list[Any]]:
+    """A ``Loader``'s held-back samples, set aside for every epoch of the probe
+    (``Loader.held_out``); any other iterable: itself and no batches (``_Probe`` then
+    skips its first batches in the first epoch only, so a probe longer than an epoch of
+    a reshuffling loader may train on them)."""
+    if isinstance(data, Loader) and len(data) > n_held:
+        return data.held_out(n_held)
+    return data, []
+
+
 def held_count(learn: Learner) -> int:
     return max(1, min(HELD_BATCHES, len(learn.train_data) // 10))  # type: ignore[arg-type]
 
@@ -270,21 +282,29 @@ def probe(
 ) -> ProbeResult:
     """A short 1cycle of ``steps`` optimizer steps at ``lr_max`` (a float, or one per param
     group), everything restored afterwards; scored by the loss on held-back training
-    batches (the first few of the epoch, which the probe skips). ``steps=0``: the
-    held-back loss of the weights as they are."""
+    batches: with ``onecycle.data.Loader``, the samples of its next few batches, set
+    aside for every epoch of the probe; with another loader, its first few batches,
+    skipped in the probe's first epoch. ``steps=0``: the held-back loss of the weights
+    as they are."""
     steps = check_int("steps", steps, minimum=0)
     lrs = learn.group_values(lr_max if not isinstance(lr_max, Sequence) else list(lr_max),
                              "lr_max")  # fmt: skip
     m = tuple(moms if moms is not None else learn.moms)
     n_held = held_count(learn)
-    cb = _Probe(steps, n_held)
     with side_run(learn, cbs):
         assert learn.opt is not None
+        data = learn.train_data
+        rest, held = _set_aside(data, n_held)
+        cb = _Probe(steps, n_held, held)
         spec: dict[str, Any] = {"lr": [S.one_cycle(v, div, div_final, pct_start) for v in lrs]}
         if momentum_key(learn.opt) is not None:
             spec["momentum"] = S.one_cycle_moms(m, pct_start)  # type: ignore[arg-type]
-        n_epoch = _epochs_for(learn, steps + n_held)
-        learn.fit(n_epoch, lrs, schedules=spec, wd=wd, cbs=[cb], _total_steps=max(1, steps))
+        learn.train_data = rest
+        try:
+            n_epoch = _epochs_for(learn, steps + (0 if held else n_held))
+            learn.fit(n_epoch, lrs, schedules=spec, wd=wd, cbs=[cb], _total_steps=max(1, steps))
+        finally:
+            learn.train_data = data
         if cb.diverged or not cb.held:
             loss, metrics = math.inf, {}
         else:

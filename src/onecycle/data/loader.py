@@ -132,13 +132,43 @@ class Loader:
         self.seed = int(seed)
         self.epoch = 0
         self.batches_done = 0  # within self.epoch, for resume
+        self.indices: torch.Tensor | None = None  # the samples it draws from (None: all)
 
     @property
     def n_samples(self) -> int:
         """Samples this process sees per epoch (equal across ranks unless ``even=False``)."""
+        n = len(self.x) if self.indices is None else len(self.indices)
         if self.even:
-            return len(self.x) // self.world_size
-        return len(range(self.rank, len(self.x), self.world_size))
+            return n // self.world_size
+        return len(range(self.rank, n, self.world_size))
+
+    def held_out(self, n_batches: int) -> tuple[Loader, list[Batch]]:
+        """Set aside the samples of the current epoch's first ``n_batches`` batches (of
+        every process: the same samples on every rank): a loader over the other samples
+        (same options, seed and shard, from its first batch) and this process's share of
+        the set-aside ones as plain batches (no augmentation). Probes train on the first
+        and score on the second, which no epoch of theirs ever draws.
+
+        >>> dl = Loader(torch.arange(10.0), torch.arange(10), batch_size=2, seed=0)
+        >>> rest, held = dl.held_out(1)
+        >>> seen = {int(v) for _ in range(3) for _, yb in rest for v in yb}
+        >>> len(held), len(seen), seen.isdisjoint(int(v) for v in held[0][1])
+        (1, 8, True)
+        """
+        n_batches = check_int("n_batches", n_batches)
+        every = self.batch_size * self.world_size
+        if (n_batches + 1) * every > (len(self.x) if self.indices is None else len(self.indices)):
+            raise ConfigError("n_batches", n_batches, "fewer batches than the loader has")
+        perm = self._permutation(self.epoch)
+        held, keep = perm[: n_batches * every], perm[n_batches * every :]
+        rest = self.shard(self.rank, self.world_size, even=self.even)
+        rest.indices, rest.epoch, rest.batches_done = keep.sort().values, self.epoch, 0
+        mine = held[self.rank :: self.world_size].to(self.device)
+        batches = [
+            (self.x.index_select(0, i), self.y.index_select(0, i))
+            for i in mine.split(self.batch_size)
+        ]
+        return rest, batches
 
     def shard(self, rank: int, world_size: int, *, even: bool = True) -> Loader:
         """This loader's shard for process ``rank`` of ``world_size``: same tensors (not
@@ -186,12 +216,18 @@ class Loader:
         g.manual_seed((self.seed * 1_000_003 + epoch * 7919 + stream) % (2**63 - 1))
         return g
 
-    def _order(self, epoch: int) -> torch.Tensor:
-        n_total = len(self.x) // self.world_size * self.world_size if self.even else len(self.x)
+    def _permutation(self, epoch: int) -> torch.Tensor:
+        """Epoch ``epoch``'s order of the samples, before sharding (on the CPU)."""
+        n = len(self.x) if self.indices is None else len(self.indices)
         if self.shuffle:
-            perm = torch.randperm(len(self.x), generator=self._generator(epoch, 0), device="cpu")
+            perm = torch.randperm(n, generator=self._generator(epoch, 0), device="cpu")
         else:
-            perm = torch.arange(len(self.x))
+            perm = torch.arange(n)
+        return perm if self.indices is None else self.indices.cpu()[perm]
+
+    def _order(self, epoch: int) -> torch.Tensor:
+        perm = self._permutation(epoch)
+        n_total = len(perm) // self.world_size * self.world_size if self.even else len(perm)
         return perm[:n_total][self.rank :: self.world_size].to(self.device)
 
     def __iter__(self) -> Iterator[Batch]:
