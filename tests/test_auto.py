@@ -293,6 +293,40 @@ def test_auto_respects_its_budget_and_restores():
     assert again.lr_max == res.lr_max and again.probes == res.probes  # deterministic
 
 
+def test_probe_scores_each_held_back_batch():
+    p = probe(_learner(), 0.1, 20)
+    assert len(p.batch_losses) == 3  # 32 batches: 3 held back, equal sizes
+    assert p.loss == pytest.approx(sum(p.batch_losses) / 3)
+
+
+@pytest.mark.parametrize(("gap", "picked"), [(0.2, "high"), (0.01, "low")])
+def test_the_larger_final_peak_must_win_beyond_the_held_back_noise(monkeypatch, gap, picked):
+    import onecycle.auto as A
+
+    real_probe, real_candidates = A.probe, A.candidates
+    seen: list[float] = []
+    noise = [0.1, -0.1, 0.12, -0.08, 0.05, -0.05, 0.1, -0.1]
+
+    def candidates(res):
+        seen[:] = real_candidates(res)
+        return list(seen)
+
+    def probe(learn, lr, steps, **kw):  # the top candidate ends `gap` lower, batch noise apart
+        if steps == 0:
+            return real_probe(learn, lr, steps, **kw)
+        lr = lr[-1] if isinstance(lr, list) else lr
+        top = lr == max(seen)
+        losses = tuple(0.5 - gap + n for n in noise) if top else tuple(0.5 + n for n in noise[::-1])
+        return A.ProbeResult(lr, steps, sum(losses) / len(losses), batch_losses=losses)
+
+    monkeypatch.setattr(A, "candidates", candidates)
+    monkeypatch.setattr(A, "probe", probe)
+    res = auto_lr_max(_learner(), total_steps=4000)
+    high, low = sorted(seen)[-1], sorted(seen)[-2]
+    assert res.lr_max == (high if picked == "high" else low), res.reason
+    assert ("not clearly better" in res.reason) == (picked == "low")
+
+
 def test_auto_without_room_for_probes_says_so(monkeypatch):
     import onecycle.auto as A
 

@@ -37,7 +37,7 @@ def main() -> None:
     for pair in args.pairs:
         task = TASKS[pair]
         if not task.calibration:
-            raise SystemExit(f"{pair} is held out: calibrate on calibration pairs only")
+            raise SystemExit(f"{pair} is {task.group}: calibrate on calibration pairs only")
         for seed in args.seeds:
             b = task.build(seed, args.device, False)
             learn = arms._learner(task, b, args.device)

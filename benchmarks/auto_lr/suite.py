@@ -194,7 +194,8 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
             if v:
                 wd_mean[wd] = statistics.mean(v)
         out[pair] = {
-            "calibration": task.calibration, "metric": task.metric, "epochs": task.epochs,
+            "group": task.group, "calibration": task.calibration, "metric": task.metric,
+            "epochs": task.epochs,
             "opt": task.opt, "grid": {f"{k:.4g}": v for k, v in sorted(grid_mean.items())},
             "grid_best": {"lr": best_lr, "score": best}, "arms": arms_out,
             "wd_grid": {f"{k:g}": v for k, v in wd_mean.items()},
@@ -206,13 +207,13 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 def table(summary: dict[str, Any]) -> str:
     arm_names = list(dict.fromkeys(a for p in summary.values() for a in p["arms"]))
     lines = []
-    for group, calib in (("held out", False), ("calibration", True)):
+    for group in ("held out", "seen", "calibration"):
         lines.append(f"\n**{group}** (gap to the grid's best: accuracy points, or % of "
                      "bits/char or MSE; positive = worse than the grid)\n")  # fmt: skip
         lines.append("| pair | grid best | " + " | ".join(arm_names) + " |")
         lines.append("|---" * (len(arm_names) + 2) + "|")
         for pair, p in summary.items():
-            if p["calibration"] != calib:
+            if p.get("group", "calibration" if p["calibration"] else "held out") != group:
                 continue
             cells = []
             for a in arm_names:

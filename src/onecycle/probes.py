@@ -62,7 +62,8 @@ _LOOP_STATE = (
 @dataclass(frozen=True)
 class ProbeResult:
     """One short run: its hyper-parameters, its length, and its held-back loss (inf if it
-    diverged) and metrics."""
+    diverged) and metrics; ``batch_losses``: the loss on each held-back batch (the same
+    batches for every probe of a Learner, so two probes compare batch by batch)."""
 
     lr_max: float
     steps: int
@@ -70,12 +71,14 @@ class ProbeResult:
     wd: float | None = None
     moms: tuple[float, float, float] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
+    batch_losses: tuple[float, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         loss = None if math.isinf(self.loss) else self.loss
         moms = list(self.moms) if self.moms else None
         return {"lr_max": self.lr_max, "steps": self.steps, "loss": loss, "wd": self.wd,
-                "moms": moms, "metrics": self.metrics}  # fmt: skip
+                "moms": moms, "metrics": self.metrics,
+                "batch_losses": list(self.batch_losses)}  # fmt: skip
 
 
 @contextmanager
@@ -305,15 +308,26 @@ def probe(
             learn.fit(n_epoch, lrs, schedules=spec, wd=wd, cbs=[cb], _total_steps=max(1, steps))
         finally:
             learn.train_data = data
+        per_batch: list[float] = []
         if cb.diverged or not cb.held:
             loss, metrics = math.inf, {}
         else:
-            results = learn._do_validate(cb.held)
-            loss = results.pop("valid_loss")
-            metrics = results
+            results = [learn._do_validate([b]) for b in cb.held]
+            sizes = [_size(b) for b in cb.held]
+            per_batch = [r.pop("valid_loss") for r in results]
+            loss = sum(v * n for v, n in zip(per_batch, sizes)) / sum(sizes)
+            metrics = {k: sum(r[k] * n for r, n in zip(results, sizes)) / sum(sizes)
+                       for k in results[0]}  # fmt: skip
             if not math.isfinite(loss):
-                loss = math.inf
-    return ProbeResult(lrs[-1], steps, loss, wd, m, metrics)  # type: ignore[arg-type]
+                loss, per_batch = math.inf, []
+    return ProbeResult(lrs[-1], steps, loss, wd, m, metrics,  # type: ignore[arg-type]
+                       tuple(per_batch))  # fmt: skip
+
+
+def _size(batch: Any) -> int:
+    """Samples in a held-back batch (its target's first dimension; 1 if it has none)."""
+    target = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
+    return len(target) if isinstance(target, torch.Tensor) and target.dim() > 0 else 1
 
 
 def probe_cost(learn: Learner, steps: int) -> float:
