@@ -130,3 +130,29 @@ def resume_other_world(out: str, folder: str, bs: int) -> None:
     except (CheckpointError, ValueError) as e:
         status = str(e)
     _save(out, {"status": status})
+
+
+class _RankClock(Callback):
+    """A fake clock whose batches take ``batch`` seconds (different on each rank)."""
+
+    def __init__(self, batch: float) -> None:
+        self.now, self.batch = 0.0, batch
+
+    def __call__(self) -> float:
+        return self.now
+
+    def before_batch(self, learn: Learner) -> None:
+        self.now += self.batch
+
+
+def budgeted(out: str, bs: int, budget: float) -> None:
+    """1cycle over a time budget; rank r's batches take 1 + r/2 seconds: the ranks must
+    agree on the elapsed time (their mean) and stop at the same step."""
+    clock = _RankClock(1.0 + D.rank() / 2)
+    learn = learner(bs, cbs=[clock])
+    learn.clock = clock
+    learn.fit_one_cycle(100, lr_max=0.5, budget=budget)
+    _save(out, {
+        "weights": {k: v.clone() for k, v in learn.model.state_dict().items()},
+        "hypers": learn.recorder.hypers, "report": learn.budget.report(), "now": clock.now,
+    })  # fmt: skip

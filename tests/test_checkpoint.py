@@ -103,6 +103,25 @@ def test_resume_matrix_is_bit_exact(tmp_path, opt_func, stop):
     assert _trace(ref) == _trace(second)
 
 
+class CrashAfterEpoch(Callback):
+    order = 99  # after Checkpoint (97) has written the epoch-end checkpoint
+
+    def after_epoch(self, learn):
+        raise Crash(f"crash after epoch {learn.epoch}")
+
+
+def test_resume_from_an_epoch_end_checkpoint_keeps_the_epoch_rows(tmp_path):
+    ref = _setup(sgd)
+    ref.fit_one_cycle(EPOCHS, 0.05)
+    first = _setup(sgd)
+    with pytest.raises(Crash):
+        first.fit_one_cycle(EPOCHS, 0.05, cbs=[ck.Checkpoint(tmp_path), CrashAfterEpoch()])
+    second = _setup(sgd, seed=77)
+    second.fit_one_cycle(EPOCHS, 0.05, cbs=[ck.Checkpoint(tmp_path)], resume="auto")
+    # the next epoch's train_loss averages its own batches only, not the previous epoch's
+    assert _trace(ref) == _trace(second)
+
+
 def test_resume_without_checkpoint_starts_fresh_and_says_so(tmp_path, caplog):
     learn = _setup(sgd)
     with caplog.at_level("INFO"):

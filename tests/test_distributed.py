@@ -190,3 +190,16 @@ def test_cli_torchrun_killed_and_resumed_matches_uninterrupted(tmp_path) -> None
     b = json.loads((out / "metrics.json").read_text())["final"]
     assert b["weights_sha256"] == a["weights_sha256"]
     assert b["optimizer_steps"] == a["optimizer_steps"] == 4 * 40  # 4000 / (2 x 50) per epoch
+
+
+def test_a_time_budget_stops_every_rank_at_the_same_step(tmp_path) -> None:
+    # rank 0's batches take 1 s, rank 1's 1.5 s (fake clocks): the ranks agree on the mean,
+    # 1.25 s a step, so 20 s are 16 steps on both, and DDP's replicas stay equal
+    _spawn(W.budgeted, str(tmp_path), B // 2, 20.0)
+    r0, r1 = _ranks(tmp_path)
+    assert r0["report"] == r1["report"] and r0["report"]["optimizer_steps"] == 16
+    assert r0["report"]["ended_by"] == "budget" and r0["report"]["elapsed"] == 20.0
+    assert (r0["now"], r1["now"]) == (16.0, 24.0)  # each rank's own clock
+    assert r0["hypers"] == r1["hypers"] and r0["hypers"]["lr"][-1] == [0.5 / 1e5]
+    for k in r0["weights"]:
+        assert torch.equal(r0["weights"][k], r1["weights"][k]), k

@@ -5,8 +5,8 @@ cannot drift from the code.
   user's (``model``, ``opt``, ``loader``, ``loss_fn``, ``epochs``: a 1-D CNN on MNIST-1D);
   Fashion-MNIST's loader returns 2,000 training and 1,000 test images (MNIST-1D is small).
 - ``bash`` blocks: each ``onecycle ...`` command runs in-process with a tiny override
-  (``--epochs 2 --train-samples 1000/2000`` for fit; for study one seed, one evaluation
-  per epoch, no ablations, ``--quick`` on Fashion-MNIST; ``--out`` in a
+  (``--epochs 2 --train-samples 1000/2000`` for fit, and ``--budget 2s``; for study one
+  seed, one evaluation per epoch, no ablations, ``--quick`` on Fashion-MNIST; ``--out`` in a
   temporary folder; a command that differs from one already run only by ``--out`` runs
   once); ``torchrun ... -m onecycle`` runs as a 2-process job with the same override; a
   benchmark command (hours of training) is checked flag by flag against its ``--help``;
@@ -106,6 +106,8 @@ def _override(argv: list[str], out: Path) -> list[str]:
     if cmd == "fit":
         if "--epochs" in args:
             args[args.index("--epochs") + 1] = "2"
+        if "--budget" in args:  # a time budget: a short one
+            args[args.index("--budget") + 1] = "2s"
         args += ["--no-progress"] + ([] if "--factory" in args else samples)
     elif cmd == "lr-find":
         args += samples

@@ -188,6 +188,9 @@ class Recorder(Callback):
         row.update(learn.valid_results)
         row["seconds"] = time.perf_counter() - self._t0
         self.rows.append(row)
+        # the next epoch starts here: a checkpoint written at this epoch end must not
+        # resume with this epoch's losses in the next one's row
+        self._epoch_start = len(self.losses)
 
     def after_fit(self, learn: Learner) -> None:
         self._flush()
@@ -274,9 +277,11 @@ class ProgressBar(Callback):
         if self._use_bar:
             from tqdm.auto import tqdm
 
+            b = learn.budget  # a time budget: n_epoch is only a cap, the time left counts
+            of = f"/{learn.n_epoch}" if b is None else f", {b.seconds - b.elapsed():.0f}s left"
             self._pbar = tqdm(
                 total=learn.n_iter, leave=False, file=sys.stderr,
-                desc=f"epoch {learn.epoch + 1}/{learn.n_epoch}",
+                desc=f"epoch {learn.epoch + 1}{of}",
             )  # fmt: skip
 
     def after_batch(self, learn: Learner) -> None:

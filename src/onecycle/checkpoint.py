@@ -10,9 +10,10 @@ the newest *good* one and says which it skipped and why.
 
 What a checkpoint holds: model, optimizer, scheduler step, epoch and batches consumed,
 the loader's position, the torch/CUDA/numpy/python random states, the Recorder's history,
-a signature of the fit (epochs, steps, schedules), its plan (length and extensions: what
-``resume(extend=True)`` rebuilds), the run's config, format and library versions. All
-plain types and tensors.
+a signature of the fit (epochs, steps, schedules, time budget), its plan (length and
+extensions: what ``resume(extend=True)`` rebuilds), a time budget's time used and pace
+(``onecycle.budget``), the run's config, format and library versions. All plain types
+and tensors.
 """
 
 from __future__ import annotations
@@ -254,6 +255,7 @@ def capture(learn: Learner, *, epoch: int, batches_done: int) -> dict[str, Any]:
         "recorder": learn.recorder.state_dict(),
         "fit": learn.fit_signature,
         "plan": learn.fit_plan,  # its length and extensions: what resume(extend=True) rebuilds
+        "budget": learn.budget.state_dict() if learn.budget is not None else None,
         "config": learn.run_config,
     }
 
@@ -284,6 +286,8 @@ def restore(learn: Learner, state: dict[str, Any], source: str = "checkpoint") -
         raise CheckpointError(f"{source}: does not fit this model: {detail}") from None
     learn.opt.load_state_dict(state["optimizer"])
     learn.scheduler.load_state_dict(state["scheduler"])
+    if learn.budget is not None and state.get("budget") is not None:
+        learn.budget.load_state_dict(state["budget"])  # the time used goes on counting
     pos = state["position"]
     if state.get("loader") is not None and hasattr(learn.train_data, "load_state_dict"):
         learn.train_data.load_state_dict(

@@ -104,7 +104,18 @@ def _add_fit_args(f: argparse.ArgumentParser) -> None:
     _add_data_args(f)
     _add_optim_args(f)
     g = f.add_argument_group("length and peak")
-    g.add_argument("--epochs", type=int, default=5, help="passes over the training data")
+    g.add_argument("--epochs", type=int, default=None,
+                   help="passes over the training data (default 5; with --budget an upper "
+                        "bound, default none)")  # fmt: skip
+    g.add_argument(
+        "--budget",
+        default=None,
+        metavar="TIME",
+        help="train for this wall-clock time instead ('90s', '3m', '1.5h', or seconds): the "
+        "schedule's progress is time used / budget (steps per second measured as it goes; "
+        "validation and checkpoints count), and the run ends on time with the LR annealed. "
+        "The step count, hence the weights, vary with the machine's speed",
+    )
     g.add_argument(
         "--lr-max",
         type=_lr_max,
@@ -261,6 +272,7 @@ def fit_config(args: argparse.Namespace):  # -> FitConfig
         train_samples=args.train_samples, seed=args.seed, device=args.device, out=args.out,
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every, keep=args.keep,
         resume=args.resume, resume_from=args.resume_from, extend=args.extend, log=args.log,
+        budget=args.budget,
     )  # fmt: skip
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from onecycle import distributed as D
+from onecycle.budget import parse_budget
 from onecycle.distributed import check_device
 from onecycle.errors import ConfigError, check_finite, check_int, check_positive
 
@@ -52,7 +53,8 @@ class FitConfig:
     factory: str | None = None
     model: str | None = None
     opt: Literal["sgd", "adamw"] | None = None
-    epochs: int = 5
+    epochs: int | None = None  # None: 5; with a budget, no cap (the time ends the run)
+    budget: float | str | None = None  # seconds or "3m": train this long (epochs: a cap)
     schedule: ScheduleName = "one-cycle"
     lr_max: float | Literal["auto"] | None = None  # "auto": from a range test first
     div: float = 25.0
@@ -117,7 +119,10 @@ class FitConfig:
             raise ConfigError("schedule", c.schedule, f"one of {', '.join(SCHEDULES)}")
         if c.opt not in ("sgd", "adamw"):
             raise ConfigError("opt", c.opt, "'sgd' or 'adamw'")
-        c.epochs = check_int("epochs", c.epochs)
+        if c.budget is not None:
+            _check_budget(c)
+        if c.epochs is not None or c.budget is None:
+            c.epochs = check_int("epochs", 5 if c.epochs is None else c.epochs)
         c.div = check_finite("div", c.div)
         if c.div < 1 or (c.div == 1 and c.schedule == "clr"):
             what = "> 1 (CLR's low LR = lr_max/div)" if c.schedule == "clr" else (
@@ -160,6 +165,24 @@ class FitConfig:
         if (c.resume or c.checkpoint_every) and not c.out:
             raise ConfigError("out", c.out, "a folder: checkpoints live in OUT/checkpoints")
         return c
+
+
+def _check_budget(c: FitConfig) -> None:
+    """A time budget in seconds, with what it can drive: a schedule of progress and a
+    fixed ``lr_max`` and ``wd``."""
+    c.budget = parse_budget(c.budget)  # type: ignore[arg-type]
+    if c.schedule == "clr":
+        raise ConfigError("budget", c.budget, "no --budget with --schedule clr: its cycles "
+                          "are counted in optimizer steps (the other schedules run over "
+                          "time)")  # fmt: skip
+    for name in ("lr_max", "wd"):
+        if getattr(c, name) == "auto":
+            raise ConfigError(name, "auto", "a number with --budget: the range test and probes "
+                              "are sized in the run's optimizer steps, which a budget learns "
+                              "only as it runs (run onecycle lr-find first)")  # fmt: skip
+    if c.extend:
+        raise ConfigError("extend", True, "no --extend with --budget: a budgeted run cannot be "
+                          "lengthened; --resume it with the same --budget")  # fmt: skip
 
 
 def check_out(out: str | Path, name: str = "out") -> Path:

@@ -247,7 +247,8 @@ class Replicas:
     - ``forward_model(model)``: the module to call in training (the DDP wrapper, or
       ``model``); ``sync(will_step)``: DDP's ``no_sync`` on micro-batches that do not step;
     - ``reduce_loss(loss)``: the batch loss averaged over ranks; ``reduce_sums(t)``: a
-      tensor of sums added up over ranks (validation);
+      tensor of sums added up over ranks (validation); ``agree(x)``: one float, the same
+      on every rank (the mean of theirs: a time budget's elapsed time);
     - ``release()`` after a fit: drop the wrapper (see ``shutdown``).
 
     >>> import torch
@@ -306,6 +307,14 @@ class Replicas:
             packed = all_reduce_sum(torch.stack(out))
             out = list(packed)
         return out
+
+    def agree(self, value: float) -> float:
+        """``value`` averaged over ranks, bit-identical on every rank (``value`` itself in
+        one process): decisions taken from it (a time budget's last step) agree."""
+        if not is_distributed():
+            return value
+        t = torch.tensor([float(value)], dtype=torch.float64, device=self.device)
+        return float(all_reduce_sum(t)[0]) / world_size()
 
     def release(self) -> None:
         """Drop the DDP wrapper (the next ``prepare`` wraps again): a script may then call

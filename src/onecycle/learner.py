@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -26,6 +27,7 @@ from onecycle import batch as B
 from onecycle import params as P
 from onecycle import recipes
 from onecycle import schedules as S
+from onecycle.budget import TimeBudget, check_fit
 from onecycle.callbacks import (
     Callback,
     CancelBatch,
@@ -97,7 +99,9 @@ class Learner:
     Attributes callbacks read or set: ``model, opt, scheduler, loss_func, epoch, n_epoch,
     iter, n_iter, batch, pred, loss, loss_global, will_step, accumulate, autocast, scaler,
     valid_results, epoch_completed, step_values, recorder, fit_signature, run_config,
-    lr_find_result, auto_result, auto_wd_result, replicas, ddp_model, fit_plan``.
+    lr_find_result, auto_result, auto_wd_result, replicas, ddp_model, fit_plan, budget,
+    clock``. ``clock`` (``time.monotonic``) is what a time budget counts: set a fake one
+    for reproducible budgeted runs (``onecycle.budget``).
 
     >>> import torch
     >>> from onecycle.data import Loader
@@ -160,6 +164,8 @@ class Learner:
         self.step_values: dict[str, list[float]] = {}  # hyper-parameters of the last step
         self.fit_signature = ""  # what a checkpoint must match to resume this fit
         self.fit_plan: dict[str, Any] = {}  # its length, and how it was extended (if it was)
+        self.budget: TimeBudget | None = None  # the fit's time budget (fit(budget=...))
+        self.clock: Callable[[], float] = time.monotonic  # seconds: what a budget counts
         self.run_config: dict[str, Any] = {}  # stored in checkpoints (the CLI's config)
         self.epoch_completed = False
         self.batch: Any = None
@@ -203,6 +209,7 @@ class Learner:
         reset_opt: bool = False,
         resume: str | Path | None = None,
         extend: bool = False,
+        budget: float | str | None = None,
         _total_steps: int | None = None,
     ) -> None:
         """Train for ``n_epoch`` epochs.
@@ -220,9 +227,17 @@ class Learner:
         checkpoint may come from the same fit with fewer epochs; it is lengthened to
         ``n_epoch`` from the saved step without restarting the warm-up
         (``onecycle.schedules.extend``; a deliberate departure from the fixed cycle).
+
+        ``budget``: seconds, or ``"90s"``, ``"3m"``, ``"1.5h"``: the schedules' progress is
+        the time used (on ``self.clock``) over the budget, and the fit ends on time with
+        them at their end values; ``n_epoch`` is then an upper bound (``onecycle.budget``).
         """
+        started = self.clock()  # a budget counts the whole fit
         n_epoch, start_epoch, wd_now = _check_fit_args(n_epoch, start_epoch, wd, self.wd,
                                                        resume, extend)  # fmt: skip
+        seconds = check_fit(budget, schedules=schedules, start_epoch=start_epoch,
+                            extend=extend, total_steps=_total_steps)  # fmt: skip
+        self.budget = None
         lrs = self.group_values(lr)
         if self.opt is None or reset_opt:
             self._make_opt(lrs)
@@ -251,6 +266,11 @@ class Learner:
             self._decay = P.decay_params(self.param_groups, self._norm_ids, self.wd_bn_bias)
             self.fit_plan = {"n_epoch": n_epoch, "total_steps": total, "base_total": total,
                              "extends": []}  # fmt: skip
+            if seconds is not None:
+                self.fit_plan["budget"] = seconds
+                self.budget = TimeBudget(seconds, max_steps=total, steps_per_epoch=steps_per_epoch,
+                                         clock=self.clock, start=started,
+                                         agree=self.replicas.agree)  # fmt: skip
             self.fit_signature = fit_signature(self.fit_plan, self.accumulate, spec)
             skip = 0
             if resume is not None:
@@ -258,10 +278,16 @@ class Learner:
 
                 start_epoch, skip = resume_from(self, resume, extra, plan=plan, extend=extend)
             for self.epoch in range(start_epoch, n_epoch):
+                if self._time_is_up() and not (skip and self.epoch == start_epoch):
+                    break  # the budget's last step is taken (and its epoch validated)
                 self._do_epoch(skip if self.epoch == start_epoch else 0)
+            if self.budget is not None:  # every rank is here: the time they agree on
+                self.budget.finish(self.scheduler.step_count, agree=True)
         except CancelFit:
             pass
         finally:
+            if self.budget is not None and self.budget.used is None:  # stopped early
+                self.budget.finish(self.scheduler.step_count if self.scheduler else 0)
             self._event("after_fit")
             self._cb_table = self._bind(self.cbs)
             self.replicas.release()
@@ -291,12 +317,18 @@ class Learner:
         # A loader that was positioned by load_state_dict starts at batch `skip` by itself;
         # any other iterable is wound forward (exact only if its order is deterministic).
         positioned = skip > 0 and hasattr(self.train_data, "load_state_dict")
-        for i, batch in enumerate(self.train_data, start=skip if positioned else 0):
+        batches = () if self._time_is_up() else self.train_data  # resumed after the last step
+        for i, batch in enumerate(batches, start=skip if positioned else 0):
             if i < skip:
                 continue
             self.iter = i
             self._do_batch(batch)
+            if self._time_is_up():
+                break  # a time budget's last step: this epoch validates, and the fit ends
         self._event("after_train")
+
+    def _time_is_up(self) -> bool:
+        return self.budget is not None and self.budget.done
 
     def _do_batch(self, batch: Any) -> None:
         assert self.opt is not None and self.scheduler is not None
@@ -344,7 +376,11 @@ class Learner:
         self.opt.zero_grad(set_to_none=True)
         if stepped:
             self.step_values = self.scheduler.applied  # what this step used, for callbacks
-            self.scheduler.step()
+            t = None  # a time budget: the next step's progress is time, its pace measured
+            if self.budget is not None:
+                t = self.budget.next_progress(self.scheduler.step_count + 1, self.epoch,
+                                              self.iter // self.accumulate + 1)  # fmt: skip
+            self.scheduler.step(t)
         return stepped
 
     @torch.no_grad()

@@ -194,6 +194,7 @@ def fit_one_cycle(
     three_phase: bool = False,
     resume: str | Path | None = None,
     extend: bool = False,
+    budget: float | str | None = None,
 ) -> None:
     """Smith's 1cycle policy (fastai's ``fit_one_cycle``): ``fit`` plus a schedule.
 
@@ -207,12 +208,40 @@ def fit_one_cycle(
     ``onecycle.schedules.one_cycle`` for ``anneal`` and ``three_phase``, and ``fit``
     for ``resume`` and ``extend`` (lengthen a shorter run of the same fit from its
     checkpoint, without a second warm-up).
+
+    ``budget``: a wall-clock time (seconds, or ``"90s"``, ``"3m"``, ``"1.5h"``) instead of
+    a number of steps: the cycle's progress is time used over the budget, the steps per
+    second measured as it goes, and the fit ends on time with the LR at
+    ``lr_max/div_final``; ``n_epoch`` is then an upper bound (``onecycle.budget``: what is
+    counted, and what is reproducible). Not with ``"auto"``, whose range test and probes
+    are sized in the run's steps.
+
+    >>> import torch
+    >>> from onecycle import Callback, Learner
+    >>> from onecycle.data import Loader
+    >>> class Clock(Callback):  # a fake clock: each batch takes 0.5 s
+    ...     now = 0.0
+    ...     def __call__(self): return self.now
+    ...     def before_batch(self, learn): self.now += 0.5
+    >>> x = torch.randn(256, 2); y = (x[:, 0] > 0).long()
+    >>> clock = Clock()
+    >>> learn = Learner(torch.nn.Linear(2, 2), Loader(x, y, 32), cbs=[clock],
+    ...                 loss_func=torch.nn.functional.cross_entropy)
+    >>> learn.clock = clock
+    >>> learn.fit_one_cycle(100, lr_max=0.1, budget="10s")  # 100 epochs: an upper bound
+    >>> len(learn.recorder.lrs), learn.recorder.lrs[-1], clock.now  # 20 steps of 0.5 s
+    (20, 1e-06, 10.0)
     """
     auto_lr = isinstance(lr_max, str) and lr_max == "auto"
     if isinstance(lr_max, str) and not auto_lr:
         raise ConfigError("lr_max", lr_max, "a number, a slice, a sequence, or 'auto'")
     if isinstance(wd, str) and wd != "auto":
         raise ConfigError("wd", wd, "a number >= 0, None, or 'auto'")
+    if budget is not None and (auto_lr or wd == "auto"):
+        name = "lr_max" if auto_lr else "wd"
+        raise ConfigError(name, "auto", "a number with a time budget: the range test and "
+                          "probes are sized in the run's optimizer steps, which a budget "
+                          "learns only as it runs (run lr_find first)")  # fmt: skip
     total = None
     if (auto_lr or wd == "auto") and resume is None:
         total = (n_epoch - start_epoch) * learn.steps_per_epoch(cbs)
@@ -234,7 +263,7 @@ def fit_one_cycle(
         learn, moms, lambda m: S.one_cycle_moms(m, pct_start, anneal, three_phase)  # type: ignore[arg-type]
     ))  # fmt: skip
     learn.fit(n_epoch, lrs, schedules=spec, wd=wd, cbs=cbs, start_epoch=start_epoch,
-             resume=resume, extend=extend)  # fmt: skip
+             resume=resume, extend=extend, budget=budget)  # fmt: skip
 
 
 def fit_clr(
@@ -312,6 +341,9 @@ def fine_tune(
     ``slice(base_lr/2/lr_mult, base_lr/2)``. ``base_lr="auto"``: chosen for the frozen
     phase by ``auto_lr_max`` (sweep and probes on the frozen model, budgeted against
     both phases' steps)."""
+    if kwargs.get("budget") is not None:  # each of the two fits would get all of it
+        raise ConfigError("budget", kwargs["budget"], "None in fine_tune: call fit_one_cycle "
+                          "with a budget for each phase")  # fmt: skip
     epochs = check_int("epochs", epochs)
     freeze_epochs = check_int("freeze_epochs", freeze_epochs)
     lr_mult = check_positive("lr_mult", lr_mult)

@@ -86,10 +86,13 @@ def resume_from(
 
 def fit_signature(plan: Mapping[str, Any], accumulate: int, spec: Mapping[str, Any]) -> str:
     """What a checkpoint must match to resume a fit: its length, accumulation and
-    schedules (``spec`` built for ``plan["base_total"]`` steps), and its extensions."""
+    schedules (``spec`` built for ``plan["base_total"]`` steps), its extensions, and its
+    time budget (a resume with another one is refused: the progress of the steps taken
+    was time over that budget)."""
     sig = (f"n_epoch={plan['n_epoch']}; total_steps={plan['total_steps']}; "
            f"accumulate={accumulate}; schedules={spec!r}")  # fmt: skip
-    return sig + (f"; extends={plan['extends']}" if plan["extends"] else "")
+    sig += f"; extends={plan['extends']}" if plan["extends"] else ""
+    return sig + (f"; budget={plan['budget']:g}s" if plan.get("budget") else "")
 
 
 _SIGNATURE = re.compile(r"^n_epoch=(\d+); total_steps=(\d+);")
@@ -116,6 +119,8 @@ def _rebuild_plan(learn: Learner, state: dict[str, Any], plan: Callable[[int], M
     saved, now = _plan_of(state), learn.fit_plan
     if saved is None or (saved["total_steps"] == now["total_steps"] and not saved["extends"]):
         return  # a plain resume: restore() compares the signatures
+    if saved.get("budget") or now.get("budget"):
+        return  # not extended by epochs: restore() compares the signatures, budget included
     if saved["total_steps"] > now["total_steps"] or (
         saved["total_steps"] < now["total_steps"] and not extend
     ):  # fmt: skip

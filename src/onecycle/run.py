@@ -58,6 +58,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+# --budget without --epochs: no cap in practice (the time ends the run long before)
+NO_EPOCH_CAP = 1_000_000
+
 
 def _load_factory(spec: str) -> Callable[[], Any]:
     """``module:function`` or ``path/to/file.py:function``."""
@@ -165,16 +168,22 @@ def schedules_for(cfg: FitConfig, total_steps: int) -> dict[str, S.Schedule]:
 
 def _fit(learn: Learner, cfg: FitConfig, cbs: list[Callback]) -> None:
     assert isinstance(cfg.lr_max, float) and cfg.div_final is not None
-    lr = cfg.lr_max
+    lr, n_epoch = cfg.lr_max, cfg.epochs if cfg.epochs is not None else NO_EPOCH_CAP
     resume = "auto" if cfg.resume else cfg.resume_from
+    budget = cfg.budget
     if cfg.schedule == "one-cycle":
         learn.fit_one_cycle(
-            cfg.epochs, lr, cfg.div, cfg.div_final, cfg.pct_start, cfg.moms, cbs=cbs,
+            n_epoch, lr, cfg.div, cfg.div_final, cfg.pct_start, cfg.moms, cbs=cbs,
             anneal=cfg.anneal, three_phase=cfg.three_phase, resume=resume, extend=cfg.extend,
+            budget=budget,
         )  # fmt: skip
     else:  # the same spec `onecycle schedule` previews
-        learn.fit(cfg.epochs, lr, schedules=lambda total: schedules_for(cfg, total), cbs=cbs,
-                  resume=resume, extend=cfg.extend)  # fmt: skip
+        # with a budget a mapping: functions of progress (the step count, which only CLR
+        # uses and a budget refuses, is not known before the end)
+        spec = (lambda total: schedules_for(cfg, total)) if budget is None else (
+            schedules_for(cfg, 1))  # fmt: skip
+        learn.fit(n_epoch, lr, schedules=spec, cbs=cbs, resume=resume, extend=cfg.extend,
+                  budget=budget)  # fmt: skip
 
 
 @dataclass
@@ -248,6 +257,8 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
     sweep's ``clr_bounds`` set the low end). The curve is kept in ``metrics.json`` under
     ``lr_find`` (plotted to ``lr_find.png``), the candidates and probes under ``auto``.
     With ``wd="auto"``, Smith's weight-decay test at that ``lr_max`` (``auto_wd``).
+    With ``budget``, the fit runs over that wall-clock time (``onecycle.budget``), at most
+    ``epochs`` epochs if set; ``metrics.json`` records it under ``budget``.
     """
     cfg = cfg.resolved()
     if cfg.out and D.is_main():
@@ -279,7 +290,11 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
         cbs.append(logger(Path(cfg.out) / "logs", append=bool(cfg.resume or cfg.resume_from)))  # type: ignore[arg-type]
     files: dict[str, str] = {}
     lr_find = None
-    total = cfg.epochs * learn.steps_per_epoch(cbs)
+    if cfg.budget is not None:
+        cap = f"at most {cfg.epochs} epochs" if cfg.epochs is not None else "no epoch cap"
+        log.info("time budget %gs (%s): the schedule's progress is time used / budget",
+                 cfg.budget, cap)  # fmt: skip
+    total = (cfg.epochs or 0) * learn.steps_per_epoch(cbs)  # "auto" is refused with a budget
     if cfg.lr_max == "auto":
         try:
             lr = learn.auto_lr_max(total, moms=cfg.moms, pct_start=cfg.pct_start, cbs=cbs)[-1]
@@ -334,6 +349,8 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
             else ("bs (per process)" if not cfg.factory else "factory (its loaders)"),
         },
     }
+    if learn.budget is not None:  # the budget, the steps it allowed, the time the fit took
+        metrics["budget"] = learn.budget.report()
     if lr_find is not None:
         metrics["lr_find"] = lr_find.to_dict()
     if learn.auto_result is not None:

@@ -20,7 +20,7 @@ import torch
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from onecycle.errors import ConfigError, ScheduleWarning, check_int
+from onecycle.errors import ConfigError, ScheduleWarning, check_int, check_range
 from onecycle.schedules import Schedule, progress
 
 __all__ = ["ScheduleLR", "Scheduler", "momentum_key"]
@@ -105,10 +105,12 @@ class Scheduler:
             it appeared (momentum: group 0's exactly). A removed group always raises.
 
     The values for step 0 are set at construction (``applied`` holds what was last set).
-    Call ``step()`` after each ``optimizer.step()``. Past ``total_steps`` the final values
-    are held (logged once), never extrapolated and never an error. A scheduled value
-    changed by someone else between two steps (``ReduceLROnPlateau``, a second scheduler)
-    is overwritten by the next step: that warns once (``ScheduleWarning``).
+    Call ``step()`` after each ``optimizer.step()``; ``step(t)`` sets the next step's values
+    at progress ``t`` instead, for a run whose length is time, not steps
+    (``onecycle.budget``: the state is then ``{"step": n, "t": t}``). Past ``total_steps``
+    the final values are held (logged once), never extrapolated and never an error. A
+    scheduled value changed by someone else between two steps (``ReduceLROnPlateau``, a
+    second scheduler) is overwritten by the next step: that warns once (``ScheduleWarning``).
 
     >>> import torch
     >>> from onecycle.schedules import one_cycle, one_cycle_moms
@@ -156,6 +158,7 @@ class Scheduler:
                 raise ConfigError(f"schedules[{key!r}]", spec, "schedule(s): callables of progress")
             self.schedules[key] = per_group
         self._step = 0
+        self._t: float | None = None  # progress given by step(t) (a time budget), else None
         self._warned_past_end = self._warned_outside = False
         for i in range(0, self.total_steps, max(1, self.total_steps // 1000)):
             self.values_at(i)  # refuse a bad schedule now, not hours into training
@@ -189,7 +192,9 @@ class Scheduler:
 
         Past the end, the final values. Pure: nothing is set.
         """
-        t = progress(step, self.total_steps)
+        return self._values(progress(step, self.total_steps), f"step {step}")
+
+    def _values(self, t: float, where: str) -> dict[str, list[float]]:
         out: dict[str, list[float]] = {}
         for key, per_group in self.schedules.items():
             vals = [float(s(t)) for s in per_group]
@@ -197,7 +202,7 @@ class Scheduler:
             for v in vals:
                 # optimizers cast hyper-parameters to the parameters' dtype: stay in float32
                 if not math.isfinite(v) or abs(v) > _FLOAT32_MAX or not lo <= v <= hi:
-                    raise ConfigError(f"schedules[{key!r}]", v, f"{allowed} (at step {step})")
+                    raise ConfigError(f"schedules[{key!r}]", v, f"{allowed} (at {where})")
             out[key] = vals
         return out
 
@@ -206,7 +211,10 @@ class Scheduler:
         n = len(next(iter(self.schedules.values())))
         if len(groups) != n:
             self._adopt_groups(n)
-        self.applied = self.values_at(self._step)
+        if self._t is None:
+            self.applied = self.values_at(self._step)
+        else:
+            self.applied = self._values(self._t, f"step {self._step}, progress {self._t:g}")
         for key, vals in self.applied.items():
             for group, v in zip(groups, vals):
                 _set(group, key, v)
@@ -275,11 +283,15 @@ class Scheduler:
                     )  # fmt: skip
                     return
 
-    def step(self) -> None:
-        """Advance one optimizer step and set the next step's values."""
+    def step(self, t: float | None = None) -> None:
+        """Advance one optimizer step and set the next step's values: those at progress
+        ``t`` in [0, 1] when given (a run whose length is time: ``onecycle.budget``), else
+        at ``step / (total_steps - 1)``."""
         self.check_untouched()
         self._step += 1
-        self._note_past_end(self._step)
+        if t is None:
+            self._note_past_end(self._step)
+        self._t = None if t is None else check_range("t", t, 0.0, 1.0)
         self._apply()
 
     def _note_past_end(self, step: int) -> None:
@@ -291,12 +303,14 @@ class Scheduler:
                 self.total_steps,
             )
 
-    def state_dict(self) -> dict[str, int]:
-        """``{"step": n}``: all a resume needs, given the same schedules."""
-        return {"step": self._step}
+    def state_dict(self) -> dict[str, float]:
+        """``{"step": n}``: all a resume needs, given the same schedules (and ``"t"``, the
+        progress last given to ``step(t)``, in a run driven by time)."""
+        return {"step": self._step} if self._t is None else {"step": self._step, "t": self._t}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Jump to ``state["step"]`` and set that step's values in the optimizer.
+        """Jump to ``state["step"]`` and set that step's values in the optimizer (those at
+        progress ``state["t"]`` if it holds one).
 
         Load order does not matter: this sets the values whether the optimizer's own
         state was loaded before or after.
@@ -304,6 +318,8 @@ class Scheduler:
         if not isinstance(state, Mapping) or "step" not in state:
             raise ConfigError("state", state, "a mapping with key 'step'")
         self._step = check_int("state['step']", state["step"], minimum=0)
+        t = state.get("t")
+        self._t = None if t is None else check_range("state['t']", t, 0.0, 1.0)
         self._apply()
 
 
