@@ -33,8 +33,11 @@ def main() -> None:
 
     for path in args.inputs:  # a later file's run replaces an earlier one with the same key
         d = json.loads(Path(path).read_text())
-        parts.append({"file": path, "args": d["args"], "seconds": d["seconds"],
-                      "torch": d["torch"]})  # fmt: skip
+        if "parts" in d:  # an earlier merge: its parts, then its runs
+            parts.extend(d["parts"])
+        else:
+            parts.append({"file": path, "args": d["args"], "seconds": d["seconds"],
+                          "torch": d["torch"]})  # fmt: skip
         new = {key(r) for r in d["runs"]}
         runs = [r for r in runs if key(r) not in new]
         for r in d["runs"]:
