@@ -406,3 +406,12 @@ def test_sweep_rejects_bad_options():
         lr_sweep(_learner(), start_lr=1.0, end_lr=0.1)
     with pytest.raises(Exception, match="budget"):
         auto_lr_max(_learner(), 100, budget=0)
+
+
+def test_probe_on_a_loader_too_small_to_set_samples_aside_still_scores():
+    x, y = _data(40)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
+    learn = Learner(model, Loader(x, y, 32, seed=0), loss_func=F.cross_entropy)
+    p = probe(learn, 0.1, 3)  # 2 batches (32 + 8): the first is held back, as before
+    assert p.steps == 3 and math.isfinite(p.loss)

@@ -262,8 +262,11 @@ def _set_aside(data: Any, n_held: int) -> tuple[Any, list[Any]]:
     (``Loader.held_out``); any other iterable: itself and no batches (``_Probe`` then
     skips its first batches in the first epoch only, so a probe longer than an epoch of
     a reshuffling loader may train on them)."""
-    if isinstance(data, Loader) and len(data) > n_held:
-        return data.held_out(n_held)
+    if isinstance(data, Loader):
+        try:
+            return data.held_out(n_held)
+        except ConfigError:  # too few samples to set aside a batch and keep one
+            pass
     return data, []
 
 
