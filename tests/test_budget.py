@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import random
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -85,19 +86,22 @@ def test_a_bad_budget_is_one_config_error_naming_it(bad):
         parse_budget(bad)
 
 
-def _simulate(budget: TimeBudget, clock: list[float], step_s: float, valid_s: float,
-              spe: int) -> list[float]:  # fmt: skip
-    """The loop's calls for steps of ``step_s`` and epoch ends of ``valid_s``."""
+def _simulate(budget: TimeBudget, clock: list[float], step_s: float | Callable[[], float],
+              valid_s: float | Callable[[], float], spe: int) -> list[float]:  # fmt: skip
+    """The loop's calls for steps of ``step_s`` and epoch ends of ``valid_s`` seconds
+    (numbers, or functions drawing each one)."""
+    step = step_s if callable(step_s) else lambda: step_s
+    valid = valid_s if callable(valid_s) else lambda: valid_s
     ts, k = [0.0], 0
     while not budget.done:
-        clock[0] += step_s
+        clock[0] += step()
         k += 1
         t = budget.next_progress(k, (k - 1) // spe, (k - 1) % spe + 1)
         if budget.done:
             break
         ts.append(t)
         if k % spe == 0:
-            clock[0] += valid_s
+            clock[0] += valid()
     return ts
 
 
@@ -129,20 +133,15 @@ def test_a_changing_pace_never_rewinds_the_schedule(seed):
     """Steps of 0.1-3 s, epoch ends of 0-20 s, drawn at random: the progress only rises
     (held where the remaining steps were re-estimated up), and the end is on time."""
     rng = random.Random(seed)
-    clock, spe = [0.0], 7
-    b = TimeBudget(300, max_steps=10**6, steps_per_epoch=spe, clock=lambda: clock[0])
-    ts, k, worst = [0.0], 0, 0.0
-    while True:
-        step = rng.uniform(0.1, 3.0)
-        worst = max(worst, step)
-        clock[0] += step
-        k += 1
-        t = b.next_progress(k, (k - 1) // spe, (k - 1) % spe + 1)
-        if b.done:
-            break
-        ts.append(t)
-        if k % spe == 0:
-            clock[0] += rng.uniform(0.0, 20.0)
+    clock, steps = [0.0], []
+
+    def step() -> float:
+        steps.append(rng.uniform(0.1, 3.0))
+        return steps[-1]
+
+    b = TimeBudget(300, max_steps=10**6, steps_per_epoch=7, clock=lambda: clock[0])
+    ts = _simulate(b, clock, step, lambda: rng.uniform(0.0, 20.0), 7)
+    worst = max(steps)
     assert all(a <= c for a, c in itertools.pairwise(ts))
     assert ts[-1] == 1.0 and ts.count(1.0) == 1
     assert any(a == c < 1 for a, c in itertools.pairwise(ts))  # held at least once

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
+from onecycle import batch as B
 from onecycle import schedules as S
 from onecycle.callbacks import Callback, CancelBatch, CancelFit
 from onecycle.data.loader import Loader
@@ -316,7 +317,7 @@ def probe(
             loss, metrics = math.inf, {}
         else:
             results = [learn._do_validate([b]) for b in cb.held]
-            sizes = [_size(b) for b in cb.held]
+            sizes = [B.batch_size(*learn.split_batch(b)) for b in cb.held]
             per_batch = [r.pop("valid_loss") for r in results]
             loss = sum(v * n for v, n in zip(per_batch, sizes)) / sum(sizes)
             metrics = {k: sum(r[k] * n for r, n in zip(results, sizes)) / sum(sizes)
@@ -325,12 +326,6 @@ def probe(
                 loss, per_batch = math.inf, []
     return ProbeResult(lrs[-1], steps, loss, wd, m, metrics,  # type: ignore[arg-type]
                        tuple(per_batch))  # fmt: skip
-
-
-def _size(batch: Any) -> int:
-    """Samples in a held-back batch (its target's first dimension; 1 if it has none)."""
-    target = batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None
-    return len(target) if isinstance(target, torch.Tensor) and target.dim() > 0 else 1
 
 
 def probe_cost(learn: Learner, steps: int) -> float:
