@@ -10,6 +10,7 @@ import textwrap
 import pytest
 
 from onecycle.cli import main
+from onecycle.config import RECIPES
 from onecycle.data import find_fashion_mnist
 
 
@@ -25,11 +26,13 @@ def test_fit_mnist1d_writes_metrics_and_plots(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "train_loss" in r.stdout and "test accuracy" in r.stdout
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["config"]["schedule"] == "one-cycle" and m["config"]["model"] == "cnn1d"
+    assert m["config"]["schedule"] == "one-cycle" and m["config"]["model"] == "cnn1d-bn"
     assert len(m["epochs"]) == 6
     steps = m["final"]["optimizer_steps"]
     assert len(m["steps"]["lr"]) == len(m["steps"]["momentum"]) == steps == 6 * 40
-    assert m["steps"]["lr"][0] == pytest.approx(3e-2 / 25) and m["steps"]["lr"][-1] == 3e-7
+    lr_max = RECIPES["mnist1d"]["lr_max"]
+    assert m["steps"]["lr"][0] == pytest.approx(lr_max / 25)
+    assert m["steps"]["lr"][-1] == pytest.approx(lr_max / 1e5, rel=1e-12)
     assert m["final"]["test_accuracy"] > 0.75
     assert len(m["final"]["weights_sha256"]) == 64
     for png in ("loss.png", "schedule.png"):

@@ -160,6 +160,9 @@ def test_cli_fit_under_torchrun(tmp_path) -> None:
     assert p.stdout.count("train_loss") == 1  # only rank 0 prints the table
     assert m["final"]["test_accuracy"] > 0.2
     assert len(list((out / "checkpoints").glob("*.pt"))) == 2  # rank 0 wrote each epoch end
+    # the recipe's model has batch norm: on a CPU it normalises per process, and says so
+    assert "batch norm normalises each process's 50 samples, not the global batch of 100" in (
+        p.stderr)  # fmt: skip
 
 
 @pytest.mark.slow

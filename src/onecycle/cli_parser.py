@@ -53,8 +53,8 @@ def _add_data_args(f: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model",
         default=None,
-        choices=["cnn", "resnet", "cnn1d", "mlp"],
-        help="zoo model (default: cnn for fashion-mnist, cnn1d for mnist1d)",
+        choices=["cnn", "airnet", "resnet", "cnn1d", "cnn1d-bn", "mlp"],
+        help="zoo model (default: airnet for fashion-mnist, cnn1d-bn for mnist1d)",
     )
     g.add_argument(
         "--factory",
@@ -71,6 +71,12 @@ def _add_data_args(f: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--crop-pad", type=int, default=0, help="random-crop augmentation padding")
     g.add_argument("--hflip", action="store_true", help="random horizontal flips")
+    g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
+                   help="image models in channels_last memory format (default: recipe; "
+                   "fashion-mnist: on)")  # fmt: skip
+    g.add_argument("--label-smoothing", type=float, default=None, metavar="EPS",
+                   help="cross-entropy label smoothing (default: recipe; fashion-mnist "
+                   "0.1, mnist1d 0)")  # fmt: skip
 
 
 def _add_optim_args(f: argparse.ArgumentParser) -> None:
@@ -203,14 +209,20 @@ def _add_schedule_args(f: argparse.ArgumentParser) -> None:
                    help="wsd: fraction of the run spent decaying to 0")  # fmt: skip
 
 
+def _add_amp_arg(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mixed precision: bf16 on CPU, fp16 + GradScaler on CUDA (default: the "
+        "recipe's where the hardware has it natively; fashion-mnist: on)",
+    )
+
+
 def _add_run_args(f: argparse.ArgumentParser) -> None:
     g = f.add_argument_group("training")
     g.add_argument("--clip", type=float, default=None, help="clip the gradient norm")
-    g.add_argument(
-        "--amp",
-        action="store_true",
-        help="mixed precision (bf16 on CPU, fp16 + GradScaler on CUDA)",
-    )
+    _add_amp_arg(g)
     g = f.add_argument_group("checkpoints and resume")
     g.add_argument(
         "--checkpoint-every",
@@ -257,7 +269,8 @@ def fit_config(args: argparse.Namespace):  # -> FitConfig
             download=args.download, factory=args.factory, model=args.model, opt=args.opt,
             bs=args.bs, wd=args.wd, accumulate=args.accumulate, crop_pad=args.crop_pad,
             hflip=args.hflip, train_samples=args.train_samples, seed=args.seed,
-            device=args.device, out=args.out, progress=False,
+            device=args.device, out=args.out, progress=False, amp=args.amp,
+            channels_last=args.channels_last, label_smoothing=args.label_smoothing,
         )  # fmt: skip
     return FitConfig(
         dataset=None if args.factory else args.dataset, data_dir=args.data_dir,
@@ -269,6 +282,7 @@ def fit_config(args: argparse.Namespace):  # -> FitConfig
         cycle_mult=args.cycle_mult, warmup=args.warmup, cooldown=args.cooldown,
         cooldown_pct=args.cooldown_pct, bs=args.bs, wd=args.wd, accumulate=args.accumulate,
         clip=args.clip, amp=args.amp, crop_pad=args.crop_pad, hflip=args.hflip,
+        channels_last=args.channels_last, label_smoothing=args.label_smoothing,
         train_samples=args.train_samples, seed=args.seed, device=args.device, out=args.out,
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every, keep=args.keep,
         resume=args.resume, resume_from=args.resume_from, extend=args.extend, log=args.log,
@@ -315,6 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="exp",
         help="exp: geometric (fastai); linear: Smith's paper",
     )
+    _add_amp_arg(g)
     g = r.add_argument_group("output")
     g.add_argument("--out", default="runs/lr_find", help="folder for lr_find.json and .png")
     g.add_argument("--json", action="store_true", help="print the suggestions and curve as JSON")

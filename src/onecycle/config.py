@@ -7,8 +7,8 @@ is allowed; ``check_out`` makes sure the output folder is writable up front. Run
 config is ``onecycle.run``'s job.
 
 >>> c = FitConfig(dataset="mnist1d", epochs=3, out=None).resolved()
->>> c.model, c.opt, c.bs
-('cnn1d', 'adamw', 100)
+>>> c.model, c.opt, c.bs, c.label_smoothing
+('cnn1d-bn', 'adamw', 100, 0.0)
 >>> FitConfig(dataset="mnist1d", epochs=0).resolved()
 Traceback (most recent call last):
 ...
@@ -29,18 +29,26 @@ from onecycle.budget import parse_budget
 from onecycle.distributed import check_device
 from onecycle.errors import ConfigError, check_finite, check_int, check_positive
 
-__all__ = ["RECIPES", "SCHEDULES", "FitConfig", "check_out"]
+__all__ = ["RECIPES", "SCHEDULES", "FitConfig", "check_out", "native_mixed_precision"]
 
 log = logging.getLogger(__name__)
 
 ScheduleName = Literal["one-cycle", "clr", "const", "step", "exp", "time", "sgdr", "wsd"]
 SCHEDULES = ("one-cycle", "clr", "const", "step", "exp", "time", "sgdr", "wsd")
 
-# Per data set, what trains well on a 2-core CPU (see docs/benchmarks.md for the evidence).
+# Per data set, what trains fast and well on a 2-core CPU; each value is measured in
+# docs/benchmarks.md, "A fast recipe". amp: bf16 autocast where the CPU has native bf16
+# (AVX512-BF16/AMX; fp16 + GradScaler on CUDA), plain fp32 elsewhere.
 RECIPES: dict[str, dict[str, Any]] = {
-    "fashion-mnist": {"model": "cnn", "opt": "sgd", "lr_max": 0.2, "bs": 256, "wd": 5e-3},
-    "mnist1d": {"model": "cnn1d", "opt": "adamw", "lr_max": 3e-2, "bs": 100, "wd": 1e-2},
-}
+    "fashion-mnist": {
+        "model": "airnet", "opt": "sgd", "lr_max": 0.2, "bs": 256, "wd": 5e-3, "epochs": 5,
+        "amp": True, "channels_last": True, "label_smoothing": 0.1,
+    },
+    "mnist1d": {
+        "model": "cnn1d-bn", "opt": "adamw", "lr_max": 1e-2, "bs": 100, "wd": 1e-2,
+        "epochs": 15, "amp": False, "channels_last": False, "label_smoothing": 0.0,
+    },
+}  # fmt: skip
 
 
 @dataclass
@@ -53,7 +61,7 @@ class FitConfig:
     factory: str | None = None
     model: str | None = None
     opt: Literal["sgd", "adamw"] | None = None
-    epochs: int | None = None  # None: 5; with a budget, no cap (the time ends the run)
+    epochs: int | None = None  # None: the recipe's; with a budget, no cap (time ends it)
     budget: float | str | None = None  # seconds or "3m": train this long (epochs: a cap)
     schedule: ScheduleName = "one-cycle"
     lr_max: float | Literal["auto"] | None = None  # "auto": from a range test first
@@ -75,7 +83,9 @@ class FitConfig:
     wd: float | Literal["auto"] | None = None  # "auto": Smith's weight-decay test (1cycle)
     accumulate: int = 1
     clip: float | None = None
-    amp: bool = False
+    amp: bool | None = None  # None: the recipe's, where the hardware has it natively
+    channels_last: bool | None = None  # image models in channels_last memory format
+    label_smoothing: float | None = None  # cross-entropy's (None: the recipe's)
     crop_pad: int = 0
     hflip: bool = False
     train_samples: int | None = None
@@ -108,7 +118,7 @@ class FitConfig:
                 log.warning("the recipe's batch %d does not split over %d processes: "
                             "%d per process (%d in all)", recipe["bs"], world, c.bs,
                             c.bs * world)  # fmt: skip
-        for name in ("model", "opt", "lr_max", "bs", "wd"):
+        for name in ("model", "opt", "lr_max", "bs", "wd", "channels_last", "label_smoothing"):
             if getattr(c, name) is None:
                 setattr(c, name, recipe[name])
         if c.div_final is None:
@@ -122,7 +132,7 @@ class FitConfig:
         if c.budget is not None:
             _check_budget(c)
         if c.epochs is not None or c.budget is None:
-            c.epochs = check_int("epochs", 5 if c.epochs is None else c.epochs)
+            c.epochs = check_int("epochs", recipe["epochs"] if c.epochs is None else c.epochs)
         c.div = check_finite("div", c.div)
         if c.div < 1 or (c.div == 1 and c.schedule == "clr"):
             what = "> 1 (CLR's low LR = lr_max/div)" if c.schedule == "clr" else (
@@ -138,6 +148,8 @@ class FitConfig:
         if not isinstance(c.three_phase, bool):
             raise ConfigError("three_phase", c.three_phase, "True or False")
         c.device = str(check_device("device", c.device)) if c.device is not None else None
+        if c.amp is None:
+            c.amp = bool(recipe["amp"]) and native_mixed_precision(c.device)
         if c.resume_from is not None and not Path(c.resume_from).exists():
             raise ConfigError("resume_from", c.resume_from,
                               "an existing checkpoint file or folder (--resume starts fresh "
@@ -147,6 +159,15 @@ class FitConfig:
                 raise ConfigError("wd", "auto", "a number unless --schedule one-cycle")
         elif c.wd is None or isinstance(c.wd, str) or not (0 <= c.wd < float("inf")):
             raise ConfigError("wd", c.wd, "a finite number >= 0, or 'auto'")
+        if c.factory is not None and self.label_smoothing:
+            raise ConfigError("label_smoothing", self.label_smoothing, "unset with --factory: "
+                              "the factory's own loss function is trained")  # fmt: skip
+        ls = c.label_smoothing
+        if isinstance(ls, bool) or not isinstance(ls, (int, float)) or not 0 <= ls < 1:
+            raise ConfigError("label_smoothing", ls, "a number in [0, 1)")
+        for name in ("amp", "channels_last"):
+            if not isinstance(getattr(c, name), bool):
+                raise ConfigError(name, getattr(c, name), "True, False or None (the recipe's)")
         if c.train_samples is not None:
             c.train_samples = check_int("train_samples", c.train_samples)
         if c.clip is not None:
@@ -165,6 +186,31 @@ class FitConfig:
         if (c.resume or c.checkpoint_every) and not c.out:
             raise ConfigError("out", c.out, "a folder: checkpoints live in OUT/checkpoints")
         return c
+
+
+def native_mixed_precision(device: str | None = None) -> bool:
+    """Whether ``device`` (default: the CPU) runs mixed precision natively: CUDA (fp16), or
+    a CPU with bf16 instructions (AVX512-BF16 or AMX) that oneDNN uses. Elsewhere bf16
+    autocast is emulated and slower than fp32, so a recipe's ``amp`` is dropped (logged)."""
+    import torch
+
+    kind = torch.device(device).type if device else "cpu"
+    if kind == "cuda":
+        return True
+    ok = kind == "cpu" and _cpu_has_bf16()
+    if not ok:
+        log.info("the recipe's mixed precision is off: %s has no native bf16 (fp32 instead)",
+                 kind)  # fmt: skip
+    return ok
+
+
+def _cpu_has_bf16() -> bool:
+    import torch
+
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a build without oneDNN
+        return False
 
 
 def _check_budget(c: FitConfig) -> None:

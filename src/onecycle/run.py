@@ -11,6 +11,7 @@ This is what ``onecycle fit`` and ``onecycle lr-find`` execute; from Python::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -119,7 +120,10 @@ def _build(cfg: FitConfig) -> tuple[torch.nn.Module, Any, Any, Any, dict[str, An
         "dataset": data.name, "train_samples": len(x), "test_samples": len(data.x_test),
         "model": cfg.model, "params": count_params(model),
     }  # fmt: skip
-    return model, train, valid, F.cross_entropy, facts
+    loss: Callable[..., torch.Tensor] = F.cross_entropy
+    if cfg.label_smoothing:  # the loss trained on, and the valid_loss reported
+        loss = functools.partial(F.cross_entropy, label_smoothing=cfg.label_smoothing)
+    return model, train, valid, loss, facts
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
@@ -196,12 +200,34 @@ class RunResult:
     learner: Learner
 
 
+def _batch_norm_over_processes(model: torch.nn.Module, cfg: FitConfig) -> torch.nn.Module:
+    """Under torchrun with the recipe's batch split over the processes, batch norm would
+    see each process's share only. On CUDA it becomes ``SyncBatchNorm`` (statistics over
+    the global batch: the run one process makes); PyTorch has no CPU ``SyncBatchNorm``, so
+    there the difference is said, not hidden."""
+    world = D.world_size()
+    if world == 1 or cfg.global_bs is None:
+        return model
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model
+    if cfg.device is not None and torch.device(cfg.device).type == "cuda":
+        log.info("batch norm synchronised over the %d processes (SyncBatchNorm)", world)
+        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    log.warning("batch norm normalises each process's %d samples, not the global batch of "
+                "%d: PyTorch has no SyncBatchNorm on the CPU, so this run differs slightly "
+                "from one process's", cfg.bs, (cfg.bs or 0) * world)  # fmt: skip
+    return model
+
+
 def build_learner(cfg: FitConfig) -> tuple[Learner, dict[str, Any]]:
     """The Learner ``cfg`` describes (data, model, optimizer, wd), and facts about them.
 
     ``cfg`` must be ``resolved()``.
     """
     model, train, valid, loss, facts = _build(cfg)
+    model = _batch_norm_over_processes(model, cfg)
+    if cfg.channels_last:  # 4-D weights in NHWC: oneDNN's fast convolutions (and cuDNN's)
+        model = model.to(memory_format=torch.channels_last)
     learn = Learner(
         model, train, valid, loss_func=loss, metrics=[accuracy],
         opt_func=sgd if cfg.opt == "sgd" else adamw,
@@ -236,7 +262,8 @@ def run_lr_find(
     learn, _ = build_learner(cfg)
     if cfg.accumulate > 1:
         learn.accumulate = cfg.accumulate
-    res = learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, mode=mode)
+    cbs = [MixedPrecision()] if cfg.amp else []  # the sweep runs what fit would run
+    res = learn.lr_find(start_lr=start_lr, end_lr=end_lr, num_it=num_it, mode=mode, cbs=cbs)
     files: dict[str, str] = {}
     if cfg.out and D.is_main():
         out = Path(cfg.out)
