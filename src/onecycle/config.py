@@ -150,6 +150,9 @@ class FitConfig:
         c.device = str(check_device("device", c.device)) if c.device is not None else None
         if c.amp is None:
             c.amp = bool(recipe["amp"]) and native_mixed_precision(c.device)
+            if recipe["amp"] and not c.amp:
+                log.info("the recipe's mixed precision is off: %s has no native bf16 (fp32 "
+                         "instead; --amp asks for it anyway)", c.device or "this CPU")  # fmt: skip
         if c.resume_from is not None and not Path(c.resume_from).exists():
             raise ConfigError("resume_from", c.resume_from,
                               "an existing checkpoint file or folder (--resume starts fresh "
@@ -191,17 +194,14 @@ class FitConfig:
 def native_mixed_precision(device: str | None = None) -> bool:
     """Whether ``device`` (default: the CPU) runs mixed precision natively: CUDA (fp16), or
     a CPU with bf16 instructions (AVX512-BF16 or AMX) that oneDNN uses. Elsewhere bf16
-    autocast is emulated and slower than fp32, so a recipe's ``amp`` is dropped (logged)."""
+    autocast is emulated and slower than fp32, so ``resolved()`` drops a recipe's ``amp``
+    there (and logs it)."""
     import torch
 
     kind = torch.device(device).type if device else "cpu"
     if kind == "cuda":
         return True
-    ok = kind == "cpu" and _cpu_has_bf16()
-    if not ok:
-        log.info("the recipe's mixed precision is off: %s has no native bf16 (fp32 instead)",
-                 kind)  # fmt: skip
-    return ok
+    return kind == "cpu" and _cpu_has_bf16()
 
 
 def _cpu_has_bf16() -> bool:
