@@ -34,17 +34,25 @@ def hand_written(model, loader, epochs, lr_max, wd):
         model.parameters(), lr=lr_max, momentum=0.9, nesterov=True, weight_decay=wd
     )
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr_max, total_steps=epochs * len(loader))
+
+    def step(xb, yb):
+        F.cross_entropy(model(xb), yb).backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+
+    return _epoch_times(model, loader, epochs, step)
+
+
+def _epoch_times(model, loader, epochs, step):
+    """Training seconds of each epoch of ``step(xb, yb)`` over ``loader``."""
     times = []
     for epoch in range(epochs):
         model.train()
         loader.set_epoch(epoch)
         t = time.perf_counter()
         for xb, yb in loader:
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
+            step(xb, yb)
         times.append(time.perf_counter() - t)
     return times
 
@@ -62,23 +70,18 @@ def hand_written_fast(model, loader, epochs, lr_max, wd):
     )  # fmt: skip
     decay = [p for p in model.parameters() if p.ndim > 1]
     bf16 = native_mixed_precision()
-    times = []
-    for epoch in range(epochs):
-        model.train()
-        loader.set_epoch(epoch)
-        t = time.perf_counter()
-        for xb, yb in loader:
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-                out = model(xb)
-                loss = F.cross_entropy(out, yb, label_smoothing=0.1)
-            loss.backward()
-            with torch.no_grad():
-                torch._foreach_mul_(decay, 1.0 - opt.param_groups[0]["lr"] * wd)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-        times.append(time.perf_counter() - t)
-    return times
+
+    def step(xb, yb):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            loss = F.cross_entropy(model(xb), yb, label_smoothing=0.1)
+        loss.backward()
+        with torch.no_grad():
+            torch._foreach_mul_(decay, 1.0 - opt.param_groups[0]["lr"] * wd)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+
+    return _epoch_times(model, loader, epochs, step)
 
 
 def with_learner_fast(model, loader, epochs, lr_max, wd):
