@@ -1,6 +1,6 @@
 """``lr_max="auto"`` and ``wd="auto"``: the range test, read and then checked by short runs.
 
-Three steps, all through the Learner's own loop (``onecycle.probes`` runs them; this
+Three steps before the run, all through the Learner's own loop (``onecycle.probes`` runs them; this
 module reads them and chooses), so that they apply exactly the update ``fit`` trains
 with (decoupled weight decay and its no-decay groups, the callbacks marked
 ``affects_update``: clipping, accumulation, mixed precision), and all restored afterwards
@@ -15,9 +15,12 @@ with (decoupled weight decay and its no-decay groups, the callbacks marked
    more below where they really blow up) down to the LR of the lowest smoothed loss.
 3. **Probes** (``probe``): a short 1cycle at each candidate, from the same weights, the
    same batches in the same order, scored by the loss on held-back training batches that
-   no probe trains on; the best and the next lower candidate run again twice as long,
-   and the larger of the two is ``lr_max`` only if its held-back loss is *clearly* lower
-   (``clearly_better``: beyond the noise of the held-back batches), else the smaller.
+   no probe trains on; the lowest is ``lr_max``.
+4. **Fallback** (``onecycle.fallback``, run by ``fit_one_cycle`` and the CLI): if the run
+   at that peak collapses (its training loss back at its starting level and staying
+   there, or not finite), everything is put back and the run starts again at the next
+   lower candidate. A short probe cannot see an instability that shows only after a
+   long time near the peak; the run can, and loses only the steps before it showed.
 
 The whole step is budgeted as a fraction of the optimizer steps of the run it serves
 (``budget``, default ``BUDGET``); ``AutoResult.compute_ratio`` reports what it cost. When the
@@ -43,8 +46,8 @@ weight decays or momentum ranges, compared on held-back loss.
 (True, True)
 >>> auto.compute_ratio <= BUDGET
 True
->>> round(auto.lr_max, 4)  # 0.316 probed lower, but not beyond the held-back noise
-0.1
+>>> round(auto.lr_max, 4), len(auto.probes)  # the lowest held-back loss of 3 probes
+(0.3162, 3)
 """
 
 from __future__ import annotations
@@ -52,7 +55,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from onecycle.callbacks import Callback
@@ -75,7 +78,6 @@ __all__ = [
     "ProbeResult",
     "auto_lr_max",
     "candidates",
-    "clearly_better",
     "lr_sweep",
     "momentum_range_test",
     "probe",
@@ -86,8 +88,8 @@ log = logging.getLogger(__name__)
 
 # The sweep that locates the candidates: 8.6 points per decade from 1e-6 to 10.
 START_LR, END_LR, SWEEP_STEPS = 1e-6, 10.0, 60
-# Probes: ranked at PROBE_FRAC of the run's steps, verified at twice that, all within
-# BUDGET x the run's steps (sweep included).
+# Probes: PROBE_FRAC of the run's steps each, all within BUDGET x the run's steps
+# (sweep included).
 PROBE_FRAC = 0.04
 BUDGET = 0.3
 # ...or this many step-equivalents, whichever is more: a short run (a few hundred steps,
@@ -101,9 +103,6 @@ MAX_CANDIDATES = 3  # one more when the curve's minimum sits below the third
 MIN_PROBE_STEPS = 8
 # A probe "trains" if it ends at least this fraction below the untrained held-back loss.
 TRAINS = 0.01
-# The larger of the two final peaks must beat the smaller by this many standard errors of
-# their batch-by-batch difference (about a one-sided 95-97% test; not fitted to any pair).
-Z = 2.0
 
 
 @dataclass
@@ -113,7 +112,9 @@ class AutoResult:
     ``lr_max`` is None, with ``reason``, when the sweep supports no recommendation.
     ``steps_used`` counts optimizer steps of the sweep and the probes plus held-back
     forward passes (a third of a step each); ``compute_ratio`` divides by the
-    ``total_steps`` of the run it serves.
+    ``total_steps`` of the run it serves. ``rollbacks``: runs abandoned because they
+    collapsed (``onecycle.fallback``), each ``{"lr_max", "step", "reason"}``; their steps
+    are in ``steps_used`` and ``lr_max`` is then the peak the run finished with.
     """
 
     lr_max: float | None
@@ -124,6 +125,7 @@ class AutoResult:
     steps_used: float
     total_steps: int
     wd: float | None = None
+    rollbacks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def compute_ratio(self) -> float:
@@ -134,7 +136,7 @@ class AutoResult:
             "lr_max": self.lr_max, "wd": self.wd, "reason": self.reason,
             "candidates": self.candidates, "probes": [p.to_dict() for p in self.probes],
             "steps_used": self.steps_used, "total_steps": self.total_steps,
-            "compute_ratio": self.compute_ratio,
+            "compute_ratio": self.compute_ratio, "rollbacks": self.rollbacks,
             "range_test": self.range_test.to_dict() if self.range_test else None,
         }  # fmt: skip
 
@@ -187,9 +189,8 @@ def auto_lr_max(
     1. Sweep ``num_it`` steps from ``START_LR`` to ``END_LR`` (``lr_sweep``).
     2. Candidates from the curve (``candidates``).
     3. Rank: a probe of ``P = probe_frac * total_steps`` steps at each candidate.
-    4. Verify: the best and the next lower candidate get probes twice as long; the larger
-       wins only if ``clearly_better`` (else the smaller: the safer peak when the probes
-       cannot tell them apart).
+    The lowest held-back loss wins; ``onecycle.fallback`` takes the next lower candidate
+    if the run at it collapses.
 
     At most ``budget * total_steps`` step-equivalents in all (or ``MIN_BUDGET_STEPS``,
     whichever is more): ``P`` shrinks to fit, and when even ``MIN_PROBE_STEPS`` does not
@@ -206,10 +207,9 @@ def auto_lr_max(
     if not cands:
         return AutoResult(None, reasons or res.stop_reason, res, [], [], used, total_steps)
     held = EVAL_COST * held_count(learn)
-    # rank all, then verify two at twice the length: len + 4 probes of P
-    room = allowed - used - (len(cands) + 4) * held
+    room = allowed - used - (len(cands) + 1) * held  # the untrained model's score too
     steps = min(max(MIN_PROBE_STEPS, round(probe_frac * total_steps)),
-                int(room / (len(cands) + 4)))  # fmt: skip
+                int(room / len(cands)))  # fmt: skip
     if steps < MIN_PROBE_STEPS:
         if res.recommended is None or res.recommended.lr is None:
             why = f"{reasons}; no room for probes in {budget:g} x {total_steps} steps"
@@ -239,56 +239,9 @@ def auto_lr_max(
                f"{short[best].loss:.4g}, the model as it is now has {start.loss:.4g} (a model "
                "already trained cannot be improved by a short probe: give lr_max)")  # fmt: skip
         return AutoResult(None, why, res, cands, probes, used, total_steps)
-    # Short probes favour large peaks (they end before a too-large one shows its
-    # instability): the best and the next lower candidate run again, twice as long, and
-    # the lower held-back loss there wins.
-    lower = [c for c in cands if c < best]
-    finalists = [best, *lower[:1]]
-    if allowed - used < len(finalists) * probe_cost(learn, 2 * steps):
-        why = f"{best:.3g}: best of {len(cands)} probes of {steps} steps (no budget to verify)"
-        return AutoResult(best, why, res, cands, probes, used, total_steps)
-    long = {lr: run(lr, 2 * steps) for lr in finalists}
-    if len(finalists) == 1:
-        pick, how = best, f"held-back loss {long[best].loss:.4g}"
-    elif clearly_better(long[best], long[finalists[1]]):
-        pick, how = best, f"clearly below {finalists[1]:.3g}'s"
-    else:
-        pick, how = finalists[1], f"{best:.3g} not clearly better"
-    why = (f"{pick:.3g} of {' and '.join(f'{c:.3g}' for c in finalists)} after "
-           f"{2 * steps} steps ({how}); {best:.3g} was best of {len(cands)} probes of "
-           f"{steps} steps")  # fmt: skip
-    return AutoResult(pick, why, res, cands, probes, used, total_steps)
-
-
-def clearly_better(high: ProbeResult, low: ProbeResult, z: float = Z) -> bool:
-    """Does the probe at the larger peak (``high``) end below the smaller peak's (``low``)
-    by more than ``z`` standard errors of their batch-by-batch difference on the same
-    held-back batches?
-
-    A probe is a short run; the run it serves spends far longer near its peak, where a
-    larger peak is the riskier one (instability shows late: MNIST-1D's CNN under SGD
-    trains at 0.316 in one seed and stays at chance in the next). So the larger peak
-    must win by more than the held-back batches' own noise; with fewer than two
-    held-back batches there is no estimate of that noise, and the smaller peak stays.
-
-    >>> a = ProbeResult(0.3, 10, 1.0, batch_losses=(1.0, 1.1, 0.9, 1.0))
-    >>> b = ProbeResult(0.1, 10, 1.2, batch_losses=(1.2, 1.3, 1.1, 1.2))
-    >>> clearly_better(a, b), clearly_better(b, a)
-    (True, False)
-    >>> noisy = ProbeResult(0.1, 10, 1.05, batch_losses=(0.5, 1.6, 0.6, 1.5))
-    >>> clearly_better(a, noisy)  # 0.05 lower on average, but batch to batch +-0.5
-    False
-    """
-    if math.isinf(high.loss) or not high.loss < low.loss:
-        return False
-    if math.isinf(low.loss):
-        return True
-    d = [h - w for h, w in zip(high.batch_losses, low.batch_losses)]
-    if len(d) < 2 or len(high.batch_losses) != len(low.batch_losses):
-        return False
-    mean = sum(d) / len(d)
-    se = math.sqrt(sum((v - mean) ** 2 for v in d) / (len(d) - 1) / len(d))
-    return mean < -z * se
+    why = (f"{best:.3g}: lowest held-back loss ({short[best].loss:.4g}) of {len(cands)} "
+           f"probes of {steps} steps")  # fmt: skip
+    return AutoResult(best, why, res, cands, probes, used, total_steps)
 
 
 def _pick(

@@ -319,9 +319,11 @@ class Checkpoint(Callback):
         self._signal: int | None = None
         self._old: dict[int, Any] = {}
         self.last: Path | None = None
+        self.written: list[Path] = []  # by this fit
 
     def before_fit(self, learn: Learner) -> None:
         self._signal = None
+        self.written = []
         if self.signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 try:
@@ -348,7 +350,17 @@ class Checkpoint(Callback):
                     p.unlink(missing_ok=True)
         D.barrier()  # no rank moves on before the checkpoint is on disk
         self.last = path
+        self.written.append(path)
         return path
+
+    def discard_fit(self) -> None:
+        """Remove the checkpoints this fit wrote: it was abandoned and run again
+        (``onecycle.fallback``), and a resume must not find it."""
+        if D.is_main():
+            for p in self.written:
+                for f in (p, p.with_name(p.name + ".manifest")):
+                    f.unlink(missing_ok=True)
+        self.written, self.last = [], None
 
     def _signalled(self, learn: Learner) -> bool:
         """Did this process (or, under DDP, any rank) receive SIGINT/SIGTERM?"""

@@ -51,7 +51,7 @@ from onecycle.scheduler import Scheduler
 from onecycle.schedules import Exp, Lin
 from onecycle.suggest import Suggestion, suggest
 
-__all__ = ["RangeTestResult", "Step", "preserve_state", "range_test"]
+__all__ = ["RangeTestResult", "Snapshot", "Step", "preserve_state", "range_test"]
 
 log = logging.getLogger(__name__)
 
@@ -112,45 +112,60 @@ class RangeTestResult:
         return plot_range_test(self, path, marks=marks)
 
 
-@contextmanager
-def preserve_state(
-    model: nn.Module, optimizer: torch.optim.Optimizer, *extra: Any
-) -> Iterator[None]:
-    """Snapshot everything training touches; restore it bit-exactly on exit, error or not.
+class Snapshot:
+    """Everything training touches, copied now; ``restore()`` puts it back bit-exactly
+    (as often as needed).
 
     Covers the model's parameters and buffers, its train/eval mode, the gradients, the
     optimizer's state and param-group hyper-parameters, the torch (CPU and CUDA), numpy
     and python random states, and the ``state_dict()`` of each object in ``extra`` that
-    has one (e.g. a ``Loader``'s position).
+    has one (e.g. a ``Loader``'s position). In memory: one copy of the model and one of
+    the optimizer state.
     """
-    model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    training = {m: m.training for m in model.modules()}
-    grads = {p: (None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()}
-    opt_state = copy.deepcopy(optimizer.state_dict())
-    rng = (
-        torch.get_rng_state(),
-        torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
-        np.random.get_state(),
-        random.getstate(),
-    )
-    extra_states = [(obj, st) for obj in extra if (st := _loader_state(obj)) is not None]
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, *extra: Any) -> None:
+        self.model, self.optimizer = model, optimizer
+        self.model_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self.training = {m: m.training for m in model.modules()}
+        self.grads = {p: (None if p.grad is None else p.grad.detach().clone())
+                      for p in model.parameters()}  # fmt: skip
+        self.opt_state = copy.deepcopy(optimizer.state_dict())
+        self.rng = (
+            torch.get_rng_state(),
+            torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None,
+            np.random.get_state(),
+            random.getstate(),
+        )
+        self.extra = [(obj, st) for obj in extra if (st := _loader_state(obj)) is not None]
+
+    def restore(self) -> None:
+        with torch.no_grad():
+            self.model.load_state_dict(self.model_state)
+        for m, was_training in self.training.items():
+            m.training = was_training
+        for p, g in self.grads.items():
+            p.grad = None if g is None else g.clone()
+        self.optimizer.load_state_dict(copy.deepcopy(self.opt_state))
+        torch.set_rng_state(self.rng[0])
+        if self.rng[1] is not None:
+            torch.cuda.set_rng_state_all(self.rng[1])
+        np.random.set_state(self.rng[2])
+        random.setstate(self.rng[3])
+        for obj, state in self.extra:
+            obj.load_state_dict(copy.deepcopy(state))
+
+
+@contextmanager
+def preserve_state(
+    model: nn.Module, optimizer: torch.optim.Optimizer, *extra: Any
+) -> Iterator[None]:
+    """Snapshot everything training touches (``Snapshot``); restore it bit-exactly on
+    exit, error or not."""
+    snap = Snapshot(model, optimizer, *extra)
     try:
         yield
     finally:
-        with torch.no_grad():
-            model.load_state_dict(model_state)
-        for m, was_training in training.items():
-            m.training = was_training
-        for p, g in grads.items():
-            p.grad = g
-        optimizer.load_state_dict(opt_state)
-        torch.set_rng_state(rng[0])
-        if rng[1] is not None:
-            torch.cuda.set_rng_state_all(rng[1])
-        np.random.set_state(rng[2])
-        random.setstate(rng[3])
-        for obj, state in extra_states:
-            obj.load_state_dict(state)
+        snap.restore()
 
 
 def _loader_state(obj: Any) -> Any:

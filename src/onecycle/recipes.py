@@ -203,7 +203,8 @@ def fit_one_cycle(
     Adam's beta1) moves against it through ``moms`` (default: the Learner's,
     0.95-0.85-0.95). ``lr_max`` may be a slice or a sequence (discriminative LRs), or
     ``"auto"``: a range test and short probes first (``onecycle.auto``; everything
-    restored, at most a tenth of this run's steps), then their pick. ``wd="auto"``:
+    restored), then their pick, with the next lower candidate run instead if the run
+    collapses (``onecycle.fallback``). ``wd="auto"``:
     Smith's weight-decay test at that ``lr_max`` (another tenth at most). See
     ``onecycle.schedules.one_cycle`` for ``anneal`` and ``three_phase``, and ``fit``
     for ``resume`` and ``extend`` (lengthen a shorter run of the same fit from its
@@ -256,14 +257,25 @@ def fit_one_cycle(
         if total is None:
             raise ConfigError("wd", "auto", "a number when resuming (the run chose one)")
         wd = learn.auto_wd(lrs, total, moms=moms, cbs=cbs)
-    spec: dict[str, ScheduleSpec] = {
-        "lr": [S.one_cycle(v, div, div_final, pct_start, anneal, three_phase) for v in lrs]
-    }
-    spec.update(moms_schedules(
-        learn, moms, lambda m: S.one_cycle_moms(m, pct_start, anneal, three_phase)  # type: ignore[arg-type]
-    ))  # fmt: skip
-    learn.fit(n_epoch, lrs, schedules=spec, wd=wd, cbs=cbs, start_epoch=start_epoch,
-             resume=resume, extend=extend, budget=budget)  # fmt: skip
+
+    def run(lrs: list[float], extra: Sequence[Callback] = ()) -> None:
+        spec: dict[str, ScheduleSpec] = {
+            "lr": [S.one_cycle(v, div, div_final, pct_start, anneal, three_phase) for v in lrs]
+        }
+        spec.update(moms_schedules(
+            learn, moms, lambda m: S.one_cycle_moms(m, pct_start, anneal, three_phase)  # type: ignore[arg-type]
+        ))  # fmt: skip
+        learn.fit(n_epoch, lrs, schedules=spec, wd=wd, cbs=[*cbs, *extra],
+                  start_epoch=start_epoch, resume=resume, extend=extend, budget=budget)  # fmt: skip
+
+    if auto_lr and learn.auto_result is not None and total is not None:
+        from onecycle.fallback import fit_with_fallbacks
+
+        ratios = [v / lrs[-1] for v in lrs]
+        fit_with_fallbacks(learn, lambda peak, extra: run([peak * r for r in ratios], extra),
+                           learn.auto_result, total, pct_start, cbs)  # fmt: skip
+    else:
+        run(lrs)
 
 
 def fit_clr(

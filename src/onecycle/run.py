@@ -347,7 +347,24 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
             stream.write(auto_report(learn.auto_wd_result))
     learn.run_config = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"}
     t_train = time.perf_counter()
-    _fit(learn, cfg, cbs)
+    auto = learn.auto_result
+    resuming = bool(cfg.resume or cfg.resume_from)  # a resumed run keeps its peak
+    if auto is not None and auto.lr_max is not None and not resuming:
+        from onecycle.fallback import fit_with_fallbacks
+
+        def attempt(peak: float, extra: list[Callback]) -> None:
+            learn.run_config["lr_max"] = peak
+            _fit(learn, dataclasses.replace(cfg, lr_max=peak), [*cbs, *extra])
+
+        pct = cfg.pct_start if cfg.schedule == "one-cycle" else None
+        peak = fit_with_fallbacks(learn, attempt, auto, total, pct, cbs)
+        cfg = dataclasses.replace(cfg, lr_max=peak)
+        if stream is not None and main:
+            for r in auto.rollbacks:
+                stream.write(f"lr_max={r['lr_max']:.3g} collapsed at step {r['step']} "
+                             f"({r['reason']}): run again from the start lower\n")  # fmt: skip
+    else:
+        _fit(learn, cfg, cbs)
     train_seconds = time.perf_counter() - t_train
     final = learn.validate() if learn.valid_data is not None else {}
     rec = learn.recorder

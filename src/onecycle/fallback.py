@@ -1,0 +1,172 @@
+"""A lower peak when the run at ``lr_max="auto"``'s pick collapses.
+
+Short probes rank the candidate peaks on a few percent of the run; the run then spends
+far longer near its peak. Now and then the peak that probed best is not stable over the
+whole run: MNIST-1D's CNN under SGD trains at 0.316 in most seeds and, in some, falls back
+to chance on the way up and stays there. ``CollapseGuard`` watches the run's training
+loss; ``fit_with_fallbacks`` puts everything back (``range_test.Snapshot``: weights,
+optimizer, random state, loader position) and runs again at the next lower candidate
+when it fires, so the run that remains is exactly the run at that peak.
+
+A collapse is one of (``CollapseGuard``):
+
+- a non-finite loss;
+- the smoothed training loss (an EMA over 2% of the run, of losses capped at the starting
+  level) back within ``LOST`` (10%) of its starting level, after it had fallen at least
+  5% below it, for ``SUSTAIN`` (5%) of the run's steps in a row: a catapult that comes
+  back down is not a collapse;
+- no progress at all by the end of the warm-up (the smoothed loss never 1% below its
+  start), though the same peak trained in its probe.
+
+The steps spent before a collapse are counted in ``AutoResult.compute_ratio`` and listed
+in ``AutoResult.rollbacks``; a warning says what happened. The lowest candidate has no
+fallback: a collapse there is left for the user to see.
+
+>>> import torch
+>>> from onecycle import Learner
+>>> from onecycle.data import Loader
+>>> x = torch.randn(512, 4); y = (x[:, 0] > 0).long()
+>>> learn = Learner(torch.nn.Linear(4, 2), Loader(x, y, 32),
+...                 loss_func=torch.nn.functional.cross_entropy)
+>>> guard = CollapseGuard(total_steps=16, pct_start=0.25)
+>>> learn.fit_one_cycle(1, 0.1, cbs=[guard])
+>>> guard.fired is None, len(guard.losses)
+(True, 16)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from onecycle.callbacks import Callback, CancelFit, NonFiniteLossError
+from onecycle.errors import check_int
+from onecycle.range_test import Snapshot
+
+if TYPE_CHECKING:
+    from onecycle.auto import AutoResult
+    from onecycle.learner import Learner
+
+__all__ = ["CollapseGuard", "fit_with_fallbacks"]
+
+log = logging.getLogger(__name__)
+
+# The smoothing window, as a fraction of the run's steps (at least MIN_WINDOW steps).
+WINDOW, MIN_WINDOW = 0.02, 10
+# A collapse: back within LOST of the starting level for SUSTAIN of the run in a row...
+LOST, SUSTAIN, MIN_SUSTAIN = 0.1, 0.05, 20
+# ...after the loss had fallen FELL (relative) below its start; or never PROGRESS below
+# its start by the end of the warm-up.
+FELL, PROGRESS = 0.05, 0.01
+
+
+class Collapsed(CancelFit):
+    """Raised by ``CollapseGuard`` to end the fit early (``fit`` returns normally)."""
+
+
+class CollapseGuard(Callback):
+    """Ends the fit when its training loss collapses (the module docstring says when);
+    ``fired`` is then the reason and ``step`` the optimizer step.
+
+    ``pct_start``: the warm-up's share of the run (the "no progress" check runs at its
+    end); None skips that check (schedules without a warm-up). Under DDP the loss is the
+    mean over the ranks, so every rank fires at the same step.
+    """
+
+    order = 1  # after NonFiniteGuard
+
+    def __init__(self, total_steps: int, pct_start: float | None = 0.25) -> None:
+        self.total = check_int("total_steps", total_steps)
+        self.pct_start = pct_start
+        self.window = max(MIN_WINDOW, round(WINDOW * self.total))
+        self.sustain = max(MIN_SUSTAIN, round(SUSTAIN * self.total))
+        self.fired: str | None = None
+        self.step = 0
+        self.losses: list[float] = []
+
+    def before_fit(self, learn: Learner) -> None:
+        self.fired, self.step, self.losses = None, 0, []
+        self._ema, self._start, self._best, self._bad = 0.0, math.nan, math.inf, 0
+
+    def _fire(self, why: str) -> None:
+        self.fired = why
+        raise Collapsed(why)
+
+    def after_step(self, learn: Learner) -> None:
+        self.step += 1
+        loss = float(learn.loss_global.detach().float().mean())
+        self.losses.append(loss)
+        if not math.isfinite(loss):
+            self._fire(f"non-finite loss ({loss}) at step {self.step}")
+        n0 = min(self.window, MIN_WINDOW)
+        if self.step == n0:  # the level the run starts from
+            self._start = sum(self.losses) / n0
+        # capped at the start: a spike far above it must not hold the average up for long
+        beta = 1 - 1 / self.window
+        self._ema = beta * self._ema + (1 - beta) * (loss if self.step <= n0 else
+                                                     min(loss, self._start))  # fmt: skip
+        smooth = self._ema / (1 - beta**self.step)
+        if self.step < n0:
+            return
+        start, scale = self._start, abs(self._start) or 1.0
+        self._best = min(self._best, smooth)
+        gain = start - self._best
+        lost = gain >= FELL * scale and smooth >= start - LOST * gain
+        self._bad = self._bad + 1 if lost else 0
+        if self._bad >= self.sustain:
+            self._fire(f"the training loss went back to its starting level ({smooth:.4g}, "
+                       f"from {start:.4g} down to {self._best:.4g}) and stayed there for "
+                       f"{self.sustain} steps, up to step {self.step}")  # fmt: skip
+        warmup = None if self.pct_start is None else math.ceil(self.pct_start * self.total)
+        if self.step == warmup and gain < PROGRESS * scale:
+            self._fire(f"no progress by the end of the warm-up (step {self.step}): the "
+                       f"training loss is at {smooth:.4g}, it started at {start:.4g}")  # fmt: skip
+
+
+def fit_with_fallbacks(
+    learn: Learner,
+    fit: Callable[[float, list[Callback]], Any],
+    auto: AutoResult,
+    total_steps: int,
+    pct_start: float | None = 0.25,
+    cbs: Sequence[Callback] = (),
+) -> float:
+    """Run ``fit(peak, [guard])`` at ``auto.lr_max``; if the guard fires, put everything
+    back and run again at the next lower candidate of ``auto``, and so on. Returns the
+    peak the run finished with and records each abandoned attempt in ``auto.rollbacks``
+    (its steps added to ``auto.steps_used``). ``fit`` must pass the extra callbacks on to
+    ``learn.fit``. A callback with a ``discard_fit()`` method (``Checkpoint``) is asked
+    to remove what it wrote for an abandoned attempt."""
+    assert auto.lr_max is not None
+    peak = auto.lr_max
+    lower = sorted((c for c in auto.candidates if c < peak * (1 - 1e-9)), reverse=True)
+    if learn.opt is None:
+        learn._make_opt([1e-3] * len(learn.param_groups))
+    assert learn.opt is not None
+    learn._setup_distributed()  # shard first, so the restored loader is the sharded one
+    for nxt in [*lower, None]:
+        if nxt is None:  # the last candidate: nothing lower to fall back to
+            fit(peak, [])
+            return peak
+        snap = Snapshot(learn.model, learn.opt, learn.train_data)
+        guard = CollapseGuard(total_steps, pct_start)
+        try:
+            fit(peak, [guard])
+        except NonFiniteLossError as e:  # NonFiniteGuard stopped it first
+            guard.fired = str(e).split(":")[0]  # "non-finite loss (nan) at epoch 0, ..."
+        if guard.fired is None:
+            return peak
+        snap.restore()
+        for cb in [*learn.cbs, *cbs]:
+            if hasattr(cb, "discard_fit"):
+                cb.discard_fit()
+        auto.rollbacks.append({"lr_max": peak, "step": guard.step, "reason": guard.fired})
+        auto.steps_used += guard.step
+        log.warning("lr_max=auto: the run at %.3g collapsed (%s); running again from the "
+                    "start at the next lower candidate, %.3g", peak, guard.fired, nxt)  # fmt: skip
+        peak = nxt
+        auto.lr_max = peak
+        auto.reason += f"; run again at {peak:.3g}"
+    return peak

@@ -1,0 +1,148 @@
+"""The fallback of lr_max="auto": a run that collapses is run again, exactly, at the next
+lower candidate (onecycle.fallback)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from onecycle import Callback, Checkpoint, Learner
+from onecycle.auto import AutoResult, auto_lr_max
+from onecycle.checkpoint import checkpoints
+from onecycle.data import Loader
+from onecycle.fallback import CollapseGuard, fit_with_fallbacks
+
+
+def _feed(guard: CollapseGuard, losses: list[float]) -> int | None:
+    """Feed a loss curve to the guard; the step at which it fired, or None."""
+    guard.before_fit(None)  # type: ignore[arg-type]
+    for v in losses:
+        try:
+            guard.after_step(SimpleNamespace(loss_global=torch.tensor(v)))  # type: ignore[arg-type]
+        except Exception:
+            return guard.step
+    return None
+
+
+def _falls(n: int, top: float = 2.3, bottom: float = 0.5) -> list[float]:
+    return [bottom + (top - bottom) * math.exp(-i / (n / 8)) for i in range(n)]
+
+
+def test_guard_keeps_a_run_that_trains():
+    assert _feed(CollapseGuard(1000), _falls(1000)) is None
+
+
+def test_guard_reads_past_a_catapult_that_comes_back_down():
+    curve = _falls(1000)
+    curve[300:330] = [4 * 2.3] * 30  # a spike to 4x the start, 3% of the run, then recovery
+    assert _feed(CollapseGuard(1000), curve) is None
+
+
+def test_guard_fires_when_the_loss_goes_back_to_its_start_and_stays():
+    curve = _falls(400) + [2.3] * 600  # trains, then back at chance for good
+    guard = CollapseGuard(1000)
+    step = _feed(guard, curve)
+    assert step is not None and 400 + guard.sustain <= step < 400 + guard.sustain + 60
+    assert "starting level" in (guard.fired or "")
+
+
+def test_guard_fires_without_progress_by_the_end_of_the_warm_up():
+    guard = CollapseGuard(1000, pct_start=0.3)
+    assert _feed(guard, [2.3] * 1000) == 300 and "no progress" in (guard.fired or "")
+    assert _feed(CollapseGuard(1000, pct_start=None), [2.3] * 1000) is None
+
+
+def test_guard_fires_at_once_on_a_non_finite_loss():
+    assert _feed(CollapseGuard(1000), [*_falls(100), math.nan]) == 101
+
+
+# --- end to end: a saboteur that breaks training above an LR -------------------------------
+
+
+class Saboteur(Callback):
+    """Above ``lr``, wipes the last layer after each step: the loss goes to chance and
+    stays (or, with ``nan``, the weights become NaN). Not ``affects_update``, so the range
+    test and probes never see it: only the run does."""
+
+    def __init__(self, lr: float, nan: bool = False) -> None:
+        self.lr, self.nan = lr, nan
+
+    def after_step(self, learn: Learner) -> None:
+        if learn.opt.param_groups[-1]["lr"] > self.lr:
+            with torch.no_grad():
+                for p in learn.model[-1].parameters():
+                    p.fill_(math.nan if self.nan else 0.0)
+
+
+def _learner(cbs: tuple = ()) -> Learner:
+    torch.manual_seed(0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(1024, 8, generator=g)
+    y = (x[:, :4].sum(1) > 0).long()
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
+    return Learner(model, Loader(x, y, 32, seed=0), loss_func=F.cross_entropy, cbs=cbs)
+
+
+def _auto(total: int) -> AutoResult:
+    return AutoResult(1.0, "test", None, [1.0, 0.316, 0.1], [], 0.0, total)
+
+
+@pytest.mark.parametrize("nan", [False, True])
+def test_a_collapsed_run_is_run_again_exactly_at_the_next_lower_candidate(nan):
+    epochs, total = 6, 6 * 32
+    learn, auto = _learner(), _auto(total)
+    sab = Saboteur(0.5, nan)
+    peak = fit_with_fallbacks(
+        learn, lambda lr, extra: learn.fit_one_cycle(epochs, lr, cbs=[sab, *extra]), auto, total
+    )
+    assert peak == auto.lr_max == 0.316
+    [r] = auto.rollbacks
+    assert r["lr_max"] == 1.0 and 0 < r["step"] < total and auto.steps_used == r["step"]
+    assert ("non-finite" in r["reason"]) == nan
+    # what remains is the run at 0.316, bit for bit, and only that run
+    ref = _learner()
+    ref.fit_one_cycle(epochs, 0.316, cbs=[sab])
+    for a, b in zip(learn.model.parameters(), ref.model.parameters()):
+        assert torch.equal(a, b)
+    assert len(learn.recorder.lrs) == total
+    assert max(learn.recorder.lrs) == pytest.approx(0.316, rel=1e-3)
+
+
+def test_the_lowest_candidate_runs_unguarded():
+    learn, total = _learner(), 4 * 32
+    auto = AutoResult(1.0, "test", None, [1.0], [], 0.0, total)
+    fit_with_fallbacks(learn, lambda lr, extra: learn.fit_one_cycle(4, lr, cbs=[Saboteur(0.5),
+                       *extra]), auto, total)  # fmt: skip
+    assert auto.rollbacks == [] and auto.lr_max == 1.0  # collapsed, and left for the user to see
+
+
+def test_an_abandoned_runs_checkpoints_are_removed(tmp_path):
+    ck = Checkpoint(tmp_path, keep=10)
+    learn, total = _learner(cbs=(ck,)), 6 * 32
+    auto = _auto(total)
+    sab = Saboteur(0.5)
+    fit_with_fallbacks(learn, lambda lr, extra: learn.fit_one_cycle(6, lr, cbs=[sab, *extra]),
+                       auto, total, cbs=[ck])  # fmt: skip
+    assert auto.rollbacks  # the first run wrote checkpoints before it collapsed
+    names = [p.name for p in checkpoints(tmp_path)]
+    assert len(names) == 6 and names == [p.name for p in ck.written][::-1]
+
+
+def test_fit_one_cycle_auto_falls_back_when_its_pick_collapses():
+    probe_learn = _learner()
+    pick = auto_lr_max(probe_learn, total_steps=6 * 32)
+    assert pick.lr_max is not None
+    lower = sorted((c for c in pick.candidates if c < pick.lr_max), reverse=True)
+    assert lower, "the test needs a candidate below the pick"
+    learn = _learner()
+    learn.fit_one_cycle(6, "auto", cbs=[Saboteur(pick.lr_max * 0.9)])
+    auto = learn.auto_result
+    assert auto is not None and auto.lr_max == lower[0]
+    assert [r["lr_max"] for r in auto.rollbacks] == [pick.lr_max]
+    assert auto.compute_ratio > pick.compute_ratio  # the abandoned steps are counted
+    assert learn.recorder.rows[-1]["train_loss"] < 0.5
