@@ -117,7 +117,7 @@ def run_auto(
         "lr": auto.lr_max, "score": score(task, learn, b), "reason": auto.reason,
         "compute_ratio": auto.compute_ratio, "train_steps": total,
         "auto_seconds": wall - clock.seconds, "train_seconds": clock.seconds,
-        "candidates": auto.candidates,
+        "candidates": auto.candidates, "rollbacks": auto.rollbacks,
         "probes": [p.to_dict() for p in auto.probes],
         "sweep": {"lrs": auto.range_test.lrs, "losses": auto.range_test.losses,
                   "stop": auto.range_test.stop_reason} if auto.range_test else None,

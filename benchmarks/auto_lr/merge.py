@@ -24,6 +24,10 @@ def main() -> None:
     ap.add_argument("inputs", nargs="+")
     ap.add_argument("--json", required=True)
     ap.add_argument("--table", required=True)
+    ap.add_argument("--legacy", type=int, default=0, metavar="K",
+                    help="the first K inputs ran an earlier rule: their arm 'auto' becomes "
+                         "--legacy-name, a column beside the current 'auto'")  # fmt: skip
+    ap.add_argument("--legacy-name", default="auto_v3")
     args = ap.parse_args()
     runs: list[dict] = []
     parts = []
@@ -31,8 +35,12 @@ def main() -> None:
     def key(r: dict) -> tuple:
         return r["pair"], r["arm"], r["seed"], json.dumps(r["param"])
 
-    for path in args.inputs:  # a later file's run replaces an earlier one with the same key
+    for i, path in enumerate(args.inputs):  # a later file's run replaces an earlier one
         d = json.loads(Path(path).read_text())
+        if i < args.legacy:
+            for r in d["runs"]:
+                if r["arm"] == "auto":
+                    r["arm"] = args.legacy_name
         if "parts" in d:  # an earlier merge: its parts, then its runs
             parts.extend(d["parts"])
         else:

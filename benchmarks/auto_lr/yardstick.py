@@ -38,6 +38,9 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[2, 3, 4])
     ap.add_argument("--skip", nargs="*", default=[])
     ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--reuse", nargs="*", default=[],
+                    help="earlier yardstick JSONs: their fresh runs (same pair, LR, seed) "
+                         "are taken instead of run again")  # fmt: skip
     ap.add_argument("--json", default=None)
     ap.add_argument("--table", default=None)
     args = ap.parse_args()
@@ -49,11 +52,15 @@ def main() -> None:
     pairs = [p for p in summary if p not in args.skip and p in TASKS]
     jobs = [(p, "grid", summary[p]["grid_best"]["lr"], s, "cpu", False, 1)
             for p in pairs for s in args.seeds]  # fmt: skip
+    done = {(r["pair"], round(r["param"], 9), r["seed"]): r
+            for f in args.reuse for r in json.loads(Path(f).read_text())["fresh_runs"]}  # fmt: skip
+    fresh = [done[k] for j in jobs if (k := (j[0], round(j[2], 9), j[3])) in done]
+    jobs = [j for j in jobs if (j[0], round(j[2], 9), j[3]) not in done]
     if args.workers > 1:
         with mp.get_context("spawn").Pool(args.workers) as pool:
-            fresh = list(pool.imap_unordered(suite._job, jobs))
+            fresh += list(pool.imap_unordered(suite._job, jobs))
     else:
-        fresh = [suite._job(j) for j in jobs]
+        fresh += [suite._job(j) for j in jobs]
     rows = []
     for p in pairs:
         task, s = TASKS[p], summary[p]
