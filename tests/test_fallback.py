@@ -55,6 +55,7 @@ def test_guard_fires_without_progress_by_the_end_of_the_warm_up():
     guard = CollapseGuard(1000, pct_start=0.3)
     assert _feed(guard, [2.3] * 1000) == 300 and "no progress" in (guard.fired or "")
     assert _feed(CollapseGuard(1000, pct_start=None), [2.3] * 1000) is None
+    assert _feed(CollapseGuard(100), [2.3] * 100) is None  # a 25-step warm-up: too short
 
 
 def test_guard_fires_at_once_on_a_non_finite_loss():

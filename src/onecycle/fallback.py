@@ -16,7 +16,8 @@ A collapse is one of (``CollapseGuard``):
   5% below it, for ``SUSTAIN`` (5%) of the run's steps in a row: a catapult that comes
   back down is not a collapse;
 - no progress at all by the end of the warm-up (the smoothed loss never 1% below its
-  start), though the same peak trained in its probe.
+  start), though the same peak trained in its probe; only when the warm-up is at least
+  four smoothing windows long.
 
 The steps spent before a collapse are counted in ``AutoResult.compute_ratio`` and listed
 in ``AutoResult.rollbacks``; a warning says what happened. The lowest candidate has no
@@ -120,7 +121,8 @@ class CollapseGuard(Callback):
                        f"from {start:.4g} down to {self._best:.4g}) and stayed there for "
                        f"{self.sustain} steps, up to step {self.step}")  # fmt: skip
         warmup = None if self.pct_start is None else math.ceil(self.pct_start * self.total)
-        if self.step == warmup and gain < PROGRESS * scale:
+        # (a warm-up shorter than a few smoothing windows is too short to judge progress)
+        if self.step == warmup and warmup >= 4 * self.window and gain < PROGRESS * scale:
             self._fire(f"no progress by the end of the warm-up (step {self.step}): the "
                        f"training loss is at {smooth:.4g}, it started at {start:.4g}")  # fmt: skip
 
