@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from onecycle.callbacks import Callback, CancelFit, NonFiniteLossError
 from onecycle.errors import check_int
-from onecycle.range_test import Snapshot
+from onecycle.probes import learner_snapshot
 
 if TYPE_CHECKING:
     from onecycle.auto import AutoResult
@@ -144,15 +144,8 @@ def fit_with_fallbacks(
     assert auto.lr_max is not None
     peak = auto.lr_max
     lower = sorted((c for c in auto.candidates if c < peak * (1 - 1e-9)), reverse=True)
-    if learn.opt is None:
-        learn._make_opt([1e-3] * len(learn.param_groups))
-    assert learn.opt is not None
-    learn._setup_distributed()  # shard first, so the restored loader is the sharded one
-    for nxt in [*lower, None]:
-        if nxt is None:  # the last candidate: nothing lower to fall back to
-            fit(peak, [])
-            return peak
-        snap = Snapshot(learn.model, learn.opt, learn.train_data)
+    for nxt in lower:
+        snap = learner_snapshot(learn)
         guard = CollapseGuard(total_steps, pct_start)
         try:
             fit(peak, [guard])
@@ -171,4 +164,5 @@ def fit_with_fallbacks(
         peak = nxt
         auto.lr_max = peak
         auto.reason += f"; run again at {peak:.3g}"
+    fit(peak, [])  # the lowest candidate: nothing lower to fall back to
     return peak

@@ -38,14 +38,16 @@ from onecycle import schedules as S
 from onecycle.callbacks import Callback, CancelBatch, CancelFit
 from onecycle.data.loader import Loader
 from onecycle.errors import ConfigError, check_int
-from onecycle.range_test import RangeTestResult, check_sweep, preserve_state
+from onecycle.range_test import RangeTestResult, Snapshot, check_sweep
 from onecycle.scheduler import momentum_key
 from onecycle.suggest import suggest
 
 if TYPE_CHECKING:
     from onecycle.learner import Learner
 
-__all__ = ["ProbeResult", "held_count", "lr_sweep", "probe", "probe_cost", "side_run"]
+__all__ = [
+    "ProbeResult", "held_count", "learner_snapshot", "lr_sweep", "probe", "probe_cost", "side_run",
+]  # fmt: skip
 
 # Held-back batches per probe score (fewer on tiny data sets: a tenth of an epoch).
 HELD_BATCHES = 8
@@ -82,22 +84,30 @@ class ProbeResult:
                 "batch_losses": list(self.batch_losses)}  # fmt: skip
 
 
+def learner_snapshot(learn: Learner) -> Snapshot:
+    """A ``Snapshot`` of what a fit of ``learn`` changes: its model, its optimizer (made
+    now if it has none yet) and its training data's position, after sharding under DDP
+    (so that the restored loader is the sharded one)."""
+    if learn.opt is None:
+        learn._make_opt([1e-3] * len(learn.param_groups))
+    assert learn.opt is not None
+    learn._setup_distributed()
+    return Snapshot(learn.model, learn.opt, learn.train_data)
+
+
 @contextmanager
 def side_run(learn: Learner, cbs: Sequence[Callback] = ()) -> Iterator[None]:
     """Run ``learn.fit`` as a sweep or probe: only the callbacks that affect the update
     (from ``learn.cbs`` and ``cbs``), no validation, and everything put back afterwards."""
-    if learn.opt is None:
-        learn._make_opt([1e-3] * len(learn.param_groups))
-    assert learn.opt is not None
-    learn._setup_distributed()  # shard first, so the restored loader is the sharded one
+    snap = learner_snapshot(learn)
     missing = object()
     saved = {k: getattr(learn, k, missing) for k in _LOOP_STATE}
     learn.cbs = [c for c in [*learn.cbs, *cbs] if getattr(c, "affects_update", False)]
     learn.valid_data = None
     try:
-        with preserve_state(learn.model, learn.opt, learn.train_data):
-            yield
+        yield
     finally:
+        snap.restore()
         for k, v in saved.items():
             if v is not missing:
                 setattr(learn, k, v)

@@ -268,9 +268,10 @@ def fit_one_cycle(
         learn.fit(n_epoch, lrs, schedules=spec, wd=wd, cbs=[*cbs, *extra],
                   start_epoch=start_epoch, resume=resume, extend=extend, budget=budget)  # fmt: skip
 
-    if auto_lr and learn.auto_result is not None and total is not None:
+    if auto_lr:
         from onecycle.fallback import fit_with_fallbacks
 
+        assert learn.auto_result is not None and total is not None
         ratios = [v / lrs[-1] for v in lrs]
         fit_with_fallbacks(learn, lambda peak, extra: run([peak * r for r in ratios], extra),
                            learn.auto_result, total, pct_start, cbs)  # fmt: skip
