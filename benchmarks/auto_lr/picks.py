@@ -1,0 +1,119 @@
+"""The auto step alone, under other constants: which peak would it pick, and what would
+that cost?
+
+For each pair and seed this runs only ``onecycle.auto.auto_lr_max`` (the sweep and the
+probes, no training run), with any of its module constants replaced (``--set``), and
+scores the pick by the grid's run at that LR in the suite's JSON (``--grid``), the same
+seed's where the grid has it (the run at the pick is then that very run), else the grid's
+mean: the *regret* is the full-run score lost by training at the pick instead of the grid's best
+(points, or % of bits/char or MSE; positive = worse). The fallback is not simulated: a
+pick that would collapse and fall back is scored where it was picked.
+
+It is a cheap screen for a change of the rule, not evidence: a rule chosen from its output
+on a pair must be quoted on pairs it never saw (tasks.py declares the groups), and the
+real runs (suite.py) decide.
+
+    .venv/bin/python benchmarks/auto_lr/picks.py --pairs mnist1d-cnn-sgd \\
+        --grid docs/results/auto_lr_suite_v4.json --set DIV_TOP=0.5 --json runs/picks.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from fidelity import grid_means  # noqa: E402
+
+
+def grid_runs(path: str, pair: str) -> dict[tuple[float, int], float | None]:
+    runs = json.loads(Path(path).read_text())["runs"]
+    return {(round(float(r["param"]), 8), r["seed"]): r["score"]
+            for r in runs if r["pair"] == pair and r["arm"] == "grid"}  # fmt: skip
+
+
+def regret(
+    means: dict[float, float | None],
+    runs: dict[tuple[float, int], float | None],
+    lr: float | None,
+    seed: int,
+    higher: bool,
+) -> float | None:
+    """Full-run score lost at ``lr`` against the grid's best (its mean over seeds); None off
+    the grid or failed."""
+    done = {k: v for k, v in means.items() if v is not None}
+    if lr is None or not done:
+        return None
+    key = next((k for k in means if abs(k / lr - 1) < 1e-3), None)
+    if key is None:
+        return None
+    at = runs.get((key, seed), means[key])
+    if at is None:
+        return None
+    best = max(done.values()) if higher else min(done.values())
+    return best - at if higher else 100 * (at / best - 1)
+
+
+def main() -> None:
+    import arms
+    import torch
+    from tasks import TASKS
+
+    from onecycle import auto as A
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pairs", nargs="+", required=True)
+    ap.add_argument("--grid", required=True, help="the suite's JSON with the grid runs")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
+                    help="onecycle.auto constants to replace, e.g. DIV_TOP=0.5")  # fmt: skip
+    ap.add_argument("--tag", default="", help="a name for this configuration in the JSON")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", required=True)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    for item in args.set:
+        name, value = item.split("=", 1)
+        if not hasattr(A, name):
+            raise SystemExit(f"--set: onecycle.auto has no constant {name}")
+        setattr(A, name, type(getattr(A, name))(float(value)))
+    out_path = Path(args.json)
+    out = json.loads(out_path.read_text()) if out_path.is_file() else {"runs": []}
+    for pair in args.pairs:
+        task = TASKS[pair]
+        if task.fine_tune:
+            raise SystemExit(f"{pair}: fine-tuning picks its peak inside fine_tune; not here")
+        means, runs = grid_means(args.grid, pair), grid_runs(args.grid, pair)
+        for seed in args.seeds:
+            b = task.build(seed, args.device, False)
+            learn = arms._learner(task, b, args.device)
+            total = arms._steps(task, learn)
+            res = A.auto_lr_max(learn, total, budget=A.BUDGET, probe_frac=A.PROBE_FRAC,
+                                num_it=A.SWEEP_STEPS)  # fmt: skip
+            row = {
+                "tag": args.tag, "set": args.set, "pair": pair, "group": task.group,
+                "seed": seed, "lr": res.lr_max, "candidates": res.candidates,
+                "probes": {f"{p.lr_max:.4g}": p.loss for p in res.probes},
+                "compute_ratio": res.compute_ratio,
+                "regret": regret(means, runs, res.lr_max, seed, task.higher_is_better),
+                "reason": res.reason,
+            }  # fmt: skip
+            out["runs"].append(row)
+            print(f"{args.tag or '-':10s} {pair:22s} s{seed} pick {res.lr_max!s:8.6s} "
+                  f"regret {row['regret']!s:8.6s} compute {res.compute_ratio:.3f} "
+                  f"cands {[f'{c:.3g}' for c in res.candidates]}", flush=True)  # fmt: skip
+        mine = [r for r in out["runs"] if r["pair"] == pair and r["tag"] == args.tag]
+        regs = [r["regret"] for r in mine if r["regret"] is not None]
+        print(f"== {args.tag or '-'} {pair}: mean regret "
+              f"{statistics.fmean(regs) if regs else float('nan'):.3g} "
+              f"({len(mine) - len(regs)} unscored), compute "
+              f"{statistics.fmean(r['compute_ratio'] for r in mine):.3f}", flush=True)  # fmt: skip
+        out_path.write_text(json.dumps(out, indent=1))
+
+
+if __name__ == "__main__":
+    main()
