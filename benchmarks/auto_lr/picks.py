@@ -27,8 +27,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from fidelity import grid_means  # noqa: E402
-
 
 def grid_runs(path: str, pair: str) -> dict[tuple[float, int], float | None]:
     runs = json.loads(Path(path).read_text())["runs"]
@@ -61,6 +59,7 @@ def regret(
 def main() -> None:
     import arms
     import torch
+    from fidelity import grid_means
     from tasks import TASKS
 
     from onecycle import auto as A
