@@ -8,7 +8,10 @@ import sys
 import textwrap
 
 import pytest
+import torch
 
+from onecycle import Callback
+from onecycle import run as run_module
 from onecycle.cli import main
 from onecycle.config import RECIPES
 from onecycle.data import find_fashion_mnist
@@ -225,6 +228,40 @@ def test_fit_lr_max_auto_uses_the_range_test_and_probes(tmp_path):
     assert len(m["lr_find"]["lrs"]) > 10  # the sweep's curve is kept
     assert max(m["steps"]["lr"]) == pytest.approx(pick, rel=1e-2)
     assert (tmp_path / "lr_find.png").exists()
+
+
+def test_fit_lr_max_auto_reports_a_rollback_when_the_run_at_the_pick_collapses(
+    tmp_path, monkeypatch, capsys
+):
+    class Sabotage(Callback):  # not affects_update: the range test and probes never see it
+        def after_step(self, learn):
+            if learn.scheduler.step_count == 5:  # NaN weights: the next loss is not finite
+                with torch.no_grad():
+                    for p in learn.model.parameters():
+                        p.fill_(float("nan"))
+
+    peaks, fit = [], run_module._fit
+
+    def first_run_collapses(learn, cfg, cbs):  # the run at each peak, not the probes
+        peaks.append(cfg.lr_max)
+        fit(learn, cfg, [*cbs, Sabotage()] if len(peaks) == 1 else cbs)
+
+    monkeypatch.setattr(run_module, "_fit", first_run_collapses)
+    args = ["fit", "--model", "mlp", "--lr-max", "auto", "--epochs", "1", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path)]) == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    auto = m["auto"]
+    lower = sorted((c for c in auto["candidates"] if c < peaks[0]), reverse=True)
+    assert lower, f"the test needs a candidate below the pick: {peaks[0]}, {auto['candidates']}"
+    assert len(peaks) == 2 and peaks[1] == lower[0]
+    [r] = auto["rollbacks"]  # NonFiniteGuard stops the 6th step, before it is taken
+    assert r["lr_max"] == peaks[0] and r["step"] == 5 and "non-finite" in r["reason"]
+    assert auto["lr_max"] == m["config"]["lr_max"] == peaks[1]
+    assert max(m["steps"]["lr"]) == pytest.approx(peaks[1], rel=1e-2)
+    assert m["final"]["optimizer_steps"] == 40  # the run that remains, whole
+    line = (f"lr_max={peaks[0]:.3g} collapsed at step 5 ({r['reason']}): run again from "
+            "the start lower")  # fmt: skip
+    assert line in capsys.readouterr().out.splitlines()
 
 
 def test_fit_wd_auto_end_to_end(tmp_path):

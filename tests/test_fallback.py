@@ -147,3 +147,60 @@ def test_fit_one_cycle_auto_falls_back_when_its_pick_collapses():
     assert [r["lr_max"] for r in auto.rollbacks] == [pick.lr_max]
     assert auto.compute_ratio > pick.compute_ratio  # the abandoned steps are counted
     assert learn.recorder.rows[-1]["train_loss"] < 0.5
+
+
+# --- fine_tune: the frozen and the unfrozen phase, watched as one run -----------------------
+
+
+class PhaseSaboteur(Saboteur):
+    """A ``Saboteur`` in one of ``fine_tune``'s phases only (``"frozen"`` or ``"unfrozen"``)."""
+
+    def __init__(self, lr: float, phase: str, nan: bool = False) -> None:
+        super().__init__(lr, nan)
+        self.phase = phase
+
+    def after_step(self, learn: Learner) -> None:
+        unfrozen = all(p.requires_grad for p in learn.model.parameters())
+        if unfrozen == (self.phase == "unfrozen"):
+            super().after_step(learn)
+
+
+def _tune_learner() -> Learner:
+    learn = _learner()  # the same model and data, with the body and the head as two groups
+    body_head = lambda m: [list(m[0].parameters()), list(m[2].parameters())]  # noqa: E731
+    return Learner(learn.model, learn.train_data, loss_func=F.cross_entropy, splitter=body_head)
+
+
+@pytest.mark.parametrize("phase,nan", [("frozen", False), ("frozen", True), ("unfrozen", False)])
+def test_fine_tune_auto_falls_back_and_runs_both_phases_again_at_the_next_candidate(phase, nan):
+    kw = {"epochs": 4, "freeze_epochs": 4}
+    plain = _tune_learner()
+    plain.fine_tune(base_lr="auto", **kw)
+    pick = plain.auto_result
+    assert pick is not None and pick.lr_max is not None and not pick.rollbacks
+    lower = sorted((c for c in pick.candidates if c < pick.lr_max), reverse=True)
+    assert lower, "the test needs a candidate below the pick"
+    # breaks the head above an LR the pick reaches in that phase and the next candidate
+    # does not (the unfrozen phase trains the head at base_lr / 2)
+    cut = math.sqrt(pick.lr_max * lower[0]) / (2 if phase == "unfrozen" else 1)
+    sab = PhaseSaboteur(cut, phase, nan)
+    learn = _tune_learner()
+    learn.fine_tune(base_lr="auto", cbs=[sab], **kw)
+    auto = learn.auto_result
+    assert auto is not None and auto.lr_max == lower[0]
+    [r] = auto.rollbacks
+    frozen_steps = kw["freeze_epochs"] * 32
+    assert r["lr_max"] == pick.lr_max and auto.steps_used == pick.steps_used + r["step"]
+    assert (r["step"] <= frozen_steps) == (phase == "frozen")  # the step counts both phases
+    assert ("non-finite" in r["reason"]) == nan
+    # what remains is fine_tune at that base_lr, bit for bit, discriminative LRs included
+    ref = _tune_learner()
+    ref.fine_tune(base_lr=lower[0], cbs=[sab], **kw)
+    ours, theirs = learn.model.state_dict(), ref.model.state_dict()
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+    body, head = zip(*learn.recorder.hypers["lr"])  # the unfrozen phase's LRs per group
+    assert max(head) == pytest.approx(lower[0] / 2, rel=1e-3)
+    assert max(body) == pytest.approx(lower[0] / 2 / 100, rel=1e-3)  # lr_mult
+    assert learn.recorder.hypers["lr"] == ref.recorder.hypers["lr"]
+    assert all(p.requires_grad for p in learn.model.parameters())

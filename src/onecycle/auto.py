@@ -16,10 +16,10 @@ with (decoupled weight decay and its no-decay groups, the callbacks marked
 3. **Probes** (``probe``): a short 1cycle at each candidate, from the same weights, the
    same batches in the same order, scored by the loss on held-back training batches that
    no probe trains on; the lowest is ``lr_max``.
-4. **Fallback** (``onecycle.fallback``, run by ``fit_one_cycle`` and the CLI): if the run
-   at that peak collapses (its training loss back at its starting level and staying
-   there, or not finite), everything is put back and the run starts again at the next
-   lower candidate. A short probe cannot see an instability that shows only after a
+4. **Fallback** (``onecycle.fallback``, run by ``fit_one_cycle``, ``fine_tune`` and the
+   CLI): if the run at that peak collapses (its training loss back at its starting level
+   and staying there, or not finite), everything is put back and the run starts again at
+   the next lower candidate. A short probe cannot see an instability that shows only after a
    long time near the peak; the run can, and loses only the steps before it showed.
 
 The whole step is budgeted as a fraction of the optimizer steps of the run it serves

@@ -74,6 +74,10 @@ class CollapseGuard(Callback):
     ``pct_start``: the warm-up's share of the run (the "no progress" check runs at its
     end); None skips that check (schedules without a warm-up). Under DDP the loss is the
     mean over the ranks, so every rank fires at the same step.
+
+    One guard watches one run of ``total_steps``, which may be several fits in a row
+    (``fine_tune``'s frozen and unfrozen phases): nothing is reset between them, so the
+    starting level stays the run's and ``step`` counts from its first step.
     """
 
     order = 1  # after NonFiniteGuard
@@ -86,9 +90,6 @@ class CollapseGuard(Callback):
         self.fired: str | None = None
         self.step = 0
         self.losses: list[float] = []
-
-    def before_fit(self, learn: Learner) -> None:
-        self.fired, self.step, self.losses = None, 0, []
         self._ema, self._start, self._best, self._bad = 0.0, math.nan, math.inf, 0
 
     def _fire(self, why: str) -> None:
@@ -139,8 +140,11 @@ def fit_with_fallbacks(
     back and run again at the next lower candidate of ``auto``, and so on. Returns the
     peak the run finished with and records each abandoned attempt in ``auto.rollbacks``
     (its steps added to ``auto.steps_used``). ``fit`` must pass the extra callbacks on to
-    ``learn.fit``. A callback with a ``discard_fit()`` method (``Checkpoint``) is asked
-    to remove what it wrote for an abandoned attempt."""
+    ``learn.fit``; a ``fit`` that makes several fits (``fine_tune``) passes them to each,
+    and makes no more once the guard has ``fired`` (``fit`` itself returns normally when
+    a guard ends it). ``total_steps`` and ``pct_start`` are those of the whole attempt
+    (``CollapseGuard``). A callback with a ``discard_fit()`` method (``Checkpoint``) is
+    asked to remove what it wrote for an abandoned attempt."""
     assert auto.lr_max is not None
     peak = auto.lr_max
     lower = sorted((c for c in auto.candidates if c < peak * (1 - 1e-9)), reverse=True)

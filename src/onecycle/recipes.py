@@ -353,7 +353,10 @@ def fine_tune(
     (1cycle to ``base_lr``), then unfreeze and train ``epochs`` with discriminative LRs
     ``slice(base_lr/2/lr_mult, base_lr/2)``. ``base_lr="auto"``: chosen for the frozen
     phase by ``auto_lr_max`` (sweep and probes on the frozen model, budgeted against
-    both phases' steps)."""
+    both phases' steps); both phases are then watched as one run, and if it collapses in
+    either (``onecycle.fallback``) everything is put back and both run again from the
+    start with ``base_lr`` at the next lower candidate (``learn.auto_result.rollbacks``).
+    ``kwargs`` go to both ``fit_one_cycle`` calls."""
     if kwargs.get("budget") is not None:  # each of the two fits would get all of it
         raise ConfigError("budget", kwargs["budget"], "None in fine_tune: call fit_one_cycle "
                           "with a budget for each phase")  # fmt: skip
@@ -363,7 +366,10 @@ def fine_tune(
     if lr_mult < 1:
         raise ConfigError("lr_mult", lr_mult, "a number >= 1 (body LR = head LR / lr_mult)")
     S.one_cycle(1.0, div, pct_start=pct_start)  # refuse a bad div/pct_start before training
+    frozen_pct = 0.99  # the frozen phase: nearly all warm-up (fastai's)
+    cbs: Sequence[Callback] = kwargs.pop("cbs", ())
     learn.freeze()
+    total = None  # the run's optimizer steps, with base_lr="auto"
     if isinstance(base_lr, str):
         if base_lr != "auto":
             raise ConfigError("base_lr", base_lr, "a number > 0 or 'auto'")
@@ -372,13 +378,28 @@ def fine_tune(
         assert learn.opt is not None
         for g, v in zip(learn.opt.param_groups, learn.group_values(slice(1.0))):
             g["lr"] = v  # the sweep keeps these ratios: slice(base_lr) as trained below
-        total = (freeze_epochs + epochs) * learn.steps_per_epoch(kwargs.get("cbs", ()))
-        base_lr = learn.auto_lr_max(total, pct_start=0.99, moms=kwargs.get("moms"),
-                                   cbs=kwargs.get("cbs", ()))[-1]  # fmt: skip
+        total = (freeze_epochs + epochs) * learn.steps_per_epoch(cbs)
+        base_lr = learn.auto_lr_max(total, pct_start=frozen_pct, moms=kwargs.get("moms"),
+                                   cbs=cbs)[-1]  # fmt: skip
     base_lr = check_positive("base_lr", base_lr)
-    learn.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=0.99, **kwargs)
-    base_lr /= 2
-    learn.unfreeze()
-    learn.fit_one_cycle(
-        epochs, slice(base_lr / lr_mult, base_lr), pct_start=pct_start, div=div, **kwargs
-    )
+
+    def run(base_lr: float, extra: Sequence[Callback] = ()) -> None:
+        learn.freeze()  # again when run again after the unfrozen phase collapsed
+        learn.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=frozen_pct,
+                            cbs=[*cbs, *extra], **kwargs)  # fmt: skip
+        if any(getattr(cb, "fired", None) for cb in extra):  # a CollapseGuard ended it
+            return  # fit_with_fallbacks runs both phases again, lower
+        head = base_lr / 2
+        learn.unfreeze()
+        learn.fit_one_cycle(epochs, slice(head / lr_mult, head), pct_start=pct_start,
+                            div=div, cbs=[*cbs, *extra], **kwargs)  # fmt: skip
+
+    if total is None:
+        run(base_lr)
+        return
+    from onecycle.fallback import fit_with_fallbacks
+
+    assert learn.auto_result is not None
+    # the guard's warm-up (where it checks for progress) is the frozen phase's
+    warmup = frozen_pct * freeze_epochs / (freeze_epochs + epochs)
+    fit_with_fallbacks(learn, run, learn.auto_result, total, warmup, cbs)
