@@ -14,7 +14,9 @@ on a pair must be quoted on pairs it never saw (tasks.py declares the groups), a
 real runs (suite.py) decide.
 
     .venv/bin/python benchmarks/auto_lr/picks.py --pairs mnist1d-cnn-sgd \\
-        --grid docs/results/auto_lr_suite_v4.json --set DIV_TOP=0.5 --json runs/picks.json
+        --grid docs/results/auto_lr_suite_v4.json --set PROBE_FRAC=0.02 --json runs/picks.json
+    .venv/bin/python benchmarks/auto_lr/picks.py --summarise runs/picks*.json \\
+        --json picks_all.json --table picks.md   # every configuration, one table
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import json
 import statistics
 import sys
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -56,6 +59,37 @@ def regret(
     return best - at if higher else 100 * (at / best - 1)
 
 
+def summarise(paths: list[str]) -> tuple[dict[str, Any], str]:
+    """Merge picks JSONs; a table of mean regret and compute per pair x configuration."""
+    from tasks import TASKS
+
+    runs = [r for p in paths for r in json.loads(Path(p).read_text())["runs"]]
+    tags = list(dict.fromkeys(r["tag"] for r in runs))
+    pairs = list(dict.fromkeys(r["pair"] for r in runs))
+    sets = {t: " ".join(next(r["set"] for r in runs if r["tag"] == t)) for t in tags}
+    head = " | ".join(f"{t} ({sets[t] or 'as shipped'})" for t in tags)
+    lines = [f"| pair | group | {head} |", "|---|---|" + "---|" * len(tags)]
+    for pair in pairs:
+        cells = []
+        for t in tags:
+            mine = [r for r in runs if r["pair"] == pair and r["tag"] == t]
+            regs = [r["regret"] for r in mine if r["regret"] is not None]
+            if not mine:
+                cells.append("–")
+                continue
+            reg = f"{statistics.fmean(regs):+.2f}" if regs else "–"
+            refused = sum(r["lr"] is None for r in mine)
+            off = len(mine) - len(regs) - refused
+            none = (f", {refused} refused" if refused else "") + (
+                f", {off} off the grid" if off else ""
+            )
+            comp = statistics.fmean(r["compute_ratio"] for r in mine)
+            cells.append(f"{reg} ({comp:.2f}{none})")
+        group = TASKS[pair].group if pair in TASKS else "?"
+        lines.append(f"| {pair} | {group} | {' | '.join(cells)} |")
+    return {"runs": runs}, "\n".join(lines) + "\n"
+
+
 def main() -> None:
     import arms
     import torch
@@ -65,8 +99,10 @@ def main() -> None:
     from onecycle import auto as A
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--pairs", nargs="+", required=True)
-    ap.add_argument("--grid", required=True, help="the suite's JSON with the grid runs")
+    ap.add_argument("--pairs", nargs="+")
+    ap.add_argument("--grid", help="the suite's JSON with the grid runs")
+    ap.add_argument("--summarise", nargs="+", metavar="JSON", help="merge these; run nothing")
+    ap.add_argument("--table", help="with --summarise: the markdown table")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                     help="onecycle.auto constants to replace, e.g. DIV_TOP=0.5")  # fmt: skip
@@ -74,6 +110,15 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
+    if args.summarise:
+        merged, table = summarise(args.summarise)
+        Path(args.json).write_text(json.dumps(merged, indent=1))
+        if args.table:
+            Path(args.table).write_text(table)
+        print(table)
+        return
+    if not args.pairs or not args.grid:
+        ap.error("--pairs and --grid are required (or --summarise)")
     torch.set_num_threads(1)
     for item in args.set:
         name, value = item.split("=", 1)
