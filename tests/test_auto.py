@@ -286,7 +286,7 @@ def test_auto_respects_its_budget_and_restores():
     learn = _learner(bn=True)
     state = {k: v.clone() for k, v in learn.model.state_dict().items()}
     res = auto_lr_max(learn, total_steps=2000, budget=0.3)
-    assert res.lr_max is not None and res.lr_max in res.candidates
+    assert res.lr_max is not None and min(res.candidates) <= res.lr_max <= max(res.candidates)
     assert res.probes and res.compute_ratio <= 0.3 + 1e-9
     assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in state.items())
     again = auto_lr_max(learn, total_steps=2000, budget=0.3)
@@ -322,6 +322,65 @@ def test_auto_picks_the_probe_with_the_lowest_held_back_loss(monkeypatch, best):
     res = auto_lr_max(_learner(), total_steps=4000)
     assert len(seen) >= 3 and res.lr_max == seen[best], res.reason
     assert [p.lr_max for p in res.probes] == seen  # one probe per candidate, no second round
+
+
+LATTICE = [1.0, 10**-0.5, 0.1, 10**-1.5]
+
+
+@pytest.mark.parametrize(
+    "losses",
+    [[3.0, 1.0, 1.05, 2.0], [3.0, 1.2, 1.0, 4.0], [2.0, 1.0, 1.9, 3.0], [1.0, 1.0, 1.5, 3.0]],
+)
+def test_between_moves_towards_the_neighbour_that_probed_nearly_as_well(losses):
+    from onecycle.auto import between
+
+    i = min(range(4), key=lambda j: losses[j])
+    got = math.log10(between(LATTICE, losses))
+    best = math.log10(LATTICE[i])
+    if i in (0, 3):  # no bracket around the best: it stays
+        assert got == best
+        return
+    up, down = losses[i - 1], losses[i + 1]  # the larger and the smaller LR
+    assert abs(got - best) <= 0.25 + 1e-12  # within half a lattice step (0.5 decades)
+    assert (got > best) == (up < down) and (got == best) == (up == down)
+    # the closer the neighbour's probe, the further the pick moves towards it
+    closer = list(losses)
+    closer[i + 1 if down < up else i - 1] = (losses[i] + min(up, down)) / 2
+    assert abs(math.log10(between(LATTICE, closer)) - best) > abs(got - best)
+
+
+def test_between_next_to_a_diverged_probe_and_on_a_tie():
+    from onecycle.auto import between
+
+    assert between(LATTICE, [math.inf, 1.0, 1.01, 2.0]) == LATTICE[1]
+    # two neighbours probing alike: half-way between them (in log LR), whichever is first
+    mid = math.sqrt(LATTICE[1] * LATTICE[2])
+    assert between(LATTICE, [2.0, 1.0, 1.0, 2.0]) == pytest.approx(mid)
+
+
+def test_auto_peak_lies_between_the_best_probe_and_its_runner_up(monkeypatch):
+    import onecycle.auto as A
+
+    real_probe, real_candidates = A.probe, A.candidates
+    seen: list[float] = []
+
+    def candidates(res, *a):
+        seen[:] = real_candidates(res, *a)
+        return list(seen)
+
+    def probe(learn, lr, steps, **kw):  # best at seen[1], the next lower nearly as good
+        if steps == 0:
+            return real_probe(learn, lr, steps, **kw)
+        lr = lr[-1] if isinstance(lr, list) else lr
+        loss = {0: 0.3, 1: 0.1, 2: 0.11}.get(seen.index(lr), 0.5)
+        return A.ProbeResult(lr, steps, loss, batch_losses=(loss,) * 4)
+
+    monkeypatch.setattr(A, "candidates", candidates)
+    monkeypatch.setattr(A, "probe", probe)
+    res = auto_lr_max(_learner(), total_steps=4000)
+    assert res.lr_max is not None and seen[2] < res.lr_max < seen[1], res.reason
+    assert res.lr_max == A.between(seen, [p.loss for p in res.probes])
+    assert "moved towards" in res.reason and f"{seen[1]:.3g}" in res.reason
 
 
 def test_auto_without_room_for_probes_says_so(monkeypatch):

@@ -15,7 +15,9 @@ with (decoupled weight decay and its no-decay groups, the callbacks marked
    more below where they really blow up) down to the LR of the lowest smoothed loss.
 3. **Probes** (``probe``): a short 1cycle at each candidate, from the same weights, the
    same batches in the same order, scored by the loss on held-back training batches that
-   no probe trains on; the lowest is ``lr_max``.
+   no probe trains on; ``lr_max`` is the lowest, moved towards a neighbour that probed
+   nearly as well (``between``: the vertex of a parabola in log LR, within half a lattice
+   step).
 4. **Fallback** (``onecycle.fallback``, run by ``fit_one_cycle``, ``fine_tune`` and the
    CLI): if the run at that peak collapses (its training loss back at its starting level
    and staying there, or not finite), everything is put back and the run starts again at
@@ -42,12 +44,14 @@ weight decays or momentum ranges, compared on held-back loss.
 >>> learn = Learner(model, Loader(x, y, 32), loss_func=torch.nn.functional.cross_entropy)
 >>> before = learn.model[0].weight.clone()
 >>> auto = auto_lr_max(learn, total_steps=1000)
->>> torch.equal(learn.model[0].weight, before), auto.lr_max in auto.candidates
-(True, True)
+>>> torch.equal(learn.model[0].weight, before), [round(c, 4) for c in auto.candidates]
+(True, [1.0, 0.3162, 0.1])
 >>> auto.compute_ratio <= BUDGET
 True
->>> round(auto.lr_max, 4), len(auto.probes)  # the lowest held-back loss of 3 probes
-(0.3162, 3)
+>>> [round(p.loss, 3) for p in auto.probes]  # held-back loss of each candidate's probe
+[0.173, 0.043, 0.091]
+>>> round(auto.lr_max, 3)  # 0.316 probed best, moved towards 0.1 (``between``)
+0.243
 """
 
 from __future__ import annotations
@@ -77,6 +81,7 @@ __all__ = [
     "AutoResult",
     "ProbeResult",
     "auto_lr_max",
+    "between",
     "candidates",
     "lr_sweep",
     "momentum_range_test",
@@ -239,9 +244,39 @@ def auto_lr_max(
                f"{short[best].loss:.4g}, the model as it is now has {start.loss:.4g} (a model "
                "already trained cannot be improved by a short probe: give lr_max)")  # fmt: skip
         return AutoResult(None, why, res, cands, probes, used, total_steps)
-    why = (f"{best:.3g}: lowest held-back loss ({short[best].loss:.4g}) of {len(cands)} "
-           f"probes of {steps} steps")  # fmt: skip
-    return AutoResult(best, why, res, cands, probes, used, total_steps)
+    why = (f"lowest held-back loss ({short[best].loss:.4g}) of {len(cands)} probes of "
+           f"{steps} steps")  # fmt: skip
+    peak = between(cands, [short[c].loss for c in cands])
+    why = (f"{peak:.3g}: {why} at {best:.3g}, moved towards the neighbour that probed next "
+           "best" if peak != best else f"{best:.3g}: {why}")  # fmt: skip
+    return AutoResult(peak, why, res, cands, probes, used, total_steps)
+
+
+def between(lrs: Sequence[float], losses: Sequence[float]) -> float:
+    """The peak the probes point to, between lattice points: the LR of the lowest loss
+    moved to the vertex, in log LR, of the parabola through it and its two neighbours.
+
+    When two neighbours probe almost alike, which of them wins flips from seed to seed
+    (a x3.16 jump); the vertex moves smoothly from one to the other instead. With the
+    lowest loss in the middle the vertex stays within half a lattice step of it, so it
+    never leaves the bracket the probes measured. A best at either end of ``lrs``, or a
+    non-finite neighbour, leaves the best as it is.
+
+    >>> round(between([1.0, 0.316, 0.1], [2.0, 1.0, 1.1]), 3)  # 0.1 nearly as good
+    0.197
+    >>> between([1.0, 0.316, 0.1], [2.0, 1.0, 0.9])  # the lowest candidate wins: no bracket
+    0.1
+    """
+    i = min(range(len(lrs)), key=lambda j: losses[j])
+    if not 0 < i < len(lrs) - 1 or not all(map(math.isfinite, losses[i - 1 : i + 2])):
+        return lrs[i]
+    (xa, ya), (xb, yb), (xc, yc) = ((math.log10(lrs[j]), losses[j]) for j in (i - 1, i, i + 1))
+    den = (xb - xa) * (yb - yc) - (xb - xc) * (yb - ya)
+    if den == 0:  # three equal losses: nothing to interpolate
+        return lrs[i]
+    x = xb - 0.5 * ((xb - xa) ** 2 * (yb - yc) - (xb - xc) ** 2 * (yb - ya)) / den
+    lo, hi = sorted((xa, xc))
+    return 10 ** min(max(x, (lo + xb) / 2), (hi + xb) / 2)
 
 
 def _pick(
