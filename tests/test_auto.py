@@ -15,6 +15,7 @@ from torch import nn
 from onecycle import Callback, GradientAccumulation, GradientClip, Learner, accuracy, sgd
 from onecycle.auto import auto_lr_max, candidates, lr_sweep, probe, wd_range_test
 from onecycle.data import Loader
+from onecycle.errors import ConfigError
 from onecycle.range_test import RangeTestResult
 from onecycle.suggest import suggest
 
@@ -455,6 +456,11 @@ def test_fine_tune_auto_picks_base_lr_on_the_frozen_model():
     learn.fine_tune(2, base_lr="auto", freeze_epochs=1)
     assert learn.auto_result is not None and learn.auto_result.lr_max is not None
     assert learn.lr_find_result.group_ratios == [0.1, 1.0]
+    # resuming keeps the run's own base_lr: a new pick would train a different run
+    before = [p.requires_grad for p in learn.model.parameters()]
+    with pytest.raises(ConfigError, match=r"base_lr.*when resuming"):
+        learn.fine_tune(2, base_lr="auto", freeze_epochs=1, resume="auto")
+    assert [p.requires_grad for p in learn.model.parameters()] == before  # nothing changed
 
 
 def test_sweep_rejects_bad_options():

@@ -204,3 +204,33 @@ def test_fine_tune_auto_falls_back_and_runs_both_phases_again_at_the_next_candid
     assert max(body) == pytest.approx(lower[0] / 2 / 100, rel=1e-3)  # lr_mult
     assert learn.recorder.hypers["lr"] == ref.recorder.hypers["lr"]
     assert all(p.requires_grad for p in learn.model.parameters())
+
+
+class Folder(Callback):
+    """Lists the checkpoints on disk when each fit starts."""
+
+    def __init__(self, folder) -> None:
+        self.folder, self.seen = folder, []
+
+    def before_fit(self, learn: Learner) -> None:
+        self.seen.append([p.name for p in checkpoints(self.folder)])
+
+
+def test_fine_tune_fallback_removes_both_phases_checkpoints(tmp_path):
+    kw = {"epochs": 4, "freeze_epochs": 4}
+    plain = _tune_learner()
+    plain.fine_tune(base_lr="auto", **kw)
+    pick = plain.auto_result
+    assert pick is not None and pick.lr_max is not None
+    lower = sorted((c for c in pick.candidates if c < pick.lr_max), reverse=True)
+    sab = PhaseSaboteur(math.sqrt(pick.lr_max * lower[0]) / 2, "unfrozen")
+    ck, folder = Checkpoint(tmp_path, every=16, keep=100), Folder(tmp_path)
+    learn = _tune_learner()
+    learn.fine_tune(base_lr="auto", cbs=[sab, ck, folder], **kw)
+    assert learn.auto_result is not None and len(learn.auto_result.rollbacks) == 1
+    first, second, third, fourth = folder.seen  # two fits abandoned, two kept
+    assert first == [] and second  # the frozen phase wrote checkpoints; the unfrozen collapsed
+    assert third == []  # the rerun starts with nothing of the abandoned attempt on disk
+    assert fourth == second  # the rerun's frozen phase wrote its own, under the same names
+    # (the two phases write the same names: their epochs and steps both start at 0)
+    assert {p.name for p in checkpoints(tmp_path)} == {p.name for p in ck.written}

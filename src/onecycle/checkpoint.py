@@ -319,11 +319,12 @@ class Checkpoint(Callback):
         self._signal: int | None = None
         self._old: dict[int, Any] = {}
         self.last: Path | None = None
-        self.written: list[Path] = []  # by this fit
+        self.written: list[Path] = []  # by this callback, oldest first
+        self._fit_start = 0  # where this fit's files begin in ``written``
 
     def before_fit(self, learn: Learner) -> None:
         self._signal = None
-        self.written = []
+        self._fit_start = len(self.written)
         if self.signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 try:
@@ -353,14 +354,19 @@ class Checkpoint(Callback):
         self.written.append(path)
         return path
 
-    def discard_fit(self) -> None:
-        """Remove the checkpoints this fit wrote: it was abandoned and run again
-        (``onecycle.fallback``), and a resume must not find it."""
+    def discard_fit(self, since: int | None = None) -> None:
+        """Remove the checkpoints written from ``written[since]`` on (default: this fit's
+        first): they belong to an attempt that was abandoned and run again
+        (``onecycle.fallback``; an attempt of ``fine_tune`` is two fits), and a resume must
+        not find them."""
+        start = self._fit_start if since is None else since
         if D.is_main():
-            for p in self.written:
+            for p in self.written[start:]:
                 for f in (p, p.with_name(p.name + ".manifest")):
                     f.unlink(missing_ok=True)
-        self.written, self.last = [], None
+        del self.written[start:]
+        self._fit_start = min(self._fit_start, start)
+        self.last = next((p for p in reversed(self.written) if p.is_file()), None)
 
     def _signalled(self, learn: Learner) -> bool:
         """Did this process (or, under DDP, any rank) receive SIGINT/SIGTERM?"""

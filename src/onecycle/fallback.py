@@ -144,12 +144,16 @@ def fit_with_fallbacks(
     and makes no more once the guard has ``fired`` (``fit`` itself returns normally when
     a guard ends it). ``total_steps`` and ``pct_start`` are those of the whole attempt
     (``CollapseGuard``). A callback with a ``discard_fit()`` method (``Checkpoint``) is
-    asked to remove what it wrote for an abandoned attempt."""
+    asked to remove what it wrote for an abandoned attempt: from ``written[since]`` on,
+    all of the attempt's fits, when it keeps a ``written`` list."""
     assert auto.lr_max is not None
     peak = auto.lr_max
     lower = sorted((c for c in auto.candidates if c < peak * (1 - 1e-9)), reverse=True)
+    keepers = list({id(cb): cb for cb in [*learn.cbs, *cbs] if hasattr(cb, "discard_fit")}.values())
     for nxt in lower:
         snap = learner_snapshot(learn)
+        # where the attempt's files begin (a Checkpoint's ``written``); None: the last fit's
+        marks = [len(cb.written) if hasattr(cb, "written") else None for cb in keepers]
         guard = CollapseGuard(total_steps, pct_start)
         try:
             fit(peak, [guard])
@@ -158,9 +162,11 @@ def fit_with_fallbacks(
         if guard.fired is None:
             return peak
         snap.restore()
-        for cb in [*learn.cbs, *cbs]:
-            if hasattr(cb, "discard_fit"):
+        for cb, mark in zip(keepers, marks):
+            if mark is None:
                 cb.discard_fit()
+            else:
+                cb.discard_fit(since=mark)
         auto.rollbacks.append({"lr_max": peak, "step": guard.step, "reason": guard.fired})
         auto.steps_used += guard.step
         log.warning("lr_max=auto: the run at %.3g collapsed (%s); running again from the "

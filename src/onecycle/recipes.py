@@ -367,6 +367,8 @@ def fine_tune(
         raise ConfigError("lr_mult", lr_mult, "a number >= 1 (body LR = head LR / lr_mult)")
     S.one_cycle(1.0, div, pct_start=pct_start)  # refuse a bad div/pct_start before training
     frozen_pct = 0.99  # the frozen phase: nearly all warm-up (fastai's)
+    if base_lr == "auto" and kwargs.get("resume") is not None:  # a new pick is not the run's
+        raise ConfigError("base_lr", "auto", "a number when resuming (the run chose one)")
     cbs: Sequence[Callback] = kwargs.pop("cbs", ())
     learn.freeze()
     total = None  # the run's optimizer steps, with base_lr="auto"
