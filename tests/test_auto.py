@@ -330,7 +330,13 @@ LATTICE = [1.0, 10**-0.5, 0.1, 10**-1.5]
 
 @pytest.mark.parametrize(
     "losses",
-    [[3.0, 1.0, 1.05, 2.0], [3.0, 1.2, 1.0, 4.0], [2.0, 1.0, 1.9, 3.0], [1.0, 1.0, 1.5, 3.0]],
+    [
+        [3.0, 1.0, 1.05, 2.0],
+        [3.0, 1.2, 1.0, 4.0],
+        [2.0, 1.0, 1.9, 3.0],
+        [3.0, 1.0, 3.0, 4.0],  # symmetric: stays
+        [1.0, 1.0, 1.5, 3.0],
+    ],
 )
 def test_between_moves_towards_the_neighbour_that_probed_nearly_as_well(losses):
     from onecycle.auto import between
@@ -345,8 +351,8 @@ def test_between_moves_towards_the_neighbour_that_probed_nearly_as_well(losses):
     assert abs(got - best) <= 0.25 + 1e-12  # within half a lattice step (0.5 decades)
     assert (got > best) == (up < down) and (got == best) == (up == down)
     # the closer the neighbour's probe, the further the pick moves towards it
-    closer = list(losses)
-    closer[i + 1 if down < up else i - 1] = (losses[i] + min(up, down)) / 2
+    closer = list(losses)  # the next best neighbour half-way closer to the best
+    closer[i + 1 if down <= up else i - 1] = (losses[i] + min(up, down)) / 2
     assert abs(math.log10(between(LATTICE, closer)) - best) > abs(got - best)
 
 
@@ -354,6 +360,9 @@ def test_between_next_to_a_diverged_probe_and_on_a_tie():
     from onecycle.auto import between
 
     assert between(LATTICE, [math.inf, 1.0, 1.01, 2.0]) == LATTICE[1]
+    assert between(LATTICE, [math.nan, 1.0, 1.01, 2.0]) == LATTICE[1]  # NaN: as diverged
+    with pytest.raises(ConfigError, match="lrs"):
+        between([0.1, 1.0, 0.316], [3.0, 1.0, 2.0])  # not in the candidates' order
     # two neighbours probing alike: half-way between them (in log LR), whichever is first
     mid = math.sqrt(LATTICE[1] * LATTICE[2])
     assert between(LATTICE, [2.0, 1.0, 1.0, 2.0]) == pytest.approx(mid)

@@ -15,6 +15,7 @@ from onecycle import Callback, Checkpoint, Learner
 from onecycle.auto import AutoResult, auto_lr_max
 from onecycle.checkpoint import checkpoints
 from onecycle.data import Loader
+from onecycle.errors import ConfigError
 from onecycle.fallback import CollapseGuard, fit_with_fallbacks
 
 
@@ -60,6 +61,16 @@ def test_guard_fires_without_progress_by_the_end_of_the_warm_up():
 
 def test_guard_fires_at_once_on_a_non_finite_loss():
     assert _feed(CollapseGuard(1000), [*_falls(100), math.nan]) == 101
+
+
+def test_a_guard_watches_one_run_and_refuses_a_second():
+    learn = _learner()
+    guard = CollapseGuard(2 * 32)
+    learn.fit_one_cycle(1, 0.1, cbs=[guard])  # one run in two fits, as fine_tune makes
+    learn.fit_one_cycle(1, 0.1, cbs=[guard])
+    assert guard.fired is None and guard.step == 64
+    with pytest.raises(ConfigError, match="new guard for a new run: its 64 steps ran"):
+        learn.fit_one_cycle(1, 0.1, cbs=[guard])
 
 
 # --- end to end: a saboteur that breaks training above an LR -------------------------------

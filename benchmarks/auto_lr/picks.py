@@ -107,6 +107,8 @@ def main() -> None:
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                     help="onecycle.auto constants to replace, e.g. DIV_TOP=0.5")  # fmt: skip
     ap.add_argument("--tag", default="", help="a name for this configuration in the JSON")
+    ap.add_argument("--lattice", action="store_true",
+                    help="v4's pick: the best probe's own LR (auto.between off)")  # fmt: skip
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
@@ -125,6 +127,9 @@ def main() -> None:
         if not hasattr(A, name):
             raise SystemExit(f"--set: onecycle.auto has no constant {name}")
         setattr(A, name, type(getattr(A, name))(float(value)))
+    if args.lattice:  # v4: no move between lattice points
+        A.between = lambda lrs, losses: lrs[min(range(len(lrs)), key=lambda j: losses[j])]
+        args.set = [*args.set, "lattice"]
     out_path = Path(args.json)
     out = json.loads(out_path.read_text()) if out_path.is_file() else {"runs": []}
     for pair in args.pairs:

@@ -15,9 +15,9 @@ with (decoupled weight decay and its no-decay groups, the callbacks marked
    more below where they really blow up) down to the LR of the lowest smoothed loss.
 3. **Probes** (``probe``): a short 1cycle at each candidate, from the same weights, the
    same batches in the same order, scored by the loss on held-back training batches that
-   no probe trains on; ``lr_max`` is the lowest, moved towards a neighbour that probed
-   nearly as well (``between``: the vertex of a parabola in log LR, within half a lattice
-   step).
+   no probe trains on; ``lr_max`` is the lowest, moved towards the neighbour that probed
+   next best (``between``: the vertex of a parabola in log LR, within half a lattice
+   step; the closer that neighbour's loss, or the worse the other's, the further).
 4. **Fallback** (``onecycle.fallback``, run by ``fit_one_cycle``, ``fine_tune`` and the
    CLI): if the run at that peak collapses (its training loss back at its starting level
    and staying there, or not finite), everything is put back and the run starts again at
@@ -56,6 +56,7 @@ True
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Sequence
@@ -194,8 +195,8 @@ def auto_lr_max(
     1. Sweep ``num_it`` steps from ``START_LR`` to ``END_LR`` (``lr_sweep``).
     2. Candidates from the curve (``candidates``).
     3. Rank: a probe of ``P = probe_frac * total_steps`` steps at each candidate.
-    The lowest held-back loss wins; ``onecycle.fallback`` takes the next lower candidate
-    if the run at it collapses.
+    The lowest held-back loss wins, moved between it and its neighbours (``between``);
+    ``onecycle.fallback`` takes the next lower candidate if the run at it collapses.
 
     At most ``budget * total_steps`` step-equivalents in all (or ``MIN_BUDGET_STEPS``,
     whichever is more): ``P`` shrinks to fit, and when even ``MIN_PROBE_STEPS`` does not
@@ -259,22 +260,37 @@ def between(lrs: Sequence[float], losses: Sequence[float]) -> float:
     When two neighbours probe almost alike, which of them wins flips from seed to seed
     (a x3.16 jump); the vertex moves smoothly from one to the other instead. With the
     lowest loss in the middle the vertex stays within half a lattice step of it, so it
-    never leaves the bracket the probes measured. A best at either end of ``lrs``, or a
-    non-finite neighbour, leaves the best as it is.
+    never leaves the bracket the probes measured. It moves towards the better neighbour,
+    the further the closer that neighbour's loss is to the best, or the worse the other
+    neighbour's is: a probe that nearly diverged above the best pushes the pick down.
+    A best at either end of ``lrs``, or a non-finite neighbour, leaves the best as it is;
+    NaN counts as infinite, and of equal losses the first wins (as in ``auto_lr_max``).
+    ``lrs`` are the candidates, in their order: evenly spaced in log LR, strictly
+    monotone.
 
     >>> round(between([1.0, 0.316, 0.1], [2.0, 1.0, 1.1]), 3)  # 0.1 nearly as good
     0.197
+    >>> round(between([1.0, 0.316, 0.1], [9.0, 1.0, 1.5]), 3)  # 1.0 far worse: down too
+    0.19
     >>> between([1.0, 0.316, 0.1], [2.0, 1.0, 0.9])  # the lowest candidate wins: no bracket
     0.1
     """
-    i = min(range(len(lrs)), key=lambda j: losses[j])
-    if not 0 < i < len(lrs) - 1 or not all(map(math.isfinite, losses[i - 1 : i + 2])):
+    if not lrs or len(lrs) != len(losses):
+        raise ConfigError("losses", len(losses), f"one loss per LR ({len(lrs)})")
+    steps = [b / a for a, b in itertools.pairwise(lrs)]
+    if not (all(r < 1 for r in steps) or all(r > 1 for r in steps)):
+        raise ConfigError("lrs", list(lrs), "strictly increasing or decreasing LRs")
+    ys = [v if v == v else math.inf for v in losses]  # NaN: as bad as diverged
+    i = min(range(len(lrs)), key=lambda j: ys[j])
+    if not 0 < i < len(lrs) - 1 or not all(map(math.isfinite, ys[i - 1 : i + 2])):
         return lrs[i]
-    (xa, ya), (xb, yb), (xc, yc) = ((math.log10(lrs[j]), losses[j]) for j in (i - 1, i, i + 1))
+    (xa, ya), (xb, yb), (xc, yc) = ((math.log10(lrs[j]), ys[j]) for j in (i - 1, i, i + 1))
     den = (xb - xa) * (yb - yc) - (xb - xc) * (yb - ya)
-    if den == 0:  # three equal losses: nothing to interpolate
+    if den == 0:  # no curvature to read: keep the best
         return lrs[i]
     x = xb - 0.5 * ((xb - xa) ** 2 * (yb - yc) - (xb - xc) ** 2 * (yb - ya)) / den
+    if x == xb:  # symmetric neighbours: the best itself, exactly
+        return lrs[i]
     lo, hi = sorted((xa, xc))
     return 10 ** min(max(x, (lo + xb) / 2), (hi + xb) / 2)
 

@@ -366,7 +366,7 @@ class Checkpoint(Callback):
                     f.unlink(missing_ok=True)
         del self.written[start:]
         self._fit_start = min(self._fit_start, start)
-        self.last = next((p for p in reversed(self.written) if p.is_file()), None)
+        self.last = None
 
     def _signalled(self, learn: Learner) -> bool:
         """Did this process (or, under DDP, any rank) receive SIGINT/SIGTERM?"""

@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from onecycle.callbacks import Callback, CancelFit, NonFiniteLossError
-from onecycle.errors import check_int
+from onecycle.errors import ConfigError, check_int
 from onecycle.probes import learner_snapshot
 
 if TYPE_CHECKING:
@@ -91,6 +91,11 @@ class CollapseGuard(Callback):
         self.step = 0
         self.losses: list[float] = []
         self._ema, self._start, self._best, self._bad = 0.0, math.nan, math.inf, 0
+
+    def before_fit(self, learn: Learner) -> None:
+        if self.fired is not None or self.step >= self.total:
+            done = f"it fired ({self.fired})" if self.fired else f"its {self.total} steps ran"
+            raise ConfigError("cbs", "CollapseGuard", f"a new guard for a new run: {done}")
 
     def _fire(self, why: str) -> None:
         self.fired = why
