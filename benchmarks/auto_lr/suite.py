@@ -169,7 +169,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
         best = grid_mean[best_lr]
         arms_out: dict[str, Any] = {}
         for arm in dict.fromkeys(r["arm"] for r in rows if r["arm"] not in ("grid", "wd")):
-            rs = [r for r in rows if r["arm"] == arm]
+            rs = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["seed"])
             scores = [r["score"] for r in rs if r["score"] is not None]
             lrs = [r["lr"] for r in rs if r.get("lr")]
             failed = len(rs) - len(scores)
