@@ -107,3 +107,11 @@ if __name__ == "__main__":  # 2-process DDP: Lightning's launcher runs this file
     t = trainer(max_epochs=2, strategy="ddp", devices=2,
                 callbacks=[OneCycle(0.1), TraceToFile(sys.argv[1])])  # fmt: skip
     t.fit(Tiny(), loader())
+    # Lightning leaves the gloo group to the interpreter's exit, where its threads can be
+    # torn down while a peer is still leaving ("terminate called without an active
+    # exception", SIGABRT, now and then under load): both ranks leave it together instead
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
