@@ -196,11 +196,16 @@ def seq_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(pred.flatten(0, 1), target.flatten())
 
 
-def build_charlm(seed: int, device: str, quick: bool) -> Built:
+def _charlm_built(make: Callable[[], nn.Module], seed: int, device: str, quick: bool) -> Built:
+    """A language model on the stdlib text: batch 32, the held-out 10% as validation."""
     x, y, xt, yt = _chars(device, quick)
     torch.manual_seed(seed)
-    return Built(CharTransformer(), Loader(x, y, 32, seed=seed),
+    return Built(make(), Loader(x, y, 32, seed=seed),
                  Loader(xt, yt, min(256, len(xt)), shuffle=False), seq_loss)  # fmt: skip
+
+
+def build_charlm(seed: int, device: str, quick: bool) -> Built:
+    return _charlm_built(CharTransformer, seed, device, quick)
 
 
 # --- regression: scikit-learn's bundled diabetes data --------------------------------------
@@ -299,48 +304,31 @@ def build_digits_cnn(seed: int, device: str, quick: bool) -> Built:
                  F.cross_entropy)  # fmt: skip
 
 
-class CharGRU(nn.Module):
-    """A 2-layer GRU (hidden 128) over 128 byte tokens."""
+class CharRNN(nn.Module):
+    """A 2-layer recurrent net (``cell``: ``nn.GRU`` or ``nn.LSTM``, hidden 128) over 128
+    byte tokens."""
 
-    def __init__(self, vocab: int = 128, d: int = 64, hidden: int = 128) -> None:
+    def __init__(self, cell: type[nn.RNNBase] = nn.GRU, vocab: int = 128, d: int = 64,
+                 hidden: int = 128) -> None:  # fmt: skip
         super().__init__()
         self.emb = nn.Embedding(vocab, d)
-        self.gru = nn.GRU(d, hidden, num_layers=2, batch_first=True)
+        self.rnn = cell(d, hidden, num_layers=2, batch_first=True)
         self.head = nn.Linear(hidden, vocab)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.gru(self.emb(x))[0])
+        return self.head(self.rnn(self.emb(x))[0])
 
 
 def build_chargru(seed: int, device: str, quick: bool) -> Built:
-    x, y, xt, yt = _chars(device, quick)
-    torch.manual_seed(seed)
-    return Built(CharGRU(), Loader(x, y, 32, seed=seed),
-                 Loader(xt, yt, min(256, len(xt)), shuffle=False), seq_loss)  # fmt: skip
+    return _charlm_built(lambda: CharRNN(nn.GRU), seed, device, quick)
 
 
 # --- held out, added after v4 shipped: an LSTM language model, GroupNorm on MNIST-1D, an MLP
 # on Fashion-MNIST; and new optimizers for the digits CNN and the MNIST-1D GRU ------------
 
 
-class CharLSTM(nn.Module):
-    """A 2-layer LSTM (hidden 128) over 128 byte tokens."""
-
-    def __init__(self, vocab: int = 128, d: int = 64, hidden: int = 128) -> None:
-        super().__init__()
-        self.emb = nn.Embedding(vocab, d)
-        self.lstm = nn.LSTM(d, hidden, num_layers=2, batch_first=True)
-        self.head = nn.Linear(hidden, vocab)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.lstm(self.emb(x))[0])
-
-
 def build_charlstm(seed: int, device: str, quick: bool) -> Built:
-    x, y, xt, yt = _chars(device, quick)
-    torch.manual_seed(seed)
-    return Built(CharLSTM(), Loader(x, y, 32, seed=seed),
-                 Loader(xt, yt, min(256, len(xt)), shuffle=False), seq_loss)  # fmt: skip
+    return _charlm_built(lambda: CharRNN(nn.LSTM), seed, device, quick)
 
 
 def build_mnist1d_cnngn(seed: int, device: str, quick: bool) -> Built:
