@@ -170,6 +170,26 @@ def test_help_explains_the_options():
         assert word in text
 
 
+def test_other_libraries_info_logs_stay_off_stderr_ours_do_not(tmp_path):
+    """A fresh matplotlib announces "generated new fontManager" at INFO; the CLI's stderr
+    carries onecycle's own INFO lines, and other libraries' warnings and errors only."""
+    env = {**os.environ, "MPLCONFIGDIR": str(tmp_path / "mpl")}  # matplotlib's first run
+    code = (
+        "import logging, sys\n"
+        "from onecycle.cli import main\n"
+        "rc = main(sys.argv[1:])\n"
+        "logging.getLogger('onecycle.run').info('ours')\n"
+        "logging.getLogger('somelib').info('theirs')\n"
+        "logging.getLogger('somelib').warning('their warning')\n"
+        "sys.exit(rc)\n"
+    )
+    argv = ["schedule", "--steps", "50", "--lr-max", "0.1", "--out", str(tmp_path / "s")]
+    out = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True,
+                         text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0 and (tmp_path / "s" / "schedule.png").is_file(), out.stderr
+    assert out.stderr.splitlines() == ["onecycle: ours", "onecycle: their warning"]
+
+
 def test_schedule_preview(tmp_path):
     assert (
         main(

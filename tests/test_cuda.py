@@ -25,10 +25,12 @@ def _mlp() -> nn.Module:  # dropout: the CUDA random state matters
     return nn.Sequential(nn.Linear(20, 64), nn.ReLU(), nn.Dropout(0.2), nn.Linear(64, 4))
 
 
-def _learner(cbs=(), seed: int = 0) -> Learner:
+def _learner(cbs=(), seed: int = 0, learnable: bool = False) -> Learner:
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(512, 20, generator=g), torch.randint(0, 4, (512,), generator=g)
+    if learnable:  # a rule the MLP can learn: a range test with something to read
+        y = (x[:, :5].sum(1) > 0).long() * 2 + (x[:, 5] > 0).long()
     return Learner(_mlp(), Loader(x, y, 64, seed=1, device="cuda"),
                    loss_func=F.cross_entropy, opt_func=sgd, wd=1e-3, cbs=list(cbs),
                    device="cuda")  # fmt: skip
@@ -107,3 +109,76 @@ def test_the_range_test_restores_the_cuda_random_state_and_the_weights():
     assert torch.equal(torch.cuda.get_rng_state(), rng)
     for k, v in weights.items():
         assert torch.equal(v, learn.model.state_dict()[k]), k
+
+
+def test_the_sweep_under_fp16_applies_autocast_the_grad_scaler_and_decay_as_fit_does():
+    """lr_find under ``MixedPrecision`` on CUDA: the same losses as a hand-written loop
+    with fp16 autocast, a GradScaler, decoupled decay (after a step the scaler did not
+    skip, as ``fit``) and SGD at momentum 0.85 (1cycle's peak) at the sweep's LRs."""
+    learn = _learner(cbs=[MixedPrecision()])  # wd=1e-3
+    init = copy.deepcopy(learn.model.state_dict())
+    res = learn.lr_find(start_lr=1e-3, end_lr=1.0, num_it=8, stop_div=False)
+    assert res.stop_reason == "completed 8 steps" and learn.scaler is None  # put back
+
+    model = _mlp().cuda()
+    model.load_state_dict(init)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.85, nesterov=True)
+    scaler = torch.amp.GradScaler("cuda")
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(512, 20, generator=g), torch.randint(0, 4, (512,), generator=g)
+    torch.manual_seed(0)  # dropout: lr_find ran from the Learner's restored random state
+    losses = []
+    for lr, (xb, yb) in zip(res.lrs, Loader(x, y, 64, seed=1, device="cuda")):
+        with torch.autocast("cuda", dtype=torch.float16):
+            loss = F.cross_entropy(model(xb), yb)
+        losses.append(float(loss.detach()))
+        scaler.scale(loss).backward()
+        for group in opt.param_groups:
+            group["lr"] = lr
+        scale = scaler.get_scale()
+        scaler.step(opt)
+        scaler.update()
+        assert scaler.get_scale() >= scale  # no step skipped: the loops stay in lock step
+        with torch.no_grad():
+            for p in model.parameters():
+                if p.ndim > 1:
+                    p.mul_(1 - lr * 1e-3)
+        opt.zero_grad()
+    assert losses[0] == pytest.approx(res.losses[0], rel=1e-3)
+    assert losses == pytest.approx(res.losses, rel=2e-3)
+
+
+def test_auto_on_cuda_with_fp16_restores_everything_and_trains_at_its_pick():
+    from onecycle.auto import auto_lr_max
+
+    learn = _learner(cbs=[MixedPrecision()], learnable=True)
+    weights = copy.deepcopy(learn.model.state_dict())
+    rng = torch.cuda.get_rng_state()
+    auto = auto_lr_max(learn, total_steps=400)
+    assert auto.lr_max is not None, auto.reason
+    assert torch.equal(torch.cuda.get_rng_state(), rng) and learn.scaler is None
+    for k, v in weights.items():
+        assert torch.equal(v, learn.model.state_dict()[k]), k
+    learn.fit_one_cycle(2, lr_max="auto")
+    peak = learn.auto_result.lr_max  # the fallback's peak, if the run collapsed
+    assert peak * 0.99 <= max(learn.recorder.lrs) <= peak  # 16 steps: the peak is not on one
+    assert all(torch.isfinite(p).all() for p in learn.model.parameters())
+
+
+def test_a_cuda_loader_draws_the_cpu_loaders_order_and_augments_on_the_gpu():
+    """The order comes from a CPU generator on every device (the same batches on a GPU as
+    on the CPU); crops and flips draw from a generator where the batch is."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(256, 1, 8, 8, generator=g), torch.arange(256)
+    cpu = Loader(x, y, 32, seed=3)
+    gpu = Loader(x, y, 32, seed=3, device="cuda", crop_pad=2, hflip=True)
+    for _ in range(2):  # two epochs: each its own permutation
+        for (_, yc), (xg, yg) in zip(cpu, gpu, strict=True):
+            assert xg.is_cuda and torch.equal(yc, yg.cpu())
+    again = [xb.cpu() for xb, _ in Loader(x, y, 32, seed=3, device="cuda", crop_pad=2, hflip=True)]
+    first = [xb.cpu() for xb, _ in Loader(x, y, 32, seed=3, device="cuda", crop_pad=2, hflip=True)]
+    assert all(torch.equal(a, b) for a, b in zip(again, first))  # reproducible on the GPU
+    assert not all(
+        torch.equal(a, x[yb]) for a, (_, yb) in zip(first, Loader(x, y, 32, seed=3))
+    )  # augmented

@@ -28,7 +28,7 @@ B = 32  # the 1-process batch; each of the 2 ranks takes B/2
 
 
 def _spawn(fn, *args) -> None:
-    D.spawn(fn, 2, args, timeout=120)
+    D.spawn(fn, 2, args, timeout=120, device="cpu")  # gloo, also where there is a GPU
 
 
 def _ranks(out: Path) -> list[dict]:
@@ -131,6 +131,37 @@ def test_bad_timeout_is_a_config_error(monkeypatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError, match="ONECYCLE_DIST_TIMEOUT"):
         D.init()
+
+
+@pytest.mark.parametrize("device", ["cpu", None])
+def test_the_backend_follows_the_runs_device_where_a_gpu_is_present(monkeypatch, device) -> None:
+    """On a 1-GPU machine, 2 processes training on the CPU join with gloo and leave the GPU
+    alone; with the device left open, the second process is refused by name (before, both
+    asked NCCL for GPU ``LOCAL_RANK`` and rank 1 died on "invalid device ordinal")."""
+    calls: list = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: calls.append(("set_device", i)))
+    monkeypatch.setattr(D.dist, "init_process_group", lambda **kw: calls.append(kw["backend"]))
+    monkeypatch.setattr(D.dist, "get_rank", lambda: 1)
+    for k, v in {"RANK": "1", "LOCAL_RANK": "1", "WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(k, v)
+    if device == "cpu":
+        assert D.init(device="cpu") and calls == ["gloo"]
+    else:
+        with pytest.raises(D.ConfigError, match=r"LOCAL_RANK.*< 1, the GPUs here"):
+            D.init()
+        assert calls == []
+
+
+@pytest.mark.parametrize("name", ["cuda:2", "cuda:257", "cuda:999"])
+def test_a_cuda_index_beyond_the_gpus_is_refused_even_where_torch_wraps_it(monkeypatch, name):
+    # torch.device keeps 8 bits: "cuda:257" is cuda:1 (a GPU that exists), "cuda:999" cuda:-25
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(D.ConfigError, match=f"device='{name}'.*a CUDA index < 2"):
+        D.check_device("device", name)
+    assert D.check_device("device", "cuda:1") == torch.device("cuda:1")
 
 
 def test_single_process_helpers_are_no_ops() -> None:

@@ -177,7 +177,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     from onecycle.checkpoint import CheckpointError, CheckpointWriteError, TrainingInterrupted
     from onecycle.data import DataError
 
-    logging.basicConfig(level=logging.INFO, format="onecycle: %(message)s")
+    # our own INFO lines; other libraries' only from WARNING up (matplotlib says at INFO
+    # that it "generated new fontManager" on its first run)
+    logging.basicConfig(level=logging.WARNING, format="onecycle: %(message)s")
+    logging.getLogger("onecycle").setLevel(logging.INFO)
     started = False
     try:
         old_term = signal.signal(signal.SIGTERM, _on_sigterm)
@@ -186,9 +189,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         # under torchrun: join the process group; only rank 0 prints results
-        started = D.init()
+        started = D.init(device=getattr(args, "device", None) or "cpu")  # --device's default
         if started and not D.is_main():
-            logging.getLogger().setLevel(logging.WARNING)
+            logging.getLogger("onecycle").setLevel(logging.WARNING)
             sys.stdout = open(os.devnull, "w")  # rank > 0: the process ends after main
         return int(COMMANDS[args.command](args))
     except (UsageError, ConfigError) as e:

@@ -107,7 +107,10 @@ def check_device(name: str, value: torch.device | str) -> torch.device:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ConfigError(name, value, "'cpu': this torch build or machine has no CUDA GPU")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
+        # torch keeps the index in 8 bits: "cuda:257" becomes cuda:1, "cuda:999" cuda:-25
+        asked = str(value).partition(":")[2] if isinstance(value, str) else None
+        wrapped = asked is not None and asked.strip().isdigit() and int(asked) != dev.index
+        if wrapped or (dev.index is not None and not 0 <= dev.index < torch.cuda.device_count()):
             raise ConfigError(name, value, f"a CUDA index < {torch.cuda.device_count()}")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise ConfigError(name, value, "'cpu': MPS is not available here")
@@ -125,16 +128,21 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
-def init(backend: str | None = None, timeout: float | None = None) -> bool:
+def init(
+    backend: str | None = None,
+    timeout: float | None = None,
+    device: torch.device | str | None = None,
+) -> bool:
     """Join the process group ``torchrun`` (or ``spawn``) described in the environment
     (``RANK``, ``WORLD_SIZE``, ``MASTER_ADDR``, ``MASTER_PORT``). Returns True when this
     process is now part of a group of more than one; False when the environment names
     none (a plain single-process run) or a group is already up.
 
-    ``backend``: default NCCL when CUDA is available, else gloo. ``timeout`` (seconds;
-    default ``ONECYCLE_DIST_TIMEOUT`` or 600) bounds the rendezvous and every collective,
-    so a dead peer fails the run instead of hanging it. On CUDA, the device is set to
-    ``LOCAL_RANK``.
+    ``device``: where this run trains. CUDA: NCCL, and this process's GPU is set to
+    ``LOCAL_RANK`` (refused when this machine has fewer GPUs than processes); any other
+    device: gloo. None: CUDA when this machine has one. ``backend`` overrides the choice.
+    ``timeout`` (seconds; default ``ONECYCLE_DIST_TIMEOUT`` or 600) bounds the rendezvous
+    and every collective, so a dead peer fails the run instead of hanging it.
     """
     if dist.is_initialized():
         return False
@@ -143,10 +151,21 @@ def init(backend: str | None = None, timeout: float | None = None) -> bool:
         return False
     if not dist.is_available():
         raise ConfigError("WORLD_SIZE", ws, "1: this torch build has no torch.distributed")
-    use_cuda = torch.cuda.is_available() and backend != "gloo"
+    on_cuda = (
+        torch.cuda.is_available()
+        if device is None
+        else check_device("device", device).type == "cuda"
+    )
+    use_cuda = on_cuda and backend != "gloo"
     backend = backend or ("nccl" if use_cuda else "gloo")
     if use_cuda:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        local, n_gpus = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+        if local >= n_gpus:  # set_device would fail with "invalid device ordinal"
+            raise ConfigError(
+                "LOCAL_RANK", local,
+                f"< {n_gpus}, the GPUs here: one process per GPU, or train on the CPU (gloo)",
+            )  # fmt: skip
+        torch.cuda.set_device(local)
     dist.init_process_group(backend=backend, timeout=_timeout(timeout))
     log.info("process group up: rank %d of %d (%s)", dist.get_rank(), ws, backend)
     return True
@@ -204,12 +223,12 @@ def free_port() -> int:
 
 
 def _spawned(local_rank: int, fn: Callable[..., Any], nprocs: int, port: int, args: tuple,
-             timeout: float | None) -> None:  # fmt: skip
+             timeout: float | None, device: torch.device | str | None) -> None:  # fmt: skip
     os.environ.update({
         "RANK": str(local_rank), "LOCAL_RANK": str(local_rank), "WORLD_SIZE": str(nprocs),
         "LOCAL_WORLD_SIZE": str(nprocs), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port),
     })  # fmt: skip
-    init(timeout=timeout)
+    init(timeout=timeout, device=device)
     try:
         fn(*args)
     finally:
@@ -217,10 +236,15 @@ def _spawned(local_rank: int, fn: Callable[..., Any], nprocs: int, port: int, ar
 
 
 def spawn(
-    fn: Callable[..., Any], nprocs: int = 2, args: tuple = (), timeout: float | None = None
+    fn: Callable[..., Any],
+    nprocs: int = 2,
+    args: tuple = (),
+    timeout: float | None = None,
+    device: torch.device | str | None = None,
 ) -> None:
     """Run ``fn(*args)`` in ``nprocs`` processes on this host, each in the process group
-    (gloo on CPU, NCCL with CUDA), the group torn down cleanly afterwards. ``fn`` must be
+    (``init``: gloo for ``device="cpu"``, NCCL and one GPU per process for CUDA; None:
+    CUDA when there is one), the group torn down cleanly afterwards. ``fn`` must be
     importable (defined at a module's top level). An exception in any process is raised
     here. Example (``work`` in an importable module)::
 
@@ -228,13 +252,14 @@ def spawn(
             learn = make_learner()         # data in a Loader: sharded per rank
             learn.fit_one_cycle(5, 0.1)    # DDP, reduced losses, the same schedule on each rank
 
-        spawn(work, nprocs=2, args=("runs/x",))
+        spawn(work, nprocs=2, args=("runs/x",), device="cpu")
     """
     import torch.multiprocessing as mp
 
     if not isinstance(nprocs, int) or nprocs < 1:
         raise ConfigError("nprocs", nprocs, "an integer >= 1")
-    mp.spawn(_spawned, args=(fn, nprocs, free_port(), args, timeout), nprocs=nprocs, join=True)
+    mp.spawn(_spawned, args=(fn, nprocs, free_port(), args, timeout, device), nprocs=nprocs,
+             join=True)  # fmt: skip
 
 
 class Replicas:

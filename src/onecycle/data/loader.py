@@ -210,8 +210,12 @@ class Loader:
         self.epoch = check_int("epoch", state["epoch"], minimum=0)
         self.batches_done = check_int("batches_done", state["batches_done"], minimum=0)
 
-    def _generator(self, epoch: int, stream: int) -> torch.Generator:
-        g = torch.Generator(device=self.device if self.device.type != "mps" else "cpu")
+    def _generator(
+        self, epoch: int, stream: int, device: str | torch.device = "cpu"
+    ) -> torch.Generator:
+        # the order is drawn on the CPU (the same on every device); augmentation where the
+        # batch is (a CUDA generator for a CUDA batch; MPS has none: the CPU's)
+        g = torch.Generator(device=device if torch.device(device).type != "mps" else "cpu")
         # distinct, reproducible streams per (seed, epoch, purpose)
         g.manual_seed((self.seed * 1_000_003 + epoch * 7919 + stream) % (2**63 - 1))
         return g
@@ -239,7 +243,8 @@ class Loader:
             xb = self.x.index_select(0, idx)
             if augment:
                 # one generator per batch: a resumed epoch draws exactly what it would have
-                xb = self._augment(xb, self._generator(epoch, 1 + b * self.world_size + self.rank))
+                gen = self._generator(epoch, 1 + b * self.world_size + self.rank, self.device)
+                xb = self._augment(xb, gen)
             self.batches_done = b + 1
             yield xb, self.y.index_select(0, idx)
         self.epoch, self.batches_done = epoch + 1, 0
