@@ -111,11 +111,12 @@ def _override(argv: list[str], out: Path) -> list[str]:
         args += ["--no-progress"] + ([] if "--factory" in args else samples)
     elif cmd == "lr-find":
         args += samples
-    elif cmd == "study":  # --quick (3 epochs) on Fashion; MNIST-1D as documented (30)
+    elif cmd == "study":  # on Fashion --quick, one epoch; MNIST-1D as documented (30)
         if "--seeds" in args:
             args[args.index("--seeds") + 1] = "1"
         fashion = "fashion-mnist" in args
-        args += ["--evals-per-epoch", "1"] + (["--quick", *samples] if fashion else [])
+        quick = ["--quick", "--epochs", "1", *samples] if "--epochs" not in args else []
+        args += ["--evals-per-epoch", "1"] + (quick if fashion else [])
         if not fashion and "--quick" not in args:  # the run's length: its probes need it
             args += ["--epochs", "30"]
         if "--ablations" in args:  # test_study.py runs them; here the flag is parsed only
