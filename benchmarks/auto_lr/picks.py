@@ -17,6 +17,15 @@ real runs (suite.py) decide.
         --grid docs/results/auto_lr_suite_v4.json --set PROBE_FRAC=0.02 --json runs/picks.json
     .venv/bin/python benchmarks/auto_lr/picks.py --summarise runs/picks*.json \\
         --json picks_all.json --table picks.md   # every configuration, one table
+    .venv/bin/python benchmarks/auto_lr/picks.py --rules docs/results/auto_lr_suite_v5.json \\
+        --json runs/rules.json --table runs/rules.md   # fixed choices among the candidates
+
+``--rules`` runs nothing either: it takes the candidates and probe losses that each ``auto``
+run of a suite JSON recorded and scores fixed choices among them by the same grid: the
+top candidate (the lattice point at or below half the blow-up, what a rule from the
+sweep alone would train at), the second and third, the best probe (v4), and one
+lattice step above the best probe. It tells what the sweep alone is worth and what the
+probes add.
 """
 
 from __future__ import annotations
@@ -90,6 +99,54 @@ def summarise(paths: list[str]) -> tuple[dict[str, Any], str]:
     return {"runs": runs}, "\n".join(lines) + "\n"
 
 
+RULES = {
+    "top": lambda cands, best: cands[0],
+    "second": lambda cands, best: cands[1] if len(cands) > 1 else None,
+    "third": lambda cands, best: cands[2] if len(cands) > 2 else None,
+    "best probe": lambda cands, best: best,
+    "best probe x3.16": lambda cands, best: best * 10**0.5,
+}
+
+
+def rules(path: str) -> tuple[dict[str, Any], str]:
+    """Mean regret per pair of each fixed choice in ``RULES`` among the candidates that the
+    suite's ``auto`` runs recorded (see the module's docstring), and how many pairs each
+    keeps within the suite's target (0.5 points, or 2% of bits/char or MSE)."""
+    from fidelity import grid_means
+    from tasks import TASKS
+
+    autos = [r for r in json.loads(Path(path).read_text())["runs"]
+             if r["arm"] == "auto" and r.get("probes")]  # fmt: skip
+    rows: list[dict[str, Any]] = []
+    for pair in dict.fromkeys(r["pair"] for r in autos):
+        task = TASKS[pair]
+        means, runs = grid_means(path, pair), grid_runs(path, pair)
+        for r in (r for r in autos if r["pair"] == pair):
+            probes = {p["lr_max"]: p["loss"] for p in r["probes"]}
+            best = min(r["candidates"], key=lambda c: probes.get(c, float("inf")))
+            for name, rule in RULES.items():
+                lr = rule(r["candidates"], best)
+                rows.append({"pair": pair, "group": task.group, "seed": r["seed"], "rule": name,
+                             "lr": lr, "regret": regret(means, runs, lr, r["seed"],
+                                                        task.higher_is_better)})  # fmt: skip
+    names = list(RULES)
+    lines = [f"| pair | group | {' | '.join(names)} |", "|---|---|" + "---|" * len(names)]
+    within = dict.fromkeys(names, 0)
+    for pair in dict.fromkeys(r["pair"] for r in rows):
+        task, cells = TASKS[pair], []
+        for name in names:
+            regs = [r["regret"] for r in rows if r["pair"] == pair and r["rule"] == name
+                    and r["regret"] is not None]  # fmt: skip
+            mean = statistics.fmean(regs) if regs else None
+            ok = mean is not None and mean <= (0.5 if task.higher_is_better else 2.0)
+            within[name] += ok
+            cells.append("–" if mean is None else f"{mean:+.2f}" + (" ✓" if ok else ""))
+        lines.append(f"| {pair} | {task.group} | {' | '.join(cells)} |")
+    n = len(dict.fromkeys(r["pair"] for r in rows))
+    lines.append(f"| **within target** | | {' | '.join(f'{within[k]}/{n}' for k in names)} |")
+    return {"source": path, "runs": rows, "within": within}, "\n".join(lines) + "\n"
+
+
 def main() -> None:
     import arms
     import torch
@@ -102,7 +159,8 @@ def main() -> None:
     ap.add_argument("--pairs", nargs="+")
     ap.add_argument("--grid", help="the suite's JSON with the grid runs")
     ap.add_argument("--summarise", nargs="+", metavar="JSON", help="merge these; run nothing")
-    ap.add_argument("--table", help="with --summarise: the markdown table")
+    ap.add_argument("--rules", metavar="JSON", help="a suite's JSON: score fixed choices")
+    ap.add_argument("--table", help="with --summarise or --rules: the markdown table")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
                     help="onecycle.auto constants to replace, e.g. DIV_TOP=0.5")  # fmt: skip
@@ -112,8 +170,8 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
-    if args.summarise:
-        merged, table = summarise(args.summarise)
+    if args.summarise or args.rules:
+        merged, table = summarise(args.summarise) if args.summarise else rules(args.rules)
         Path(args.json).write_text(json.dumps(merged, indent=1))
         if args.table:
             Path(args.table).write_text(table)
