@@ -35,3 +35,28 @@ def test_quick_suite_runs_two_pairs_and_reports_gaps(tmp_path):
     assert summary["charlm-tf-adamw"]["metric"] == "bpc"
     text = md.read_text()
     assert "held out" in text and "calibration" in text and "charlm-tf-adamw" in text
+
+
+def test_rules_score_fixed_choices_among_the_recorded_candidates(tmp_path):
+    """picks.py --rules on a hand-made suite JSON: each choice's regret is the grid's run
+    at that LR and seed against the grid's best mean (accuracy points)."""
+    grid = {1.0: 50.0, 0.316228: 90.0, 0.1: 97.0, 0.031623: 96.0, 0.01: 80.0}
+    runs = [{"pair": "digits-mlp-sgd", "arm": "grid", "param": lr, "seed": s, "score": acc}
+            for lr, acc in grid.items() for s in (0, 1)]  # fmt: skip
+    probes = [{"lr_max": c, "loss": loss} for c, loss in ((1.0, 2.0), (0.316228, 0.5), (0.1, 0.6))]
+    runs.append({"pair": "digits-mlp-sgd", "arm": "auto", "seed": 0, "score": 95.0,
+                 "candidates": [1.0, 0.316228, 0.1], "probes": probes})  # fmt: skip
+    src = tmp_path / "suite.json"
+    src.write_text(json.dumps({"runs": runs}))
+    out, md = tmp_path / "rules.json", tmp_path / "rules.md"
+    r = subprocess.run(
+        [sys.executable, str(SUITE.parent / "picks.py"), "--rules", str(src), "--json", str(out),
+         "--table", str(md)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    got = {row["rule"]: row["regret"] for row in json.loads(out.read_text())["runs"]}
+    assert got == pytest.approx({"top": 47.0, "second": 7.0, "third": 0.0,
+                                 "best probe": 7.0, "best probe x3.16": 47.0})  # fmt: skip
+    assert "| **within target** | | 0/1 | 0/1 | 1/1 | 0/1 | 0/1 |" in md.read_text()
