@@ -17,6 +17,7 @@ must be quoted on pairs it never saw (tasks.py declares them).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import statistics
@@ -26,8 +27,14 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
+@functools.cache
+def suite_runs(path: str) -> list[dict]:
+    """The ``runs`` of a suite's JSON, read once per path (callers only read them)."""
+    return json.loads(Path(path).read_text())["runs"]
+
+
 def grid_means(path: str, pair: str) -> dict[float, float | None]:
-    runs = json.loads(Path(path).read_text())["runs"]
+    runs = suite_runs(path)
     by: dict[float, list[float | None]] = {}
     for r in runs:
         if r["pair"] == pair and r["arm"] == "grid":

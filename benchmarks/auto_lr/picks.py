@@ -41,7 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def grid_runs(path: str, pair: str) -> dict[tuple[float, int], float | None]:
-    runs = json.loads(Path(path).read_text())["runs"]
+    from fidelity import suite_runs
+
+    runs = suite_runs(path)
     return {(round(float(r["param"]), 8), r["seed"]): r["score"]
             for r in runs if r["pair"] == pair and r["arm"] == "grid"}  # fmt: skip
 
@@ -112,11 +114,10 @@ def rules(path: str) -> tuple[dict[str, Any], str]:
     """Mean regret per pair of each fixed choice in ``RULES`` among the candidates that the
     suite's ``auto`` runs recorded (see the module's docstring), and how many pairs each
     keeps within the suite's target (0.5 points, or 2% of bits/char or MSE)."""
-    from fidelity import grid_means
+    from fidelity import grid_means, suite_runs
     from tasks import TASKS
 
-    autos = [r for r in json.loads(Path(path).read_text())["runs"]
-             if r["arm"] == "auto" and r.get("probes")]  # fmt: skip
+    autos = [r for r in suite_runs(path) if r["arm"] == "auto" and r.get("probes")]
     rows: list[dict[str, Any]] = []
     for pair in dict.fromkeys(r["pair"] for r in autos):
         task = TASKS[pair]

@@ -108,7 +108,7 @@ def check_device(name: str, value: torch.device | str) -> torch.device:
         if not torch.cuda.is_available():
             raise ConfigError(name, value, "'cpu': this torch build or machine has no CUDA GPU")
         # torch keeps the index in 8 bits: "cuda:257" becomes cuda:1, "cuda:999" cuda:-25
-        asked = str(value).partition(":")[2] if isinstance(value, str) else None
+        asked = value.partition(":")[2] if isinstance(value, str) else None
         wrapped = asked is not None and asked.strip().isdigit() and int(asked) != dev.index
         if wrapped or (dev.index is not None and not 0 <= dev.index < torch.cuda.device_count()):
             raise ConfigError(name, value, f"a CUDA index < {torch.cuda.device_count()}")
