@@ -60,3 +60,51 @@ def test_rules_score_fixed_choices_among_the_recorded_candidates(tmp_path):
     assert got == pytest.approx({"top": 47.0, "second": 7.0, "third": 0.0,
                                  "best probe": 7.0, "best probe x3.16": 47.0})  # fmt: skip
     assert "| **within target** | | 0/1 | 0/1 | 1/1 | 0/1 | 0/1 |" in md.read_text()
+
+
+def test_auto_top_trains_at_the_sweeps_top_candidate_without_probes(tmp_path):
+    """The 'run is the probe' arm: no probes, the top candidate (or, after a collapse,
+    the next lower one), and a compute ratio that is the sweep plus abandoned steps."""
+    out = tmp_path / "top.json"
+    r = subprocess.run(
+        [sys.executable, str(SUITE), "--quick", "--pairs", "mnist1d-cnn-adamw", "--only",
+         "auto_top", "--json", str(out)],
+        capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    (run,) = json.loads(out.read_text())["runs"]
+    assert run["arm"] == "auto_top" and run.get("error") is None and run["score"] > 50
+    assert run["probes"] == [] and len(run["candidates"]) >= 3
+    assert run["lr"] == run["candidates"][len(run["rollbacks"])]
+    steps = len(run["sweep"]["lrs"]) + sum(b["step"] for b in run["rollbacks"])
+    assert run["compute_ratio"] == pytest.approx(steps / run["train_steps"])
+
+
+def test_compare_scores_both_arms_on_the_seeds_both_ran(tmp_path):
+    grid = {0.1: (90.0, 92.0), 0.01: (80.0, 80.0)}
+    runs = [{"pair": "digits-mlp-sgd", "arm": "grid", "param": lr, "seed": s, "score": acc}
+            for lr, accs in grid.items() for s, acc in enumerate(accs)]  # fmt: skip
+    for s, acc in enumerate((91.0, 90.8, 60.0, 60.0, 60.0)):  # seeds 2-4: not compared
+        runs.append({"pair": "digits-mlp-sgd", "arm": "auto", "seed": s, "score": acc,
+                     "lr": 0.1, "compute_ratio": 0.2, "rollbacks": []})  # fmt: skip
+    for s, acc in enumerate((85.0, 89.0)):
+        runs.append({"pair": "digits-mlp-sgd", "arm": "auto_top", "seed": s, "score": acc,
+                     "lr": 0.1, "compute_ratio": 0.05,
+                     "rollbacks": [{"lr_max": 1.0, "step": 9}] if s else []})  # fmt: skip
+    src = tmp_path / "suite.json"
+    src.write_text(json.dumps({"runs": runs}))
+    out, md = tmp_path / "cmp.json", tmp_path / "cmp.md"
+    r = subprocess.run(
+        [sys.executable, str(SUITE.parent / "compare.py"), str(src), "auto", "auto_top",
+         "--json", str(out), "--table", str(md)],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    row = json.loads(out.read_text())["pairs"]["digits-mlp-sgd"]
+    assert row["seeds"] == [0, 1]
+    assert row["auto"]["gap"] == pytest.approx(0.1) and row["auto"]["within"]
+    assert row["auto_top"]["gap"] == pytest.approx(4.0) and not row["auto_top"]["within"]
+    assert row["auto_top"]["rollbacks"] == 1
+    assert "| auto | 0/0 | 1/1 | 0/0 | 1/1 |" in md.read_text()

@@ -4,6 +4,8 @@
   the fine-tuning pair).
 - ``auto``: ``lr_max="auto"`` (range test + probes, ``onecycle.auto``).
 - ``auto_wd``: ``lr_max="auto", wd="auto"``; ``wd``: 1cycle at a given lr_max and wd.
+- ``auto_top``: the sweep's top candidate, no probes, the run's collapse fallback
+  (an experiment: can the run itself replace the probes?).
 - ``fastai_valley``: fastai's ``valley`` rule on its lagging EMA over a plain sweep with
   the optimizer's own momentum (as fastai's ``lr_find`` runs it), then 1cycle there.
 - ``tlrf_steep``: torch-lr-finder's steepest-gradient point, then 1cycle there.
@@ -126,6 +128,30 @@ def run_auto(
         out["wd"] = learn.auto_wd_result.wd
         out["wd_compute_ratio"] = learn.auto_wd_result.compute_ratio
     return out
+
+
+def run_auto_top(task: Task, make: Callable[[], Built], device: str) -> dict[str, Any]:
+    """The run is the probe, in its plainest form: the sweep alone, its top candidate
+    (the lattice point at or below half the blow-up), no probes; the run then goes at
+    that peak and ``onecycle.fallback`` restarts it at the next lower candidate when it
+    collapses. Everything but the choice is the library's own ``lr_max="auto"`` path
+    (``auto_lr_max`` is replaced for this run only)."""
+    from unittest import mock
+
+    from onecycle import auto as A
+
+    def top_only(learn: Learner, total_steps: int, **kw: Any) -> A.AutoResult:
+        res = A.lr_sweep(learn, A.START_LR, A.END_LR, A.SWEEP_STEPS, moms=kw.get("moms"),
+                         wd=kw.get("wd"), cbs=kw.get("cbs", ()))  # fmt: skip
+        cands = A.candidates(res)
+        used = float(len(res.lrs))
+        if not cands:
+            return A.AutoResult(None, res.stop_reason, res, [], [], used, total_steps)
+        why = f"{cands[0]:.3g}: the sweep's top candidate (no probes)"
+        return A.AutoResult(cands[0], why, res, cands, [], used, total_steps)
+
+    with mock.patch.object(A, "auto_lr_max", top_only):
+        return run_auto(task, make, device)
 
 
 # --- peers' suggestion rules ------------------------------------------------------------------

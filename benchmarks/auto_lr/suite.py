@@ -72,6 +72,8 @@ def _job(job: tuple[str, str, Any, int, str, bool, int]) -> dict[str, Any]:
             r = arms.run_grid(task, make, device, param)
         elif arm == "auto":
             r = arms.run_auto(task, make, device)
+        elif arm == "auto_top":
+            r = arms.run_auto_top(task, make, device)
         elif arm == "auto_wd":
             r = arms.run_auto(task, make, device, wd_auto=True)
         elif arm == "wd":
