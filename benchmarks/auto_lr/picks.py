@@ -31,7 +31,6 @@ probes add.
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import statistics
 import sys
@@ -165,8 +164,7 @@ def main() -> None:
     ap.add_argument("--table", help="with --summarise or --rules: the markdown table")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE",
-                    help="onecycle.auto constants to replace, e.g. DIV_TOP=0.5 (or "
-                         "another module's: probes.HELD_BATCHES=32)")  # fmt: skip
+                    help="onecycle.auto constants to replace, e.g. DIV_TOP=0.5")  # fmt: skip
     ap.add_argument("--tag", default="", help="a name for this configuration in the JSON")
     ap.add_argument("--lattice", action="store_true",
                     help="v4's pick: the best probe's own LR (auto.between off)")  # fmt: skip
@@ -185,11 +183,9 @@ def main() -> None:
     torch.set_num_threads(1)
     for item in args.set:
         name, value = item.split("=", 1)
-        mod_name, _, name = name.rpartition(".")  # "probes.HELD_BATCHES": another module
-        mod = importlib.import_module(f"onecycle.{mod_name}") if mod_name else A
-        if not hasattr(mod, name):
-            raise SystemExit(f"--set: {mod.__name__} has no constant {name}")
-        setattr(mod, name, type(getattr(mod, name))(float(value)))
+        if not hasattr(A, name):
+            raise SystemExit(f"--set: onecycle.auto has no constant {name}")
+        setattr(A, name, type(getattr(A, name))(float(value)))
     if args.lattice:  # v4: no move between lattice points
         A.between = lambda lrs, losses: lrs[min(range(len(lrs)), key=lambda j: losses[j])]
         args.set = [*args.set, "lattice"]
