@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import need
 
 SUITE = Path(__file__).resolve().parents[1] / "benchmarks" / "auto_lr" / "suite.py"
 
@@ -108,3 +109,22 @@ def test_compare_scores_both_arms_on_the_seeds_both_ran(tmp_path):
     assert row["auto_top"]["gap"] == pytest.approx(4.0) and not row["auto_top"]["within"]
     assert row["auto_top"]["rollbacks"] == 1
     assert "| auto | 0/0 | 1/1 | 0/0 | 1/1 |" in md.read_text()
+
+
+def test_a_clipped_pair_clips_the_gradient_in_every_arm(monkeypatch):
+    """Pairs with ``clip`` build every arm's Learner with ``GradientClip`` (the sweep and
+    the probes apply it too: it affects the update)."""
+    need("mnist1d")
+    monkeypatch.syspath_prepend(str(SUITE.parent))
+    import arms
+    from tasks import TASKS
+
+    from onecycle.callbacks import GradientClip
+
+    task = TASKS["mnist1d-gru-adamw-clip"]
+    assert task.clip == 1.0 and task.group == "held out"
+    learn = arms._learner(task, task.build(0, "cpu", True), "cpu")
+    (clip,) = [cb for cb in learn.cbs if isinstance(cb, GradientClip)]
+    assert clip.max_norm == 1.0 and clip.affects_update
+    plain = arms._learner(TASKS["mnist1d-gru-adamw"], task.build(0, "cpu", True), "cpu")
+    assert not any(isinstance(cb, GradientClip) for cb in plain.cbs)

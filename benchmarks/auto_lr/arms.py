@@ -34,7 +34,7 @@ from tasks import Built, Task
 
 from onecycle import Learner, adamw, sgd
 from onecycle import schedules as S
-from onecycle.callbacks import Callback
+from onecycle.callbacks import Callback, GradientClip
 from onecycle.range_test import range_test
 
 LN2 = math.log(2)
@@ -43,10 +43,11 @@ LN2 = math.log(2)
 def _learner(task: Task, b: Built, device: str, opt_func: Any = None, wd: float | None = None,
              opt: str | None = None) -> Learner:  # fmt: skip
     name = opt or task.opt
+    cbs = [GradientClip(task.clip)] if task.clip else []
     return Learner(b.model, b.train, None, loss_func=b.loss,
                    opt_func=opt_func or (sgd if name == "sgd" else adamw),
                    wd=task.wd if wd is None else wd, splitter=b.splitter,
-                   device=device)  # fmt: skip
+                   device=device, cbs=cbs)  # fmt: skip
 
 
 def score(task: Task, learn: Learner, b: Built) -> float:
