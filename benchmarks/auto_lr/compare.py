@@ -23,13 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 GROUPS = ("held out", "seen", "calibration")
 
 
-def within(pair: dict[str, Any], gap: float | None) -> bool:
-    return gap is not None and gap <= (0.5 if pair["metric"] == "accuracy" else 2.0)
-
-
 def compare(runs: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
     """Per pair: each arm's summary (``suite.summarise``) over the seeds both ran."""
     from suite import summarise
+    from tasks import TASKS
 
     out: dict[str, Any] = {}
     for pair in dict.fromkeys(r["pair"] for r in runs):
@@ -47,8 +44,9 @@ def compare(runs: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
             arm_runs = [r for r in keep if r["arm"] == arm]
             summ = s["arms"][arm]
             row[arm] = {
-                "gap": summ["gap"], "within": within(s, summ["gap"]), "lrs": summ["lrs"],
-                "compute_ratio": summ["compute_ratio"], "failed": summ["failed"],
+                "gap": summ["gap"], "within": TASKS[pair].within_target(summ["gap"]),
+                "lrs": summ["lrs"], "compute_ratio": summ["compute_ratio"],
+                "n": summ["n"], "failed": summ["failed"],
                 "rollbacks": sum(len(r.get("rollbacks") or []) for r in arm_runs),
             }  # fmt: skip
         out[pair] = row
@@ -58,7 +56,7 @@ def compare(runs: list[dict[str, Any]], a: str, b: str) -> dict[str, Any]:
 def table(rows: dict[str, Any], a: str, b: str) -> str:
     def cell(r: dict[str, Any]) -> str:
         if r["gap"] is None:
-            return f"failed {r['failed']}/{r['failed'] + len(r['lrs'])}"
+            return f"failed {r['failed']}/{r['n']}"
         return f"{r['gap']:+.2f}" + (" ✓" if r["within"] else "")
 
     def extra(r: dict[str, Any]) -> str:

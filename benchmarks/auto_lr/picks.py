@@ -139,7 +139,7 @@ def rules(path: str) -> tuple[dict[str, Any], str]:
             regs = [r["regret"] for r in rows if r["pair"] == pair and r["rule"] == name
                     and r["regret"] is not None]  # fmt: skip
             mean = statistics.fmean(regs) if regs else None
-            ok = mean is not None and mean <= (0.5 if task.higher_is_better else 2.0)
+            ok = task.within_target(mean)
             within[name] += ok
             cells.append("–" if mean is None else f"{mean:+.2f}" + (" ✓" if ok else ""))
         lines.append(f"| {pair} | {task.group} | {' | '.join(cells)} |")

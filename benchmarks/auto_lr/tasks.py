@@ -73,6 +73,11 @@ class Task:
     def higher_is_better(self) -> bool:
         return self.metric == "accuracy"
 
+    def within_target(self, gap: float | None) -> bool:
+        """The suite's target: within 0.5 accuracy points of the grid's best, or 2% of
+        its bits/char or MSE (``gap`` as the suite reports it; None: no score)."""
+        return gap is not None and gap <= (0.5 if self.higher_is_better else 2.0)
+
     def grid(self) -> list[float]:
         return [self.grid_lo * math.sqrt(10) ** k for k in range(9)]
 
