@@ -209,7 +209,7 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
 def table(summary: dict[str, Any]) -> str:
     arm_names = list(dict.fromkeys(a for p in summary.values() for a in p["arms"]))
     lines = []
-    for group in ("held out", "seen", "calibration"):
+    for group in ("held out v6", "held out", "seen", "calibration"):
         lines.append(f"\n**{group}** (gap to the grid's best: accuracy points, or % of "
                      "bits/char or MSE; positive = worse than the grid)\n")  # fmt: skip
         lines.append("| pair | grid best | " + " | ".join(arm_names) + " |")

@@ -461,3 +461,157 @@ TASKS: dict[str, Task] = {
 
 # --quick: two tiny pairs that run in CI in seconds (one calibration, one seen)
 QUICK = ("mnist1d-cnn-adamw", "charlm-tf-adamw")
+
+
+# --- held out for v6 (added 2026-12-06, before v6 was designed or ran on them): kinds the
+# suite lacked: tabular classification and regression, small batches, a transformer
+# classifier, a residual net, a deep net without normalisation, English text, 60 epochs ---
+
+
+def _tabular(kind: str, device: str) -> Any:
+    """scikit-learn's generated tabular sets (fixed seeds, no download), 80/20 split,
+    standardised with the training split's statistics."""
+    key = f"{kind}:{device}"
+    if key not in _CACHE:
+        from sklearn import datasets as skd
+
+        if kind == "tabular":  # 20 features, 8 informative, 4 classes, 3% label noise
+            xd, yd = skd.make_classification(5000, 20, n_informative=8, n_redundant=4,
+                                             n_classes=4, flip_y=0.03, class_sep=0.8,
+                                             random_state=0)  # fmt: skip
+            y = torch.tensor(yd)
+        else:  # Friedman #1: y = 10 sin(pi x1 x2) + 20 (x3 - 1/2)^2 + 10 x4 + 5 x5 + noise
+            xd, yd = skd.make_friedman1(2500, 10, noise=1.0, random_state=0)
+            y = torch.tensor(yd, dtype=torch.float32).unsqueeze(1)
+        x = torch.tensor(xd, dtype=torch.float32)
+        cut = int(0.8 * len(x))
+        x = (x - x[:cut].mean(0)) / x[:cut].std(0)
+        if kind == "friedman":
+            y = (y - y[:cut].mean()) / y[:cut].std()
+        _CACHE[key] = tuple(t.to(device) for t in (x[:cut], y[:cut], x[cut:], y[cut:]))
+    return _CACHE[key]
+
+
+def build_tabular(seed: int, device: str, quick: bool) -> Built:
+    """4,000 rows x 20 features, 4 classes, into an MLP 256-256 with dropout, batch 64."""
+    x, y, xt, yt = _tabular("tabular", device)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(20, 256), nn.ReLU(), nn.Dropout(0.1), nn.Linear(256, 256),
+                          nn.ReLU(), nn.Dropout(0.1), nn.Linear(256, 4))  # fmt: skip
+    return Built(model, Loader(x, y, 64, seed=seed), Loader(xt, yt, len(xt), shuffle=False),
+                 F.cross_entropy)  # fmt: skip
+
+
+def build_friedman(seed: int, device: str, quick: bool) -> Built:
+    """2,000 rows of Friedman #1 regression into an MLP 128-128 (SiLU), batch 16."""
+    x, y, xt, yt = _tabular("friedman", device)
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(10, 128), nn.SiLU(), nn.Linear(128, 128), nn.SiLU(),
+                          nn.Linear(128, 1))  # fmt: skip
+    return Built(model, Loader(x, y, 16, seed=seed), Loader(xt, yt, len(xt), shuffle=False),
+                 F.mse_loss)  # fmt: skip
+
+
+class PatchTransformer(nn.Module):
+    """MNIST-1D's 40 samples as 10 patches of 4, a 2-layer pre-norm transformer encoder
+    (d 64), mean-pooled into a linear classifier."""
+
+    def __init__(self, patch: int = 4, d: int = 64, layers: int = 2, n_classes: int = 10) -> None:
+        super().__init__()
+        self.patch = patch
+        self.embed = nn.Linear(patch, d)
+        self.pos = nn.Parameter(torch.randn(40 // patch, d) * 0.02)
+        layer = nn.TransformerEncoderLayer(d, 4, 2 * d, dropout=0.0, batch_first=True,
+                                           norm_first=True)  # fmt: skip
+        self.body = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.embed(x.view(x.shape[0], -1, self.patch)) + self.pos
+        return self.head(self.norm(self.body(h)).mean(1))
+
+
+def build_mnist1d_tfm(seed: int, device: str, quick: bool) -> Built:
+    x, y, xt, yt = _mnist1d(device)
+    torch.manual_seed(seed)
+    valid = Loader(xt, yt, min(1000, len(xt)), shuffle=False)
+    return Built(PatchTransformer(), Loader(x, y, 100, seed=seed), valid, F.cross_entropy)
+
+
+class ResBlock1d(nn.Module):
+    def __init__(self, c: int) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv1d(c, c, 3, padding=1, bias=False), nn.BatchNorm1d(c), nn.ReLU(),
+            nn.Conv1d(c, c, 3, padding=1, bias=False), nn.BatchNorm1d(c),
+        )  # fmt: skip
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x + self.body(x))
+
+
+def build_mnist1d_resnet(seed: int, device: str, quick: bool) -> Built:
+    """MNIST-1D into a residual 1-D CNN: stem conv(32)-BN, three residual blocks, pool."""
+    x, y, xt, yt = _mnist1d(device)
+    torch.manual_seed(seed)
+    model = nn.Sequential(
+        nn.Unflatten(1, (1, 40)), nn.Conv1d(1, 32, 5, padding=2, bias=False),
+        nn.BatchNorm1d(32), nn.ReLU(), ResBlock1d(32), ResBlock1d(32), ResBlock1d(32),
+        nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Linear(32, 10),
+    )  # fmt: skip
+    valid = Loader(xt, yt, min(1000, len(xt)), shuffle=False)
+    return Built(model, Loader(x, y, 100, seed=seed), valid, F.cross_entropy)
+
+
+def build_digits_plain(seed: int, device: str, quick: bool) -> Built:
+    """8x8 digits into five 3x3 conv-ReLU layers (32 channels), no normalisation, batch 32."""
+    x, y, xt, yt = _digits(device)
+    torch.manual_seed(seed)
+    layers: list[nn.Module] = [nn.Unflatten(1, (1, 8, 8))]
+    for c_in in (1, 32, 32, 32, 32):
+        layers += [nn.Conv2d(c_in, 32, 3, padding=1), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+    return Built(model, Loader(x, y, 32, seed=seed), Loader(xt, yt, len(xt), shuffle=False),
+                 F.cross_entropy)  # fmt: skip
+
+
+def english_text(n_chars: int) -> bytes:
+    """English prose that ships with Python: the documentation topics of ``pydoc``
+    (``pydoc_data.topics``), in sorted topic order, as ASCII bytes."""
+    from pydoc_data.topics import topics
+
+    text = "\n\n".join(topics[k] for k in sorted(topics))
+    return text.encode("ascii", "replace")[:n_chars]
+
+
+def build_doclm(seed: int, device: str, quick: bool) -> Built:
+    """The char transformer on English documentation text (400k chars, last 10% held out)."""
+    key = f"doc:{device}:{quick}"
+    if key not in _CACHE:
+        raw = torch.frombuffer(bytearray(english_text(150_000 if quick else 400_000)),
+                               dtype=torch.uint8).long()  # fmt: skip
+        n_seq = (len(raw) - 1) // (CONTEXT + 1)
+        seqs = raw[: n_seq * (CONTEXT + 1)].view(n_seq, CONTEXT + 1)
+        cut = int(n_seq * 0.9)
+        tr, te = seqs[:cut], seqs[cut:]
+        _CACHE[key] = tuple(t.to(device) for t in (tr[:, :-1], tr[:, 1:], te[:, :-1], te[:, 1:]))
+    x, y, xt, yt = _CACHE[key]
+    torch.manual_seed(seed)
+    return Built(CharTransformer(), Loader(x, y, 32, seed=seed),
+                 Loader(xt, yt, min(256, len(xt)), shuffle=False), seq_loss)  # fmt: skip
+
+
+V6 = "held out v6"
+TASKS.update({
+    t.name: t
+    for t in [
+        Task("tabular-mlp-adamw", "adamw", 60, 1e-2, V6, "accuracy", 1e-4, build_tabular),
+        Task("friedman-mlp-sgd", "sgd", 40, 1e-4, V6, "mse", 1e-4, build_friedman),
+        Task("mnist1d-tfm-adamw", "adamw", 30, 1e-2, V6, "accuracy", 1e-4, build_mnist1d_tfm),
+        Task("mnist1d-resnet-sgd", "sgd", 15, 5e-4, V6, "accuracy", 1e-3, build_mnist1d_resnet,
+             bn=True),
+        Task("digits-plaincnn-sgd", "sgd", 30, 5e-4, V6, "accuracy", 1e-3, build_digits_plain),
+        Task("doclm-tf-adamw", "adamw", 2, 1e-2, V6, "bpc", 1e-4, build_doclm),
+    ]
+})  # fmt: skip
