@@ -63,25 +63,6 @@ def test_rules_score_fixed_choices_among_the_recorded_candidates(tmp_path):
     assert "| **within target** | | 0/1 | 0/1 | 1/1 | 0/1 | 0/1 |" in md.read_text()
 
 
-def test_auto_top_trains_at_the_sweeps_top_candidate_without_probes(tmp_path):
-    """The 'run is the probe' arm: no probes, the top candidate (or, after a collapse,
-    the next lower one), and a compute ratio that is the sweep plus abandoned steps."""
-    out = tmp_path / "top.json"
-    r = subprocess.run(
-        [sys.executable, str(SUITE), "--quick", "--pairs", "mnist1d-cnn-adamw", "--only",
-         "auto_top", "--json", str(out)],
-        capture_output=True, text=True, timeout=600,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-2000:]
-    (run,) = json.loads(out.read_text())["runs"]
-    assert run["arm"] == "auto_top" and run.get("error") is None and run["score"] > 50
-    assert run["probes"] == [] and len(run["candidates"]) >= 3
-    assert run["lr"] == run["candidates"][len(run["rollbacks"])]
-    steps = len(run["sweep"]["lrs"]) + sum(b["step"] for b in run["rollbacks"])
-    assert run["compute_ratio"] == pytest.approx(steps / run["train_steps"])
-
-
 def test_compare_scores_both_arms_on_the_seeds_both_ran(tmp_path):
     grid = {0.1: (90.0, 92.0), 0.01: (80.0, 80.0)}
     runs = [{"pair": "digits-mlp-sgd", "arm": "grid", "param": lr, "seed": s, "score": acc}

@@ -236,51 +236,73 @@ def test_lr_find_prints_a_table_and_writes_json_and_png(tmp_path):
     assert r.returncode == 0 and json.loads(r.stdout)["mode"] == "linear"
 
 
-def test_fit_lr_max_auto_uses_the_range_test_and_probes(tmp_path):
+def test_fit_lr_max_auto_searches_on_prefixes_and_continues_the_pick(tmp_path, capsys):
     assert (
-        main(["fit", "--lr-max", "auto", "--epochs", "3", "--no-progress", "--out", str(tmp_path)])
+        main(["fit", "--lr-max", "auto", "--epochs", "6", "--no-progress", "--out", str(tmp_path)])
         == 0
     )
     m = json.loads((tmp_path / "metrics.json").read_text())
-    pick = m["auto"]["lr_max"]
-    assert m["config"]["lr_max"] == pick and pick in m["auto"]["candidates"]
-    assert m["auto"]["probes"] and m["auto"]["steps_used"] <= 200  # MIN_BUDGET_STEPS
-    assert len(m["lr_find"]["lrs"]) > 10  # the sweep's curve is kept
+    auto = m["auto"]
+    pick = auto["lr_max"]
+    assert m["config"]["lr_max"] == pick and pick in auto["candidates"]
+    assert auto["prefixes"] and auto["compute_ratio"] <= 0.3 + 1e-9  # the default budget
+    assert auto["reused_steps"] == max(p["steps"] for p in auto["prefixes"] if p["lr_max"] == pick)
+    assert m["final"]["optimizer_steps"] == auto["total_steps"]  # the prefix is the run's
     assert max(m["steps"]["lr"]) == pytest.approx(pick, rel=1e-2)
-    assert (tmp_path / "lr_find.png").exists()
+    out = capsys.readouterr().out
+    assert "search: " in out and "<- picked" in out and "the search cost" in out
+
+
+def test_fit_auto_budget_sets_what_the_search_spends(tmp_path):
+    args = ["fit", "--lr-max", "auto", "--epochs", "6", "--no-progress"]
+    assert main([*args, "--auto-budget", "0.1", "--out", str(tmp_path / "a")]) == 0
+    assert main([*args, "--auto-budget", "1.0", "--out", str(tmp_path / "b")]) == 0
+    small, large = (json.loads((tmp_path / d / "metrics.json").read_text())["auto"]
+                    for d in "ab")  # fmt: skip
+    assert small["compute_ratio"] <= 0.1 + 1e-9 < large["compute_ratio"] <= 1.0 + 1e-9
+    assert max(small["rungs"]) < max(large["rungs"])
+
+
+def test_fit_auto_budget_without_auto_is_a_usage_error(capsys):
+    assert main(["fit", "--lr-max", "0.1", "--auto-budget", "0.3", "--no-progress"]) == 2
+    assert "auto_budget" in capsys.readouterr().err
 
 
 def test_fit_lr_max_auto_reports_a_rollback_when_the_run_at_the_pick_collapses(
     tmp_path, monkeypatch, capsys
 ):
-    class Sabotage(Callback):  # not affects_update: the range test and probes never see it
-        def after_step(self, learn):
-            if learn.scheduler.step_count == 5:  # NaN weights: the next loss is not finite
+    class Sabotage(Callback):  # not affects_update: the search's prefixes never see it
+        fits, start = 0, None
+
+        def before_fit(self, learn):
+            self.fits += 1
+
+        def after_step(self, learn):  # the first run, 5 steps after the prefix it continues
+            if self.fits != 1:
+                return
+            if self.start is None:
+                self.start = learn.scheduler.step_count - 1
+            if learn.scheduler.step_count == self.start + 5:  # NaN weights: the next loss
                 with torch.no_grad():
                     for p in learn.model.parameters():
                         p.fill_(float("nan"))
 
-    peaks, fit = [], run_module._fit
-
-    def first_run_collapses(learn, cfg, cbs):  # the run at each peak, not the probes
-        peaks.append(cfg.lr_max)
-        fit(learn, cfg, [*cbs, Sabotage()] if len(peaks) == 1 else cbs)
-
-    monkeypatch.setattr(run_module, "_fit", first_run_collapses)
-    args = ["fit", "--model", "mlp", "--lr-max", "auto", "--epochs", "1", "--no-progress"]
+    fit = run_module._fit
+    monkeypatch.setattr(run_module, "_fit", lambda learn, cfg, cbs: fit(learn, cfg,
+                                                                       [*cbs, Sabotage()]))
+    args = ["fit", "--model", "mlp", "--lr-max", "auto", "--epochs", "6", "--no-progress"]
     assert main([*args, "--out", str(tmp_path)]) == 0
     m = json.loads((tmp_path / "metrics.json").read_text())
     auto = m["auto"]
-    lower = sorted((c for c in auto["candidates"] if c < peaks[0]), reverse=True)
-    assert lower, f"the test needs a candidate below the pick: {peaks[0]}, {auto['candidates']}"
-    assert len(peaks) == 2 and peaks[1] == lower[0]
     [r] = auto["rollbacks"]  # NonFiniteGuard stops the 6th step, before it is taken
-    assert r["lr_max"] == peaks[0] and r["step"] == 5 and "non-finite" in r["reason"]
-    assert auto["lr_max"] == m["config"]["lr_max"] == peaks[1]
-    assert max(m["steps"]["lr"]) == pytest.approx(peaks[1], rel=1e-2)
-    assert m["final"]["optimizer_steps"] == 40  # the run that remains, whole
-    line = (f"lr_max={peaks[0]:.3g} collapsed at step 5 ({r['reason']}): run again from "
-            "the start lower")  # fmt: skip
+    first = r["lr_max"]
+    lower = sorted((c for c in auto["candidates"] if c < first), reverse=True)
+    assert auto["lr_max"] == m["config"]["lr_max"] == lower[0]
+    prefix = max(p["steps"] for p in auto["prefixes"] if p["lr_max"] == first)
+    assert r["step"] == prefix + 5 and "non-finite" in r["reason"]
+    assert max(m["steps"]["lr"]) == pytest.approx(lower[0], rel=1e-2)
+    assert m["final"]["optimizer_steps"] == auto["total_steps"]  # the run that remains, whole
+    line = f"lr_max={first:.3g} collapsed at step {prefix + 5} ({r['reason']}): run again lower"
     assert line in capsys.readouterr().out.splitlines()
 
 
@@ -288,7 +310,7 @@ def test_fit_wd_auto_end_to_end(tmp_path):
     r = _run("fit", "--dataset", "mnist1d", "--epochs", "2", "--lr-max", "auto", "--wd", "auto",
              "--no-progress", "--out", str(tmp_path))  # fmt: skip
     assert r.returncode == 0, r.stderr
-    assert "range test:" in r.stdout and "wd=" in r.stdout
+    assert "search: " in r.stdout and "wd=" in r.stdout
     m = json.loads((tmp_path / "metrics.json").read_text())
     wd = m["auto_wd"]["wd"]
     assert wd in (0.0, 1e-5, 1e-4, 1e-3, 1e-2) and m["config"]["wd"] == wd

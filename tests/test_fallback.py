@@ -77,9 +77,10 @@ def test_a_guard_watches_one_run_and_refuses_a_second():
 
 
 class Saboteur(Callback):
-    """Above ``lr``, wipes the last layer after each step: the loss goes to chance and
-    stays (or, with ``nan``, the weights become NaN). Not ``affects_update``, so the range
-    test and probes never see it: only the run does."""
+    """Above ``lr``, wipes the last layer after each step: it answers one class, and the
+    loss goes above its starting level and stays (or, with ``nan``, the weights become
+    NaN). Not ``affects_update``, so the range test and probes never see it: only the
+    run does."""
 
     def __init__(self, lr: float, nan: bool = False) -> None:
         self.lr, self.nan = lr, nan
@@ -87,8 +88,10 @@ class Saboteur(Callback):
     def after_step(self, learn: Learner) -> None:
         if learn.opt.param_groups[-1]["lr"] > self.lr:
             with torch.no_grad():
-                for p in learn.model[-1].parameters():
-                    p.fill_(math.nan if self.nan else 0.0)
+                last = learn.model[-1]
+                last.weight.fill_(math.nan if self.nan else 0.0)
+                # one class always, confidently: a loss well above the untrained model's
+                last.bias.copy_(torch.tensor([3.0, -3.0]) if not self.nan else last.bias)
 
 
 def _learner(cbs: tuple = ()) -> Learner:
@@ -147,12 +150,12 @@ def test_an_abandoned_runs_checkpoints_are_removed(tmp_path):
 
 def test_fit_one_cycle_auto_falls_back_when_its_pick_collapses():
     probe_learn = _learner()
-    pick = auto_lr_max(probe_learn, total_steps=6 * 32)
+    pick = auto_lr_max(probe_learn, n_epoch=6)  # the run's own search
     assert pick.lr_max is not None
     lower = sorted((c for c in pick.candidates if c < pick.lr_max), reverse=True)
     assert lower, "the test needs a candidate below the pick"
     learn = _learner()
-    learn.fit_one_cycle(6, "auto", cbs=[Saboteur(pick.lr_max * 0.9)])
+    learn.fit_one_cycle(6, "auto", cbs=[Saboteur(math.sqrt(pick.lr_max * lower[0]))])
     auto = learn.auto_result
     assert auto is not None and auto.lr_max == lower[0]
     assert [r["lr_max"] for r in auto.rollbacks] == [pick.lr_max]

@@ -4,8 +4,6 @@
   the fine-tuning pair).
 - ``auto``: ``lr_max="auto"`` (range test + probes, ``onecycle.auto``).
 - ``auto_wd``: ``lr_max="auto", wd="auto"``; ``wd``: 1cycle at a given lr_max and wd.
-- ``auto_top``: the sweep's top candidate, no probes, the run's collapse fallback
-  (an experiment: can the run itself replace the probes?).
 - ``fastai_valley``: fastai's ``valley`` rule on its lagging EMA over a plain sweep with
   the optimizer's own momentum (as fastai's ``lr_find`` runs it), then 1cycle there.
 - ``tlrf_steep``: torch-lr-finder's steepest-gradient point, then 1cycle there.
@@ -66,9 +64,12 @@ def _steps(task: Task, learn: Learner) -> int:
     return per_epoch * epochs
 
 
-def _one_cycle(task: Task, learn: Learner, lr: Any, wd: Any = None) -> None:
+def _one_cycle(task: Task, learn: Learner, lr: Any, wd: Any = None,
+               auto_budget: float | None = None) -> None:  # fmt: skip
     if task.fine_tune:
         learn.fine_tune(task.epochs, base_lr=lr, freeze_epochs=1)
+    elif auto_budget is not None:
+        learn.fit_one_cycle(task.epochs, lr, wd=wd, auto_budget=auto_budget)
     else:
         learn.fit_one_cycle(task.epochs, lr, wd=wd)
 
@@ -100,8 +101,9 @@ class _Clock(Callback):
 
 
 def run_auto(
-    task: Task, make: Callable[[], Built], device: str, wd_auto: bool = False
-) -> dict[str, Any]:
+    task: Task, make: Callable[[], Built], device: str, wd_auto: bool = False,
+    budget: float | None = None,
+) -> dict[str, Any]:  # fmt: skip
     b = make()
     learn = _learner(task, b, device)
     clock = _Clock()
@@ -110,7 +112,7 @@ def run_auto(
     t0 = time.perf_counter()
     total = _steps(task, learn)
     try:
-        _one_cycle(task, learn, "auto", wd="auto" if wd_auto else None)
+        _one_cycle(task, learn, "auto", wd="auto" if wd_auto else None, auto_budget=budget)
     except Exception as e:  # a refusal ("no reliable lr_max") is a result, not a crash
         return {"lr": None, "score": None, "error": f"{type(e).__name__}: {e}"}
     wall = time.perf_counter() - t0
@@ -122,6 +124,8 @@ def run_auto(
         "auto_seconds": wall - clock.seconds, "train_seconds": clock.seconds,
         "candidates": auto.candidates, "rollbacks": auto.rollbacks,
         "probes": [p.to_dict() for p in auto.probes],
+        "prefixes": auto.to_dict().get("prefixes"), "rungs": auto.rungs,
+        "start_loss": auto.start_loss, "held_samples": auto.held_samples,
         "sweep": {"lrs": auto.range_test.lrs, "losses": auto.range_test.losses,
                   "stop": auto.range_test.stop_reason} if auto.range_test else None,
     }  # fmt: skip
@@ -129,30 +133,6 @@ def run_auto(
         out["wd"] = learn.auto_wd_result.wd
         out["wd_compute_ratio"] = learn.auto_wd_result.compute_ratio
     return out
-
-
-def run_auto_top(task: Task, make: Callable[[], Built], device: str) -> dict[str, Any]:
-    """The run is the probe, in its plainest form: the sweep alone, its top candidate
-    (the lattice point at or below half the blow-up), no probes; the run then goes at
-    that peak and ``onecycle.fallback`` restarts it at the next lower candidate when it
-    collapses. Everything but the choice is the library's own ``lr_max="auto"`` path
-    (``auto_lr_max`` is replaced for this run only)."""
-    from unittest import mock
-
-    from onecycle import auto as A
-
-    def top_only(learn: Learner, total_steps: int, **kw: Any) -> A.AutoResult:
-        res = A.lr_sweep(learn, A.START_LR, A.END_LR, A.SWEEP_STEPS, moms=kw.get("moms"),
-                         wd=kw.get("wd"), cbs=kw.get("cbs", ()))  # fmt: skip
-        cands = A.candidates(res)
-        used = float(len(res.lrs))
-        if not cands:
-            return A.AutoResult(None, res.stop_reason, res, [], [], used, total_steps)
-        why = f"{cands[0]:.3g}: the sweep's top candidate (no probes)"
-        return A.AutoResult(cands[0], why, res, cands, [], used, total_steps)
-
-    with mock.patch.object(A, "auto_lr_max", top_only):
-        return run_auto(task, make, device)
 
 
 # --- peers' suggestion rules ------------------------------------------------------------------

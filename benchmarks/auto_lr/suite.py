@@ -72,8 +72,8 @@ def _job(job: tuple[str, str, Any, int, str, bool, int]) -> dict[str, Any]:
             r = arms.run_grid(task, make, device, param)
         elif arm == "auto":
             r = arms.run_auto(task, make, device)
-        elif arm == "auto_top":
-            r = arms.run_auto_top(task, make, device)
+        elif arm.startswith("auto_b"):  # auto_b0.1, auto_b1: lr_max="auto" at that budget
+            r = arms.run_auto(task, make, device, budget=float(arm[len("auto_b"):]))
         elif arm == "auto_wd":
             r = arms.run_auto(task, make, device, wd_auto=True)
         elif arm == "wd":
@@ -115,7 +115,7 @@ def plan(args: argparse.Namespace, phase: int, grid_best: dict[str, float]) -> l
         if args.only:  # these arms alone (e.g. auto after a change of the rule)
             if phase == 0:
                 for arm in args.only:
-                    n = args.auto_seeds if arm == "auto" else args.seeds
+                    n = args.auto_seeds if arm.startswith("auto") else args.seeds
                     first = args.first_seed
                     seeds = range(first, first + n)
                     if arm == "wd":  # the weight-decay grid at the LR given by --grid-best

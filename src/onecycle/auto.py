@@ -1,36 +1,45 @@
-"""``lr_max="auto"`` and ``wd="auto"``: the range test, read and then checked by short runs.
+"""``lr_max="auto"`` (v6): a search on prefixes of the run itself, and ``wd="auto"``.
 
-Three steps before the run, all through the Learner's own loop (``onecycle.probes`` runs them; this
-module reads them and chooses), so that they apply exactly the update ``fit`` trains
-with (decoupled weight decay and its no-decay groups, the callbacks marked
-``affects_update``: clipping, accumulation, mixed precision), and all restored afterwards
-(weights, optimizer, random state, loader position, the Learner's loop state):
+The search serves one 1cycle run of ``total_steps`` optimizer steps and ranks candidate
+peaks on **prefixes of that run** (``onecycle.prefixes``): each candidate trains on its own
+1cycle over all of the run's steps, with the run's real warm-up, momentum cycle, update
+rule (decoupled weight decay, the callbacks marked ``affects_update``) and batches; a
+prefix is scored after a short **cool-down branch** on a **validation split** held back
+from the training data. Successive halving keeps the better half at each rung, so the
+horizon grows as the field narrows; the survivor's prefix *is* the start of the run
+(``fit_one_cycle`` continues it: its steps are not spent twice, and the finished run
+equals a plain run at the chosen peak bit for bit).
 
-1. **The sweep** (``lr_sweep``): Smith's range test, with the momentum held at the value
-   1cycle uses at its peak LR (``moms[1]``, 0.85 by default: 1cycle's momentum is lowest
-   exactly where its LR is highest, and the sweep is read for that peak).
-2. **Candidates** (``candidates``): points of the lattice 10**(k/2) from half the LR where
-   the loss diverged *for good* (a rise that never comes back below the start level, not
-   a catapult that recovers: batch-norm nets under SGD spike and recover a decade or
-   more below where they really blow up) down to the LR of the lowest smoothed loss.
-3. **Probes** (``probe``): a short 1cycle at each candidate, from the same weights, the
-   same batches in the same order, scored by the loss on held-back training batches that
-   no probe trains on; ``lr_max`` is the lowest, moved towards the neighbour that probed
-   next best (``between``: the vertex of a parabola in log LR, within half a lattice
-   step; the closer that neighbour's loss, or the worse the other's, the further).
-4. **Fallback** (``onecycle.fallback``, run by ``fit_one_cycle``, ``fine_tune`` and the
-   CLI): if the run at that peak collapses (its training loss back at its starting level
-   and staying there, or not finite), everything is put back and the run starts again at
-   the next lower candidate. A short probe cannot see an instability that shows only after a
-   long time near the peak; the run can, and loses only the steps before it showed.
+1. **Split** (``validation_split``): the samples of ``held_batches(learn)`` batches (at
+   most ``HELD_FRACTION`` of the data) are held back from a ``onecycle.data.Loader``
+   for the whole run; the search scores on them, the run never trains on them. Any
+   other loader: the Learner's ``valid_data`` if it has one, else its first training
+   batches (which the run also trains on: the reason says so).
+2. **Sweep** (``lr_sweep``): Smith's range test, momentum at 1cycle's peak value; its
+   window (``candidates``: lattice points 10**(k/2) from half the LR where the loss
+   diverged for good down to its minimum) places the candidates. A sweep that is too
+   flat, too noisy or too short to read, or a budget too small for one, falls back to
+   ``DEFAULT_TOP``: the lattice just probes from there down.
+3. **Rungs**: every candidate's prefix to ``r1`` steps, branch, score; the best
+   ``KEEP`` continue to ``r2 = RUNG_GROWTH x r1``. If the highest candidate wins the
+   first rung, the next lattice point above it joins (``EXTEND``): a run's long warm-up
+   can take peaks that a 60-step sweep blows up at.
+4. **Pick**: the lowest score of the last rung, corrected for the horizon
+   (``horizon``: short prefixes favour larger peaks than the whole run wants). Nothing
+   is refused while some candidate stays finite; if none trained (no score ``TRAINS``
+   below the untrained model's: a plateau, or a model already trained), the largest
+   candidate whose score did not get worse is the pick, with a warning, and the run's
+   collapse guard (``onecycle.fallback``) falls back to the next lower candidate's
+   prefix if it makes no progress.
 
-The whole step is budgeted as a fraction of the optimizer steps of the run it serves
-(``budget``, default ``BUDGET``); ``AutoResult.compute_ratio`` reports what it cost. When the
-sweep cannot be read (too flat, too noisy, too short) there is no recommendation and
-the reason says why, as before: probes never turn a bad curve into a confident number.
+``budget`` (``auto_budget`` in ``fit_one_cycle``, ``--auto-budget`` in the CLI; default
+``BUDGET``) is what the search may spend *beyond* the run, as a fraction of the run's
+steps: the sweep, every prefix but the pick's, every branch, every held-back evaluation
+(a third of a step per batch). ``plan`` sizes the rungs to it; a short run gets fewer
+candidates and one rung, never an error. ``AutoResult.compute_ratio`` reports the cost.
 
 ``wd_range_test`` and ``momentum_range_test`` are Smith's other two sweeps
-(arXiv:1803.09820, section 4): short 1cycle runs at the chosen ``lr_max`` with a few
+(arXiv:1803.09820, section 4): short 1cycle probes at the chosen ``lr_max`` with a few
 weight decays or momentum ranges, compared on held-back loss.
 
 >>> import torch
@@ -43,15 +52,11 @@ weight decays or momentum ranges, compared on held-back loss.
 >>> model = torch.nn.Sequential(torch.nn.Linear(8, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2))
 >>> learn = Learner(model, Loader(x, y, 32), loss_func=torch.nn.functional.cross_entropy)
 >>> before = learn.model[0].weight.clone()
->>> auto = auto_lr_max(learn, total_steps=1000)
->>> torch.equal(learn.model[0].weight, before), [round(c, 4) for c in auto.candidates]
-(True, [1.0, 0.3162, 0.1])
->>> auto.compute_ratio <= BUDGET
-True
->>> [round(p.loss, 3) for p in auto.probes]  # held-back loss of each candidate's probe
-[0.173, 0.043, 0.091]
->>> round(auto.lr_max, 3)  # 0.316 probed best, moved towards 0.1 (``between``)
-0.243
+>>> auto = auto_lr_max(learn, total_steps=400)
+>>> torch.equal(learn.model[0].weight, before), auto.compute_ratio <= BUDGET
+(True, True)
+>>> auto.lr_max in auto.candidates, auto.rungs == sorted(auto.rungs)
+(True, True)
 """
 
 from __future__ import annotations
@@ -59,12 +64,14 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from onecycle import schedules as S
 from onecycle.callbacks import Callback
 from onecycle.errors import ConfigError, check_int, check_range
+from onecycle.prefixes import BRANCH, MIN_BRANCH, Prefix, advance, held_loss, validation_split
 from onecycle.probes import (
     EVAL_COST,
     ProbeResult,
@@ -74,6 +81,7 @@ from onecycle.probes import (
     probe_cost,
 )
 from onecycle.range_test import RangeTestResult
+from onecycle.scheduler import momentum_key
 
 if TYPE_CHECKING:
     from onecycle.learner import Learner
@@ -84,43 +92,59 @@ __all__ = [
     "auto_lr_max",
     "between",
     "candidates",
+    "held_batches",
     "lr_sweep",
     "momentum_range_test",
+    "plan",
     "probe",
     "wd_range_test",
 ]
 
 log = logging.getLogger(__name__)
 
-# The sweep that locates the candidates: 8.6 points per decade from 1e-6 to 10.
-START_LR, END_LR, SWEEP_STEPS = 1e-6, 10.0, 60
-# Probes: PROBE_FRAC of the run's steps each, all within BUDGET x the run's steps
-# (sweep included).
-PROBE_FRAC = 0.04
+# The sweep that locates the candidates: 8.6 points per decade from 1e-6 to 10, or fewer
+# steps when the budget is small (at most SWEEP_SHARE of it; none under MIN_SWEEP steps).
+START_LR, END_LR, SWEEP_STEPS, MIN_SWEEP, SWEEP_SHARE = 1e-6, 10.0, 60, 20, 0.25
+# What the search may spend beyond the run, as a fraction of the run's steps.
 BUDGET = 0.3
-# ...or this many step-equivalents, whichever is more: a short run (a few hundred steps,
-# seconds) still gets probes of MIN_PROBE_STEPS, instead of the sweep's reading alone.
-MIN_BUDGET_STEPS = 200
-# The highest candidate: the LR where the loss diverged for good, / DIV_TOP. 1cycle holds its
-# peak for a long time; a sweep that passes an LR in one step tolerates more than that.
+# Candidates at the first rung; the best KEEP go on, to RUNG_GROWTH x as many steps.
+MAX_CANDIDATES, KEEP, RUNG_GROWTH = 4, 2, 3
+# The sweep's window: this many lattice points from the top (one more to reach its minimum).
+WINDOW = 3
+# The second rung ends at most here (a fraction of the run): past the warm-up's peak.
+MAX_RUNG = 0.5
+# Shortest prefix worth scoring (optimizer steps); a first rung of a two-rung search is
+# also at least MIN_RUNG of the run (shorter, fewer candidates on one rung rank better).
+MIN_PREFIX, MIN_RUNG = 8, 0.02
+# Where the lattice starts when the sweep cannot say: SGD-like / adaptive optimizers.
+DEFAULT_TOP = {"sgd": 10**-0.5, "adaptive": 10**-1.5}
+# The highest candidate: the LR where the sweep diverged for good, / DIV_TOP.
 DIV_TOP = 2.0
-MAX_CANDIDATES = 3  # one more when the curve's minimum sits below the third
-# Shortest probe worth running (optimizer steps): fewer say nothing about a 1cycle.
-MIN_PROBE_STEPS = 8
-# A probe "trains" if it ends at least this fraction below the untrained held-back loss.
+# A candidate "trains" if its score ends at least this fraction below the untrained one.
 TRAINS = 0.01
+# Validation split: HELD_BATCHES batches at most, and at most this share of the samples.
+HELD_FRACTION = 0.1
+EXTEND = True
+# The horizon correction's exponent (``horizon``): set on the suite's calibration and seen
+# pairs from the rung scores of an uncorrected search (docs/results/auto_lr_v6.md).
+HORIZON_BETA = 0.0
+# Smith's wd and momentum tests: the shortest probe worth running (optimizer steps).
+MIN_PROBE_STEPS = 8
 
 
 @dataclass
 class AutoResult:
     """What ``lr_max="auto"`` (or ``wd="auto"``) saw and chose, and what it cost.
 
-    ``lr_max`` is None, with ``reason``, when the sweep supports no recommendation.
-    ``steps_used`` counts optimizer steps of the sweep and the probes plus held-back
-    forward passes (a third of a step each); ``compute_ratio`` divides by the
+    ``lr_max`` is None, with ``reason``, only when every candidate diverged. ``prefixes``:
+    each candidate's prefix (its steps, its branch scores per rung, its state in memory);
+    ``rungs``: the prefix lengths scored; ``held_samples``: the validation split's size
+    (0: scored on ``valid_data`` or training batches, said in ``reason``).
+    ``steps_used`` counts what the search spent beyond the run: optimizer steps of the
+    sweep, of every prefix the run does not continue and of every branch, and held-back
+    forward passes (a third of a step per batch); ``compute_ratio`` divides by the
     ``total_steps`` of the run it serves. ``rollbacks``: runs abandoned because they
-    collapsed (``onecycle.fallback``), each ``{"lr_max", "step", "reason"}``; their steps
-    are in ``steps_used`` and ``lr_max`` is then the peak the run finished with.
+    collapsed (``onecycle.fallback``), each ``{"lr_max", "step", "reason"}``.
     """
 
     lr_max: float | None
@@ -132,15 +156,45 @@ class AutoResult:
     total_steps: int
     wd: float | None = None
     rollbacks: list[dict[str, Any]] = field(default_factory=list)
+    prefixes: list[Prefix] = field(default_factory=list, repr=False)
+    rungs: list[int] = field(default_factory=list)
+    budget: float | None = None
+    held_samples: int = 0
+    held_batches: int = 0
+    start_loss: float | None = None
+    reused_steps: int = 0
+    train_data: Any = field(default=None, repr=False, compare=False)
 
     @property
     def compute_ratio(self) -> float:
         return self.steps_used / max(1, self.total_steps)
 
+    def prefix(self, lr_max: float) -> Prefix | None:
+        """The prefix trained at ``lr_max`` (None: none was)."""
+        for p in self.prefixes:
+            if math.isclose(p.lr_max, lr_max, rel_tol=1e-9) and p.state is not None:
+                return p
+        return None
+
+    def reuse(self, lr_max: float | None) -> int:
+        """The run continues the prefix at ``lr_max`` (None: it starts from scratch):
+        its steps move from the search's cost to the run's. Returns them."""
+        p = None if lr_max is None else self.prefix(lr_max)
+        steps = p.steps if p is not None and not p.diverged else 0
+        self.steps_used += self.reused_steps - steps
+        self.reused_steps = steps
+        return steps
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "lr_max": self.lr_max, "wd": self.wd, "reason": self.reason,
             "candidates": self.candidates, "probes": [p.to_dict() for p in self.probes],
+            "prefixes": [{"lr_max": p.lr_max, "steps": p.steps, "diverged": p.diverged,
+                          "scores": {str(k): (None if math.isinf(v) else v)
+                                     for k, v in p.scores.items()}} for p in self.prefixes],
+            "rungs": self.rungs, "budget": self.budget, "held_samples": self.held_samples,
+            "held_batches": self.held_batches, "start_loss": self.start_loss,
+            "reused_steps": self.reused_steps,
             "steps_used": self.steps_used, "total_steps": self.total_steps,
             "compute_ratio": self.compute_ratio, "rollbacks": self.rollbacks,
             "range_test": self.range_test.to_dict() if self.range_test else None,
@@ -148,10 +202,10 @@ class AutoResult:
 
 
 def candidates(res: RangeTestResult) -> list[float]:
-    """Candidate 1cycle peaks read from a sweep, largest first: the ``MAX_CANDIDATES``
-    largest points of the fixed lattice ``10**(k/2)`` (x sqrt(10) apart, as the grids
-    users try by hand) at or below half the LR where the loss diverged for good, and
-    at least one at or below the LR of the lowest smoothed loss.
+    """The sweep's window on the fixed lattice ``10**(k/2)`` (x sqrt(10) apart, as the
+    grids users try by hand), largest first: from the largest point at or below
+    ``1/DIV_TOP`` of the LR where the loss diverged for good, down to at least the LR of
+    the lowest smoothed loss (``WINDOW`` points, one more when the minimum sits lower).
 
     A fixed lattice makes the answer repeatable: two seeds whose sweeps differ a little
     propose the same candidates. Empty when the sweep shows no usable window (too short)
@@ -169,20 +223,124 @@ def candidates(res: RangeTestResult) -> list[float]:
     top = res.lrs[valid[-1]]  # the analysis window ends where the loss diverged for good
     k = math.floor(2 * math.log10(max(top / DIV_TOP, bottom)) + 1e-9)
     out = [10 ** (k / 2)]
-    while len(out) < MAX_CANDIDATES or out[-1] > bottom * (1 + 1e-9):
+    while len(out) < WINDOW or out[-1] > bottom * (1 + 1e-9):
         out.append(10 ** ((k - len(out)) / 2))
-        if len(out) >= MAX_CANDIDATES + 1:  # a curve whose bottom sits far below its top
+        if len(out) >= WINDOW + 1:  # a curve whose bottom sits far below its top
             break
     return out
 
 
+def _lattice(top: float, n: int) -> list[float]:
+    k = math.floor(2 * math.log10(top) + 1e-9)
+    return [10 ** ((k - i) / 2) for i in range(n)]
+
+
+def held_batches(learn: Learner) -> int:
+    """Batches of training samples held back for scoring: ``held_count`` (8, or a tenth
+    of the batches), at most ``HELD_FRACTION`` of the samples, at least one."""
+    n = len(learn.train_data)  # type: ignore[arg-type]
+    return max(1, min(held_count(learn), math.floor(HELD_FRACTION * n)))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a budget is spent: a sweep of ``sweep`` steps (0: none), ``k`` candidates to
+    ``rungs[0]`` steps, the best ``KEEP`` on to ``rungs[1]`` (when there are two)."""
+
+    sweep: int
+    k: int
+    rungs: tuple[int, ...]
+    note: str = ""
+    extend: bool = True
+
+
+def _cost(k: int, rungs: Sequence[int], sweep: int, evals: float, extend: bool = True) -> float:
+    """Steps beyond the run: the sweep, every prefix but the pick's, every branch and
+    held-back pass (the untrained model's included), and room for the extension upward
+    (``EXTEND``: one more prefix on the first rung, or, with two, one from the start)."""
+    branch = [max(MIN_BRANCH, round(BRANCH * r)) for r in rungs]
+    n = [k] + [min(k, KEEP)] * (len(rungs) - 1)
+    cost = sweep + evals * (1 + sum(n))
+    prev = 0
+    for r, b, m in zip(rungs, branch, n):
+        cost += m * (r - prev) + m * b
+        prev = r
+    if extend:
+        cost += rungs[0] + (0 if len(rungs) > 1 else branch[0] + evals)
+    return cost - rungs[-1]
+
+
+def plan(total_steps: int, budget: float, evals: float) -> Plan:
+    """The largest search that fits ``budget`` x ``total_steps`` steps beyond the run
+    (``evals``: the cost of one held-back evaluation), in this order of preference:
+    ``MAX_CANDIDATES`` candidates and two rungs, three and two, three and one, two and
+    one (room kept for the extension upward), two and one without it; with a sweep when
+    it can have ``MIN_SWEEP`` steps, else from ``DEFAULT_TOP``.
+
+    >>> plan(1200, 0.3, 8 / 3)
+    Plan(sweep=60, k=4, rungs=(36, 108), note='')
+    >>> plan(120, 0.3, 4 / 3).k, plan(120, 0.3, 4 / 3).sweep  # a 3-epoch run: cheaper
+    (2, 0)
+    """
+    allowed = budget * total_steps
+    sweep = min(SWEEP_STEPS, math.floor(SWEEP_SHARE * allowed))
+    sweep = sweep if sweep >= MIN_SWEEP else 0
+    options = [(MAX_CANDIDATES, 2, EXTEND), (3, 2, EXTEND), (3, 1, EXTEND), (2, 1, EXTEND),
+               (2, 1, False)]  # fmt: skip
+    for k, n_rungs, extend in options:
+        # the cost grows with r1: take the largest r1 that fits, within MAX_RUNG
+        growth = [RUNG_GROWTH**i for i in range(n_rungs)]
+        cap = math.floor(MAX_RUNG * total_steps / growth[-1])
+        best = None
+        lo = MIN_PREFIX if n_rungs == 1 else max(MIN_PREFIX, math.ceil(MIN_RUNG * total_steps))
+        hi = cap
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if _cost(k, [mid * g for g in growth], sweep, evals, extend) <= allowed:
+                best, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        if best is not None:
+            note = "" if (k, n_rungs) == (MAX_CANDIDATES, 2) else (
+                f"a budget of {budget:g} x {total_steps} steps: {k} candidates, "
+                f"{n_rungs} rung{'s' if n_rungs > 1 else ''}")  # fmt: skip
+            return Plan(sweep, k, tuple(best * g for g in growth), note, extend)
+    return Plan(0, 0, (), f"a budget of {budget:g} x {total_steps} steps leaves no room for "
+                f"a prefix of {MIN_PREFIX} steps")  # fmt: skip
+
+
+def default_spec(
+    lrs: Sequence[float], moms: tuple[float, float, float] | None, has_momentum: bool,
+    pct_start: float = 0.25, div: float = 25.0, div_final: float = 1e5,
+) -> dict[str, Any]:  # fmt: skip
+    """``fit_one_cycle``'s schedules for the peaks ``lrs`` (its defaults)."""
+    spec: dict[str, Any] = {"lr": [S.one_cycle(v, div, div_final, pct_start) for v in lrs]}
+    if has_momentum:
+        spec["momentum"] = S.one_cycle_moms(moms or (0.95, 0.85, 0.95), pct_start)  # type: ignore[arg-type]
+    return spec
+
+
+def _scoring_batches(learn: Learner, n: int) -> tuple[Any, list[Any], str]:
+    """(the data the run trains on, the batches the search scores on, what they are)."""
+    rest, held = validation_split(learn.train_data, n)
+    if held:
+        return rest, held, ""
+    if learn.valid_data is not None:
+        return learn.train_data, list(learn.valid_data), "scored on valid_data (the " \
+            "training data is not a onecycle.data.Loader: no split)"
+    held = [b for _, b in zip(range(n), learn.train_data)]
+    return learn.train_data, held, ("scored on training batches the run also trains on "
+                                    "(no onecycle.data.Loader, no valid_data): over-fitting "
+                                    "is not seen")  # fmt: skip
+
+
 def auto_lr_max(
     learn: Learner,
-    total_steps: int,
+    total_steps: int | None = None,
     *,
     budget: float = BUDGET,
-    probe_frac: float = PROBE_FRAC,
-    num_it: int = SWEEP_STEPS,
+    n_epoch: int | None = None,
+    spec: Callable[[list[float]], Mapping[str, Any]] | None = None,
     moms: tuple[float, float, float] | None = None,
     wd: float | None = None,
     pct_start: float = 0.25,
@@ -190,67 +348,178 @@ def auto_lr_max(
     div_final: float = 1e5,
     cbs: Sequence[Callback] = (),
 ) -> AutoResult:
-    """``lr_max`` for a 1cycle run of ``total_steps`` optimizer steps.
-
-    1. Sweep ``num_it`` steps from ``START_LR`` to ``END_LR`` (``lr_sweep``).
-    2. Candidates from the curve (``candidates``).
-    3. Rank: a probe of ``P = probe_frac * total_steps`` steps at each candidate.
-    The lowest held-back loss wins, moved between it and its neighbours (``between``);
-    ``onecycle.fallback`` takes the next lower candidate if the run at it collapses.
-
-    At most ``budget * total_steps`` step-equivalents in all (or ``MIN_BUDGET_STEPS``,
-    whichever is more): ``P`` shrinks to fit, and when even ``MIN_PROBE_STEPS`` does not
-    fit, the sweep's own recommendation is used (the reason says so).
+    """``lr_max`` for a 1cycle run of ``total_steps`` optimizer steps, or of ``n_epoch``
+    epochs of the training data less the validation split (then ``total_steps`` is
+    counted on that), found on prefixes of that run (module docstring).
+    ``spec(peaks)``: the run's schedules for one peak per param group (default:
+    ``fit_one_cycle``'s with ``moms``, ``pct_start``, ``div``, ``div_final``); a prefix
+    is exactly the start of ``learn.fit(n_epoch, peaks, schedules=spec(peaks), wd=wd,
+    _total_steps=total_steps)``. Spends at most ``budget`` x ``total_steps`` steps
+    beyond the run. Everything is restored; the result keeps each prefix's state, and
+    the split's training loader in ``train_data``, for ``fit_one_cycle`` to continue
+    the pick's prefix as the run.
     """
-    total_steps = check_int("total_steps", total_steps)
+    if (total_steps is None) == (n_epoch is None):
+        raise ConfigError("total_steps", total_steps, "a number of steps, or None with n_epoch")
+    if n_epoch is not None:
+        n_epoch = check_int("n_epoch", n_epoch)
     budget = check_range("budget", budget, 0.0, math.inf, lo_open=True, hi_open=True)
-    probe_frac = check_range("probe_frac", probe_frac, 0.0, 1.0, lo_open=True)
-    allowed = max(budget * total_steps, MIN_BUDGET_STEPS)
-    res = lr_sweep(learn, START_LR, END_LR, num_it, moms=moms, wd=wd, cbs=cbs)
-    used = float(len(res.lrs))
-    cands = candidates(res)
-    reasons = "; ".join(sorted({s.reason for s in res.suggestions.values() if s.lr is None}))
-    if not cands:
-        return AutoResult(None, reasons or res.stop_reason, res, [], [], used, total_steps)
-    held = EVAL_COST * held_count(learn)
-    room = allowed - used - (len(cands) + 1) * held  # the untrained model's score too
-    steps = min(max(MIN_PROBE_STEPS, round(probe_frac * total_steps)),
-                int(room / len(cands)))  # fmt: skip
-    if steps < MIN_PROBE_STEPS:
-        if res.recommended is None or res.recommended.lr is None:
-            why = f"{reasons}; no room for probes in {budget:g} x {total_steps} steps"
-            return AutoResult(None, why, res, cands, [], used, total_steps)
-        why = (f"sweep only: a budget of {budget:g} x {total_steps} steps leaves no room for "
-               f"probes; {res.recommended.reason}")  # fmt: skip
-        return AutoResult(res.recommended.lr, why, res, cands, [], used, total_steps)
-    ratios = res.group_ratios
+    if learn.opt is None:
+        learn._make_opt([1e-3] * len(learn.param_groups))
+    assert learn.opt is not None
+    learn._setup_distributed()
+    has_mom = momentum_key(learn.opt) is not None
+    make_spec = spec or (lambda peaks: default_spec(peaks, moms, has_mom, pct_start, div,
+                                                    div_final))  # fmt: skip
+    adaptive = has_mom and momentum_key(learn.opt) == "betas"
+    end_mom = (moms or learn.moms)[2] if has_mom else None
+    data = learn.train_data
+    n_held = held_batches(learn)
+    rest, held, scored_on = _scoring_batches(learn, n_held)
+    learn.train_data = rest
+    try:
+        per_epoch = learn.steps_per_epoch(cbs)
+    finally:
+        learn.train_data = data
+    if n_epoch is not None:
+        total_steps = n_epoch * per_epoch
+    total_steps = check_int("total_steps", total_steps)
+    n_sched = n_epoch if n_epoch is not None else math.ceil(total_steps / max(1, per_epoch))
+    evals = EVAL_COST * len(held)
+    p = plan(total_steps, budget, evals)
+    out = AutoResult(None, "", None, [], [], 0.0, total_steps, budget=budget,
+                     held_batches=len(held) if not scored_on else 0,
+                     held_samples=sum(len(b[1]) for b in held) if not scored_on else 0,
+                     train_data=rest)  # fmt: skip
+    notes = [n for n in (p.note, scored_on) if n]
+    learn.train_data = rest
+    try:
+        ratios = [float(g["lr"]) for g in learn.opt.param_groups]
+        ref = ratios[-1] or 1.0
+        ratios = [r / ref for r in ratios]
+        if p.sweep:
+            res = lr_sweep(learn, START_LR, END_LR, p.sweep, moms=moms, wd=wd, cbs=cbs)
+            out.range_test, out.steps_used = res, float(len(res.lrs))
+            ratios = res.group_ratios
+            window = candidates(res)
+        else:
+            res, window = None, []
+        kind = "adaptive" if adaptive else "sgd"
+        if not window:
+            why = (res.recommended.reason if res is not None and res.recommended is not None
+                   and res.recommended.lr is None else "no sweep")  # fmt: skip
+            notes.append(f"the sweep could not place candidates ({why}): the lattice from "
+                         f"{DEFAULT_TOP[kind]:g} down")  # fmt: skip
+            window = _lattice(DEFAULT_TOP[kind], max(p.k, 2))
+        if p.k == 0:  # no room for any prefix: the sweep's reading, or the default top
+            rec = res.recommended.lr if res is not None and res.recommended else None
+            pick = rec if rec is not None else window[min(1, len(window) - 1)]
+            out.lr_max, out.candidates = pick, window
+            out.reason = f"{pick:.3g}: no prefixes ({p.note}); " + (
+                "the sweep's recommendation" if rec is not None else "the default lattice")
+            return out
+        cands = window[: p.k] if len(window) >= p.k else _lattice(window[0], p.k)
+        out.start_loss = held_loss(learn, held)
+        out.steps_used += evals
+        _search(learn, out, cands, p, n_sched, make_spec, ratios, held, wd, end_mom, cbs,
+                evals)  # fmt: skip
+        out.reason = "; ".join([out.reason, *notes]) if notes else out.reason
+    finally:
+        learn.train_data = data
+    return out
 
-    def run(lr: float, n: int) -> ProbeResult:
-        nonlocal used
-        p = probe(learn, [lr * r for r in ratios], n, moms=moms, wd=wd, pct_start=pct_start,
-                  div=div, div_final=div_final, cbs=cbs)  # fmt: skip
-        used += probe_cost(learn, n)
-        probes.append(p)
-        return p
 
-    probes: list[ProbeResult] = []
-    start = probe(learn, cands[-1], 0, cbs=cbs)  # the held-back loss before any training
-    used += EVAL_COST * held_count(learn)
-    short = {lr: run(lr, steps) for lr in cands}
-    best = min(cands, key=lambda lr: short[lr].loss)
-    if math.isinf(short[best].loss):
-        return AutoResult(None, "every probe diverged", res, cands, probes, used, total_steps)
-    if not short[best].loss < start.loss - TRAINS * abs(start.loss):
-        why = (f"no candidate trains: the best probe ({best:.3g}) ends at held-back loss "
-               f"{short[best].loss:.4g}, the model as it is now has {start.loss:.4g} (a model "
-               "already trained cannot be improved by a short probe: give lr_max)")  # fmt: skip
-        return AutoResult(None, why, res, cands, probes, used, total_steps)
-    why = (f"lowest held-back loss ({short[best].loss:.4g}) of {len(cands)} probes of "
-           f"{steps} steps")  # fmt: skip
-    peak = between(cands, [short[c].loss for c in cands])
-    why = (f"{peak:.3g}: {why} at {best:.3g}, moved towards the neighbour that probed next "
-           "best" if peak != best else f"{best:.3g}: {why}")  # fmt: skip
-    return AutoResult(peak, why, res, cands, probes, used, total_steps)
+def horizon(best: Prefix, prefixes: Sequence[Prefix], total: int) -> Prefix:
+    """The candidate for the whole run, from the best at ``best.steps``: short horizons
+    favour larger peaks (Wu et al. 2018; Bjorck et al. 2025: the best LR falls with the
+    run's length as ``D**-beta``), and a prefix inside the warm-up has not met its peak
+    yet. The target ``best.lr_max * (best.steps / total) ** HORIZON_BETA``, rounded to
+    the nearest candidate the search trained (the lower on a tie, the lowest if below
+    them all), so that the run still continues a prefix.
+
+    >>> ps = [Prefix(1.0, 100), Prefix(10**-0.5, 100), Prefix(0.1, 30)]
+    >>> round(horizon(ps[0], ps, 1000).lr_max, 3) if HORIZON_BETA else 0.316
+    0.316
+    """
+    if not HORIZON_BETA or best.steps >= total:
+        return best
+    target = math.log10(best.lr_max) - HORIZON_BETA * math.log10(total / best.steps)
+    ok = [q for q in prefixes if q.state is not None and math.isfinite(q.score)]
+    below = [q for q in ok if q.lr_max <= best.lr_max]
+    return min(below or [best], key=lambda q: (abs(math.log10(q.lr_max) - target), q.lr_max))
+
+
+def _search(learn: Learner, out: AutoResult, cands: list[float], p: Plan, n_epoch: int,
+            make_spec: Callable[[list[float]], Mapping[str, Any]], ratios: list[float],
+            held: list[Any], wd: float | None, end_mom: float | None,
+            cbs: Sequence[Callback], evals: float) -> None:  # fmt: skip
+    """The rungs (module docstring, step 3) and the pick (step 4), into ``out``."""
+    total = out.total_steps
+    prefixes = {c: Prefix(c) for c in cands}
+
+    def run(pre: Prefix, to: int) -> float:
+        before = pre.steps
+        peaks = [pre.lr_max * r for r in ratios]
+        score = advance(learn, pre, to, n_epoch=n_epoch, lrs=peaks, spec=make_spec(peaks),
+                        total=total, held=held, wd=wd, end_mom=end_mom, cbs=cbs)  # fmt: skip
+        branch = min(max(MIN_BRANCH, round(BRANCH * to)), total - to)
+        out.steps_used += (to - before) + branch + evals
+        return score
+
+    r1 = p.rungs[0]
+    for c in cands:
+        run(prefixes[c], r1)
+    order = sorted(prefixes.values(), key=lambda q: q.score)
+    extended: Prefix | None = None
+    start = out.start_loss if out.start_loss is not None else math.inf
+    if p.extend and order[0].lr_max == max(cands) and order[0].score < start - TRAINS * abs(start):
+        # the highest won, and trained: the lattice point above joins (the plan keeps room
+        # for it). With two rungs it goes straight to the second, beside the winner
+        up = _lattice(max(cands) * 10**0.5 * (1 + 1e-9), 1)[0]
+        extended = prefixes[up] = Prefix(up)
+        if len(p.rungs) == 1:
+            run(extended, r1)
+            order = sorted(prefixes.values(), key=lambda q: q.score)
+    if all(math.isinf(q.score) for q in order):  # everything diverged: two steps lower
+        for c in _lattice(min(cands) / 10**0.5 * (1 + 1e-9), 2):
+            prefixes[c] = Prefix(c)
+            run(prefixes[c], r1)
+        order = sorted(prefixes.values(), key=lambda q: q.score)
+    for r in p.rungs[1:]:
+        going = [q for q in order if math.isfinite(q.score)][:KEEP]
+        if extended is not None and extended.steps == 0:
+            going = [*going[: KEEP - 1], extended]
+        for q in going:
+            run(q, r)
+        order = sorted(prefixes.values(), key=lambda q: (-q.steps, q.score))
+    out.prefixes = sorted(prefixes.values(), key=lambda q: -q.lr_max)
+    out.candidates = [q.lr_max for q in out.prefixes]
+    out.rungs = list(p.rungs)
+    best = order[0]
+    if math.isinf(best.score):
+        out.reason = (f"every candidate diverged ({', '.join(f'{c:.3g}' for c in out.candidates)}"
+                      f") within {r1} steps: give lr_max")  # fmt: skip
+        return
+    rung = f"after {best.steps} steps ({100 * best.steps / total:.0f}% of the run) and a cool-down"
+    if best.score < start - TRAINS * abs(start):
+        pick = horizon(best, list(prefixes.values()), total)
+        out.lr_max = pick.lr_max
+        out.reason = (f"{best.lr_max:.3g}: lowest held-back loss ({best.score:.4g}, untrained "
+                      f"{start:.4g}) {rung}")  # fmt: skip
+        if pick is not best:
+            out.reason = (f"{pick.lr_max:.3g}: corrected for the horizon from {out.reason} "
+                          f"(x ({best.steps}/{total})^{HORIZON_BETA:g}, to the nearest "
+                          "candidate)")  # fmt: skip
+    else:  # a plateau (nothing moved yet: the largest that stays finite moves first) or a
+        # model already trained (the run's guard falls back lower when it makes no progress)
+        ok = [q for q in order if math.isfinite(q.score) and q.score <= start + TRAINS * abs(start)]
+        pick = max(ok or [best], key=lambda q: q.lr_max)
+        out.lr_max = pick.lr_max
+        out.reason = (f"{pick.lr_max:.3g}: no candidate had trained {rung} (best held-back loss "
+                      f"{best.score:.4g}, untrained {start:.4g}); the largest that did not get "
+                      "worse is used, and the run is watched for collapse")  # fmt: skip
+        log.warning("lr_max=auto: %s", out.reason)
+    out.reuse(out.lr_max)
 
 
 def between(lrs: Sequence[float], losses: Sequence[float]) -> float:

@@ -198,7 +198,8 @@ class Recorder(Callback):
     def state_dict(self) -> dict[str, Any]:
         """The history so far, in plain types (goes into checkpoints)."""
         self._flush()
-        return {"losses": list(self.losses), "hypers": dict(self.hypers), "rows": list(self.rows),
+        return {"losses": list(self.losses), "rows": list(self.rows),
+                "hypers": {k: list(v) for k, v in self.hypers.items()},  # not the live lists
                 "train_seconds": list(self.train_seconds),
                 "epoch_start": self._epoch_start}  # fmt: skip
 

@@ -127,9 +127,16 @@ def _add_fit_args(f: argparse.ArgumentParser) -> None:
         type=_lr_max,
         default=None,
         help="peak LR (one-cycle, clr), or the LR (const) / start LR (decays); "
-        "'auto' runs the range test first and uses its recommendation "
-        "(clr: its bounds); default: the data set's recipe",
+        "'auto' searches first: a range test, then each candidate peak's first few percent "
+        "of this run, scored after a short cool-down on a validation split of the training "
+        "data; the run continues the pick's prefix (clr: the range test's bounds); default: "
+        "the data set's recipe",
     )
+    g.add_argument(
+        "--auto-budget", type=float, default=None, metavar="FRACTION",
+        help="with --lr-max auto: what the search may spend beyond the run, as a fraction "
+        "of the run's optimizer steps (default 0.3; 1.0 searches longer and better)",
+    )  # fmt: skip
     _add_schedule_args(f)
     _add_run_args(f)
 
@@ -286,7 +293,7 @@ def fit_config(args: argparse.Namespace):  # -> FitConfig
         train_samples=args.train_samples, seed=args.seed, device=args.device, out=args.out,
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every, keep=args.keep,
         resume=args.resume, resume_from=args.resume_from, extend=args.extend, log=args.log,
-        budget=args.budget,
+        budget=args.budget, auto_budget=args.auto_budget,
     )  # fmt: skip
 
 

@@ -64,7 +64,8 @@ class FitConfig:
     epochs: int | None = None  # None: the recipe's; with a budget, no cap (time ends it)
     budget: float | str | None = None  # seconds or "3m": train this long (epochs: a cap)
     schedule: ScheduleName = "one-cycle"
-    lr_max: float | Literal["auto"] | None = None  # "auto": from a range test first
+    lr_max: float | Literal["auto"] | None = None  # "auto": searched first (onecycle.auto)
+    auto_budget: float | None = None  # lr_max="auto": the search's steps / the run's
     div: float = 25.0
     div_final: float | None = None  # one-cycle: 1e5; exp/time decay: 100
     pct_start: float = 0.25
@@ -145,6 +146,10 @@ class FitConfig:
                 c.lr_max = check_positive("lr_max", c.lr_max)
             except ConfigError:  # "autox", "0.1": say that "auto" is the word
                 raise ConfigError("lr_max", c.lr_max, "a finite number > 0, or 'auto'") from None
+        if c.auto_budget is not None:
+            if c.lr_max != "auto":
+                raise ConfigError("auto_budget", c.auto_budget, "unset unless --lr-max auto")
+            c.auto_budget = check_positive("auto_budget", c.auto_budget)
         if not isinstance(c.three_phase, bool):
             raise ConfigError("three_phase", c.three_phase, "True or False")
         c.device = str(check_device("device", c.device)) if c.device is not None else None

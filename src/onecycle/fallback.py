@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from onecycle.callbacks import Callback, CancelFit, NonFiniteLossError
@@ -101,9 +101,22 @@ class CollapseGuard(Callback):
         self.fired = why
         raise Collapsed(why)
 
+    def replay(self, losses: Sequence[float]) -> None:
+        """Take the training losses of steps already run (the search's prefix that this
+        run continues) as if watched: the starting level is the run's, not the prefix's
+        end. Nothing fires on them (the search scored that prefix)."""
+        for loss in losses:
+            try:
+                self._observe(float(loss))
+            except Collapsed:
+                self.fired = None
+                self._bad = 0
+
     def after_step(self, learn: Learner) -> None:
+        self._observe(float(learn.loss_global.detach().float().mean()))
+
+    def _observe(self, loss: float) -> None:
         self.step += 1
-        loss = float(learn.loss_global.detach().float().mean())
         self.losses.append(loss)
         if not math.isfinite(loss):
             self._fire(f"non-finite loss ({loss}) at step {self.step}")
@@ -140,6 +153,8 @@ def fit_with_fallbacks(
     total_steps: int,
     pct_start: float | None = 0.25,
     cbs: Sequence[Callback] = (),
+    *,
+    continues: bool = False,
 ) -> float:
     """Run ``fit(peak, [guard])`` at ``auto.lr_max``; if the guard fires, put everything
     back and run again at the next lower candidate of ``auto``, and so on. Returns the
@@ -147,10 +162,13 @@ def fit_with_fallbacks(
     (its steps added to ``auto.steps_used``). ``fit`` must pass the extra callbacks on to
     ``learn.fit``; a ``fit`` that makes several fits (``fine_tune``) passes them to each,
     and makes no more once the guard has ``fired`` (``fit`` itself returns normally when
-    a guard ends it). ``total_steps`` and ``pct_start`` are those of the whole attempt
-    (``CollapseGuard``). A callback with a ``discard_fit()`` method (``Checkpoint``) is
-    asked to remove what it wrote for an abandoned attempt: from ``written[since]`` on,
-    all of the attempt's fits, when it keeps a ``written`` list."""
+    a guard ends it). ``continues``: ``fit`` continues the search's prefix at each peak
+    (``auto.prefix(peak)``, as ``fit_auto`` does); the guard is given the prefix's losses
+    first and the prefix's steps count as the run's (``AutoResult.reuse``). ``total_steps`` and
+    ``pct_start`` are those of the whole attempt (``CollapseGuard``). A callback with a
+    ``discard_fit()`` method (``Checkpoint``) is asked to remove what it wrote for an
+    abandoned attempt: from ``written[since]`` on, all of the attempt's fits, when it
+    keeps a ``written`` list."""
     assert auto.lr_max is not None
     peak = auto.lr_max
     lower = sorted((c for c in auto.candidates if c < peak * (1 - 1e-9)), reverse=True)
@@ -160,6 +178,7 @@ def fit_with_fallbacks(
         # where the attempt's files begin (a Checkpoint's ``written``); None: the last fit's
         marks = [len(cb.written) if hasattr(cb, "written") else None for cb in keepers]
         guard = CollapseGuard(total_steps, pct_start)
+        start = _continue(auto, peak, guard) if continues else 0
         try:
             fit(peak, [guard])
         except NonFiniteLossError as e:  # NonFiniteGuard stopped it first
@@ -173,11 +192,104 @@ def fit_with_fallbacks(
             else:
                 cb.discard_fit(since=mark)
         auto.rollbacks.append({"lr_max": peak, "step": guard.step, "reason": guard.fired})
-        auto.steps_used += guard.step
-        log.warning("lr_max=auto: the run at %.3g collapsed (%s); running again from the "
-                    "start at the next lower candidate, %.3g", peak, guard.fired, nxt)  # fmt: skip
+        auto.steps_used += guard.step - start
+        log.warning("lr_max=auto: the run at %.3g collapsed (%s); running again at the next "
+                    "lower candidate, %.3g", peak, guard.fired, nxt)  # fmt: skip
         peak = nxt
         auto.lr_max = peak
         auto.reason += f"; run again at {peak:.3g}"
+    if continues:
+        _continue(auto, peak, None)
     fit(peak, [])  # the lowest candidate: nothing lower to fall back to
     return peak
+
+
+def _continue(auto: AutoResult, peak: float, guard: CollapseGuard | None) -> int:
+    """The run at ``peak`` continues its prefix, if the search trained one: its steps
+    become the run's, and ``guard`` watches them as the run's first. Returns them."""
+    steps = auto.reuse(peak)
+    prefix = auto.prefix(peak)
+    if guard is not None and prefix is not None and prefix.state is not None and steps:
+        losses = prefix.state["recorder"]["losses"]
+        if len(losses) == steps:  # one loss per step (no accumulation): watched as run
+            guard.replay(losses)
+        else:
+            guard.step = steps
+    return steps
+
+
+def fit_auto(
+    learn: Learner,
+    n_epoch: int,
+    spec: Callable[[list[float]], Mapping[str, Any]],
+    fit: Callable[[list[float], list[Callback], Any], None],
+    *,
+    budget: float,
+    pct_start: float | None,
+    moms: tuple[float, float, float] | None,
+    wd: float | None,
+    cbs: Sequence[Callback] = (),
+    resume: Any = None,
+) -> None:
+    """``fit_one_cycle(lr_max="auto")``'s run: the search (``onecycle.auto.auto_lr_max``),
+    then ``fit(peaks, extra_cbs, resume)`` continuing the pick's prefix, on the training
+    data less the search's validation split, with ``fit_with_fallbacks`` watching.
+
+    ``resume``: a checkpoint of this run (``Checkpoint`` writes the search's pick and
+    split into it): the run goes on at that pick, on that split, without searching
+    again; with no checkpoint there yet, the search runs as for a fresh run."""
+    from onecycle import auto as A
+    from onecycle.prefixes import validation_split
+    from onecycle.resume import find_checkpoint
+
+    if learn.opt is None:
+        learn._make_opt([1e-3] * len(learn.param_groups))
+    assert learn.opt is not None
+    steps = learn.steps_per_epoch(cbs)
+    total = n_epoch * steps
+    saved = None
+    if resume is not None:
+        found = find_checkpoint(learn, resume, cbs)
+        saved = None if found is None else (found[1].get("config") or {}).get("auto")
+        if found is not None and saved is None:
+            raise ConfigError("resume", str(found[0]), "a checkpoint of an lr_max='auto' run "
+                              "(this one has no search result: give its lr_max)")  # fmt: skip
+    ratios = [float(g["lr"]) for g in learn.opt.param_groups]
+    data = learn.train_data
+    if saved is not None:
+        auto = A.AutoResult(float(saved["lr_max"]), f"{saved['lr_max']:.3g}: the search's pick, "
+                            f"read from the checkpoint (not searched again)", None,
+                            [float(saved["lr_max"])], [], 0.0, total,
+                            held_batches=int(saved["held_batches"]),
+                            held_samples=int(saved["held_samples"]))  # fmt: skip
+        learn.auto_result = auto
+        learn.run_config["auto"] = dict(saved)
+        if auto.held_batches:
+            learn.train_data, _ = validation_split(data, auto.held_batches)
+        try:
+            fit([auto.lr_max * r / ratios[-1] for r in ratios], [], resume)  # type: ignore[operator]
+        finally:
+            learn.train_data = data
+        return
+    auto = A.auto_lr_max(learn, budget=budget, n_epoch=n_epoch, spec=spec, moms=moms, wd=wd,
+                         pct_start=pct_start or 0.25, cbs=cbs)  # fmt: skip
+    total = auto.total_steps
+    learn.auto_result, learn.lr_find_result = auto, auto.range_test
+    if auto.lr_max is None:
+        raise ConfigError("lr_max", "auto", f"an explicit number: {auto.reason}")
+    ratios = auto.range_test.group_ratios if auto.range_test else [r / ratios[-1] for r in ratios]
+    learn.run_config["auto"] = {"lr_max": auto.lr_max, "held_batches": auto.held_batches,
+                                "held_samples": auto.held_samples}  # fmt: skip
+    log.info("lr_max=auto: %s (%.1f%% of the run's steps beyond the run)", auto.reason,
+             100 * auto.compute_ratio)  # fmt: skip
+    learn.train_data = auto.train_data
+
+    def attempt(peak: float, extra: list[Callback]) -> None:
+        learn.run_config["auto"]["lr_max"] = peak
+        prefix = auto.prefix(peak)
+        fit([peak * r for r in ratios], extra, prefix.state if prefix is not None else None)
+
+    try:
+        fit_with_fallbacks(learn, attempt, auto, total, pct_start, cbs, continues=True)
+    finally:
+        learn.train_data = data

@@ -207,7 +207,7 @@ class Learner:
         cbs: Sequence[Callback] = (),
         start_epoch: int = 0,
         reset_opt: bool = False,
-        resume: str | Path | None = None,
+        resume: str | Path | Mapping[str, Any] | None = None,
         extend: bool = False,
         budget: float | str | None = None,
         _total_steps: int | None = None,

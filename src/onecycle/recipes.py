@@ -131,23 +131,27 @@ def auto_lr_max(
     cbs: Sequence[Callback] = (),
 ) -> list[float]:
     """``lr_max`` per param group for a 1cycle run of ``total_steps`` optimizer steps
-    (default: one epoch): range test, candidates, short probes (``onecycle.auto``),
-    at most ``budget`` x ``total_steps`` steps in all (default ``auto.BUDGET``). The
-    details are kept in ``learn.auto_result`` and the sweep in ``learn.lr_find_result``.
+    (default: one epoch), chosen on prefixes of that run (``onecycle.auto``), at most
+    ``budget`` x ``total_steps`` steps beyond it (default ``auto.BUDGET``). For a run
+    made elsewhere (a trainer's own loop, CLR, ``fine_tune``): nothing here continues
+    the pick's prefix, so its steps count as the search's (``fit_one_cycle(lr_max=
+    "auto")`` continues it). The details are kept in ``learn.auto_result`` and the sweep
+    in ``learn.lr_find_result``.
 
-    Raises ``ConfigError`` naming the reason when the sweep supports no recommendation.
+    Raises ``ConfigError`` naming the reason when every candidate diverged.
     """
     from onecycle import auto as A
 
     total = total_steps if total_steps is not None else steps_per_epoch(learn, cbs)
     res = A.auto_lr_max(learn, total, budget=A.BUDGET if budget is None else budget, moms=moms,
                         wd=wd, pct_start=pct_start, cbs=cbs)  # fmt: skip
+    res.reuse(None)  # nothing continues the pick's prefix here
     learn.auto_result = res
     learn.lr_find_result = res.range_test
     if res.lr_max is None:
         raise ConfigError(
             "lr_max", "auto",
-            f"an explicit number: the range test found no reliable lr_max ({res.reason})",
+            f"an explicit number: the search found no lr_max that trains ({res.reason})",
         )  # fmt: skip
     log.info("lr_max=auto: %.3g (%s; %.1f%% of the run's steps)", res.lr_max, res.reason,
              100 * res.compute_ratio)  # fmt: skip
@@ -195,6 +199,7 @@ def fit_one_cycle(
     resume: str | Path | None = None,
     extend: bool = False,
     budget: float | str | None = None,
+    auto_budget: float | None = None,
 ) -> None:
     """Smith's 1cycle policy (fastai's ``fit_one_cycle``): ``fit`` plus a schedule.
 
@@ -202,10 +207,16 @@ def fit_one_cycle(
     ``pct_start`` of all steps, then anneals to ``lr_max/div_final``; momentum (or
     Adam's beta1) moves against it through ``moms`` (default: the Learner's,
     0.95-0.85-0.95). ``lr_max`` may be a slice or a sequence (discriminative LRs), or
-    ``"auto"``: a range test and short probes first (``onecycle.auto``; everything
-    restored), then their pick, with the next lower candidate run instead if the run
-    collapses (``onecycle.fallback``). ``wd="auto"``:
-    Smith's weight-decay test at that ``lr_max`` (another tenth at most). See
+    ``"auto"``: a search on prefixes of this very run first (``onecycle.auto``: a range
+    test, then each candidate peak's first few percent of the run, scored after a short
+    cool-down on a validation split held back from the training data), then the run
+    *continues* the pick's prefix, on the training data less that split, with the next
+    lower candidate run instead if it collapses (``onecycle.fallback``). The search
+    spends at most ``auto_budget`` (default 0.3) x the run's steps beyond the run;
+    ``learn.auto_result`` says what it saw, chose and spent; a checkpoint of the run
+    holds the pick, so ``resume`` never searches again. ``wd="auto"``: Smith's
+    weight-decay test at that ``lr_max`` (another tenth at most; the run then starts
+    from scratch at the pick, its prefix having trained at another wd). See
     ``onecycle.schedules.one_cycle`` for ``anneal`` and ``three_phase``, and ``fit``
     for ``resume`` and ``extend`` (lengthen a shorter run of the same fit from its
     checkpoint, without a second warm-up).
@@ -243,35 +254,52 @@ def fit_one_cycle(
         raise ConfigError(name, "auto", "a number with a time budget: the range test and "
                           "probes are sized in the run's optimizer steps, which a budget "
                           "learns only as it runs (run lr_find first)")  # fmt: skip
-    total = None
-    if (auto_lr or wd == "auto") and resume is None:
-        total = (n_epoch - start_epoch) * learn.steps_per_epoch(cbs)
-    if auto_lr:
-        if total is None:
-            raise ConfigError("lr_max", "auto", "a number when resuming (the run chose one)")
-        lrs = learn.auto_lr_max(total, moms=moms, wd=None if wd == "auto" else wd,
-                               pct_start=pct_start, cbs=cbs)  # fmt: skip
+    if auto_budget is not None and not auto_lr:
+        raise ConfigError("auto_budget", auto_budget, "None unless lr_max='auto'")
+    if auto_lr and start_epoch:
+        raise ConfigError("start_epoch", start_epoch, "0 with lr_max='auto' (its search plans "
+                          "the whole run; resume a stopped run with resume=)")  # fmt: skip
+    if auto_lr and extend:
+        raise ConfigError("extend", extend, "False with lr_max='auto' (lengthen a run with "
+                          "the lr_max it chose)")  # fmt: skip
+    if wd == "auto" and resume is not None:
+        raise ConfigError("wd", "auto", "a number when resuming (the run chose one)")
+
+    def spec(lrs: list[float]) -> dict[str, ScheduleSpec]:
+        out: dict[str, ScheduleSpec] = {
+            "lr": [S.one_cycle(v, div, div_final, pct_start, anneal, three_phase) for v in lrs]
+        }
+        out.update(moms_schedules(
+            learn, moms, lambda m: S.one_cycle_moms(m, pct_start, anneal, three_phase)  # type: ignore[arg-type]
+        ))  # fmt: skip
+        return out
+
+    def run(lrs: list[float], extra: Sequence[Callback] = (), resume: Any = resume) -> None:
+        learn.fit(n_epoch, lrs, schedules=spec(lrs), wd=wd, cbs=[*cbs, *extra],
+                  start_epoch=start_epoch, resume=resume, extend=extend, budget=budget)  # fmt: skip
+
+    if auto_lr and wd != "auto":  # the search's pick continues its prefix as the run
+        from onecycle import auto as A
+        from onecycle.fallback import fit_auto
+
+        learn.auto_result = None
+        fit_auto(learn, n_epoch, spec, run, budget=A.BUDGET if auto_budget is None else
+                 auto_budget, pct_start=pct_start, moms=moms, wd=wd, cbs=cbs,
+                 resume=resume)  # fmt: skip
+        return
+    learn.run_config.pop("auto", None)
+    total = (n_epoch - start_epoch) * learn.steps_per_epoch(cbs)
+    if auto_lr:  # with wd="auto" the run's wd is chosen after the LR: no prefix to continue
+        lrs = learn.auto_lr_max(total, moms=moms, budget=auto_budget, pct_start=pct_start,
+                               cbs=cbs)  # fmt: skip
     else:
         lrs = learn.group_values(lr_max, "lr_max")  # type: ignore[arg-type]
     if wd == "auto":
-        if total is None:
-            raise ConfigError("wd", "auto", "a number when resuming (the run chose one)")
         wd = learn.auto_wd(lrs, total, moms=moms, cbs=cbs)
-
-    def run(lrs: list[float], extra: Sequence[Callback] = ()) -> None:
-        spec: dict[str, ScheduleSpec] = {
-            "lr": [S.one_cycle(v, div, div_final, pct_start, anneal, three_phase) for v in lrs]
-        }
-        spec.update(moms_schedules(
-            learn, moms, lambda m: S.one_cycle_moms(m, pct_start, anneal, three_phase)  # type: ignore[arg-type]
-        ))  # fmt: skip
-        learn.fit(n_epoch, lrs, schedules=spec, wd=wd, cbs=[*cbs, *extra],
-                  start_epoch=start_epoch, resume=resume, extend=extend, budget=budget)  # fmt: skip
-
     if auto_lr:
         from onecycle.fallback import fit_with_fallbacks
 
-        assert learn.auto_result is not None and total is not None
+        assert learn.auto_result is not None
         ratios = [v / lrs[-1] for v in lrs]
         fit_with_fallbacks(learn, lambda peak, extra: run([peak * r for r in ratios], extra),
                            learn.auto_result, total, pct_start, cbs)  # fmt: skip

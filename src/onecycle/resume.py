@@ -27,14 +27,14 @@ from onecycle.errors import ConfigError
 if TYPE_CHECKING:
     from onecycle.learner import Learner
 
-__all__ = ["fit_signature", "resume_from"]
+__all__ = ["find_checkpoint", "fit_signature", "resume_from"]
 
 log = logging.getLogger("onecycle.checkpoint")  # the resume messages users know
 
 
 def resume_from(
     learn: Learner,
-    resume: str | Path,
+    resume: str | Path | Mapping[str, Any],
     cbs: Sequence[Callback] = (),
     *,
     plan: Callable[[int], Mapping[str, Any]] | None = None,
@@ -48,7 +48,39 @@ def resume_from(
 
     ``plan``: the fit's schedules for a step count. A checkpoint of an extended run is
     resumed with its extensions rebuilt; with ``extend=True`` one of a shorter run of the
-    same fit is lengthened to this fit's ``n_epoch`` from its saved step."""
+    same fit is lengthened to this fit's ``n_epoch`` from its saved step.
+
+    ``resume`` may also be a state in memory (``onecycle.checkpoint.capture``'s dict: a
+    prefix that ``lr_max="auto"`` trained, continued as the run itself)."""
+    if isinstance(resume, Mapping):
+        epoch, skip = restore(learn, dict(resume), "the search's prefix")
+        return epoch, skip
+    found = find_checkpoint(learn, resume, cbs)
+    if found is None:
+        folders = [c.folder for c in [*learn.cbs, *cbs] if isinstance(c, Checkpoint)]
+        where = folders[0] if resume == "auto" and folders else resume
+        log.info("no checkpoint in %s yet: starting fresh", where)
+        return 0, 0
+    source, state = found
+    target = dict(learn.fit_plan)
+    if plan is not None:
+        _rebuild_plan(learn, state, plan, extend, str(source))
+    epoch, skip = restore(learn, state, str(source))
+    step = learn.scheduler.step_count if learn.scheduler else 0
+    if plan is not None and learn.fit_plan["total_steps"] < target["total_steps"]:
+        _lengthen(learn, plan, target, step)
+    log.info("resumed from %s: epoch %d, %d batches in, optimizer step %d",
+             source, epoch, skip, step)  # fmt: skip
+    return epoch, skip
+
+
+def find_checkpoint(
+    learn: Learner, resume: str | Path, cbs: Sequence[Callback] = ()
+) -> tuple[Path, dict[str, Any]] | None:
+    """The newest good checkpoint of ``resume`` (a file, a folder, or ``"auto"``: the
+    folder of the ``Checkpoint`` in ``learn.cbs`` or ``cbs``) and its state; None when
+    there is none yet. A path that does not exist is refused. Under DDP rank 0 picks the
+    file and every rank loads that one."""
     auto = resume == "auto"
     if auto:
         folders = [c.folder for c in [*learn.cbs, *cbs] if isinstance(c, Checkpoint)]
@@ -65,23 +97,8 @@ def resume_from(
             newest = latest(path) if path.is_dir() or not path.exists() else None
             pick = str(newest[0]) if newest else (str(path) if path.is_file() else None)
         pick = D.broadcast_object(pick)
-        found = None if pick is None else (Path(pick), load(pick))
-    else:
-        found = latest(path) if path.is_dir() or not path.exists() else (path, load(path))
-    if found is None:
-        log.info("no checkpoint in %s yet: starting fresh", path)
-        return 0, 0
-    source, state = found
-    target = dict(learn.fit_plan)
-    if plan is not None:
-        _rebuild_plan(learn, state, plan, extend, str(source))
-    epoch, skip = restore(learn, state, str(source))
-    step = learn.scheduler.step_count if learn.scheduler else 0
-    if plan is not None and learn.fit_plan["total_steps"] < target["total_steps"]:
-        _lengthen(learn, plan, target, step)
-    log.info("resumed from %s: epoch %d, %d batches in, optimizer step %d",
-             source, epoch, skip, step)  # fmt: skip
-    return epoch, skip
+        return None if pick is None else (Path(pick), load(pick))
+    return latest(path) if path.is_dir() or not path.exists() else (path, load(path))
 
 
 def fit_signature(plan: Mapping[str, Any], accumulate: int, spec: Mapping[str, Any]) -> str:

@@ -171,7 +171,9 @@ def schedules_for(cfg: FitConfig, total_steps: int) -> dict[str, S.Schedule]:
 
 
 def _fit(learn: Learner, cfg: FitConfig, cbs: list[Callback]) -> None:
-    assert isinstance(cfg.lr_max, float) and cfg.div_final is not None
+    """Train as ``cfg`` says (``lr_max="auto"`` only with one-cycle: the search and the run
+    that continues its pick, in ``fit_one_cycle``)."""
+    assert cfg.lr_max is not None and cfg.div_final is not None
     lr, n_epoch = cfg.lr_max, cfg.epochs if cfg.epochs is not None else NO_EPOCH_CAP
     resume = "auto" if cfg.resume else cfg.resume_from
     budget = cfg.budget
@@ -179,7 +181,7 @@ def _fit(learn: Learner, cfg: FitConfig, cbs: list[Callback]) -> None:
         learn.fit_one_cycle(
             n_epoch, lr, cfg.div, cfg.div_final, cfg.pct_start, cfg.moms, cbs=cbs,
             anneal=cfg.anneal, three_phase=cfg.three_phase, resume=resume, extend=cfg.extend,
-            budget=budget,
+            budget=budget, auto_budget=cfg.auto_budget,
         )  # fmt: skip
     else:  # the same spec `onecycle schedule` previews
         # with a budget a mapping: functions of progress (the step count, which only CLR
@@ -322,19 +324,23 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
         log.info("time budget %gs (%s): the schedule's progress is time used / budget",
                  cfg.budget, cap)  # fmt: skip
     total = (cfg.epochs or 0) * learn.steps_per_epoch(cbs)  # "auto" is refused with a budget
-    if cfg.lr_max == "auto":
+    # one-cycle at lr_max="auto": fit_one_cycle searches on prefixes of the run and continues
+    # the pick's (a resumed run reads the pick from its checkpoint); otherwise the search's
+    # pick (or the range test's bounds, for CLR) starts a run of its own
+    in_run = cfg.lr_max == "auto" and cfg.schedule == "one-cycle" and cfg.wd != "auto"
+    if cfg.lr_max == "auto" and not in_run:
         try:
-            lr = learn.auto_lr_max(total, moms=cfg.moms, pct_start=cfg.pct_start, cbs=cbs)[-1]
+            lr = learn.auto_lr_max(total, moms=cfg.moms, pct_start=cfg.pct_start, cbs=cbs,
+                                   budget=cfg.auto_budget)[-1]  # fmt: skip
         finally:
             if stream is not None and main and learn.auto_result is not None:
                 stream.write(auto_report(learn.auto_result))
         lr_find = learn.lr_find_result
-        assert lr_find is not None
-        bounds = lr_find.suggestions["clr_bounds"].bounds
+        bounds = lr_find.suggestions["clr_bounds"].bounds if lr_find is not None else None
         cfg = dataclasses.replace(cfg, lr_max=lr)
         if cfg.schedule == "clr" and bounds:
             cfg.div = bounds[1] / bounds[0]
-        if cfg.out and main:
+        if cfg.out and main and lr_find is not None:
             try:
                 files["lr_find_plot"] = str(lr_find.plot(Path(cfg.out) / "lr_find.png",
                                                          marks={"lr_max (auto)": lr}))  # fmt: skip
@@ -349,7 +355,28 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
     t_train = time.perf_counter()
     auto = learn.auto_result
     resuming = bool(cfg.resume or cfg.resume_from)  # a resumed run keeps its peak
-    if auto is not None and auto.lr_max is not None and not resuming:
+    if in_run:
+        try:
+            _fit(learn, cfg, cbs)
+        finally:
+            if stream is not None and main and learn.auto_result is not None:
+                stream.write(auto_report(learn.auto_result))
+        auto = learn.auto_result
+        assert auto is not None and auto.lr_max is not None
+        cfg = dataclasses.replace(cfg, lr_max=auto.lr_max)
+        lr_find = auto.range_test
+        if lr_find is not None and cfg.out and main:
+            mark = {"lr_max (auto)": auto.lr_max}
+            try:
+                files["lr_find_plot"] = str(lr_find.plot(Path(cfg.out) / "lr_find.png",
+                                                         marks=mark))  # fmt: skip
+            except ImportError as e:
+                log.warning("no plot: %s", e)
+        if stream is not None and main:
+            for r in auto.rollbacks:
+                stream.write(f"lr_max={r['lr_max']:.3g} collapsed at step {r['step']} "
+                             f"({r['reason']}): run again lower\n")  # fmt: skip
+    elif auto is not None and auto.lr_max is not None and not resuming:
         from onecycle.fallback import fit_with_fallbacks
 
         def attempt(peak: float, extra: list[Callback]) -> None:
@@ -420,8 +447,17 @@ def auto_report(auto: AutoResult) -> str:
     if auto.range_test is not None:
         rt = auto.range_test
         lines.append(f"range test: {len(rt.lrs)} steps, {rt.lrs[0]:.3g} to {rt.lrs[-1]:.3g} "
-                     f"({rt.stop_reason}); candidates "
-                     f"{', '.join(f'{c:.3g}' for c in auto.candidates) or 'none'}")  # fmt: skip
+                     f"({rt.stop_reason})")  # fmt: skip
+    if auto.prefixes:
+        lines.append(f"search: {len(auto.prefixes)} candidates on prefixes of this run, "
+                     f"{auto.held_samples} samples held back for scoring")  # fmt: skip
+        rungs = sorted({s for p in auto.prefixes for s in p.scores})
+        lines.append(f"  {'lr_max':>9}  " + "  ".join(f"{f'@{r}':>9}" for r in rungs))
+        for p in auto.prefixes:
+            cells = [("diverged" if p.scores[r] == float("inf") else f"{p.scores[r]:.4f}")
+                     if r in p.scores else "-" for r in rungs]  # fmt: skip
+            mark = "  <- picked" if p.lr_max == auto.lr_max else ""
+            lines.append(f"  {p.lr_max:>9.3g}  " + "  ".join(f"{c:>9}" for c in cells) + mark)
     if auto.probes:
         lines.append(f"  {'lr_max':>9}  {'wd':>7}  {'steps':>5}  held-back loss")
         for p in auto.probes:
@@ -430,8 +466,9 @@ def auto_report(auto: AutoResult) -> str:
             lines.append(f"  {p.lr_max:>9.3g}  {wd:>7}  {p.steps:>5}  {loss}")
     what = f"wd={auto.wd:g}" if auto.wd is not None else (
         f"lr_max={auto.lr_max:.3g}" if auto.lr_max is not None else "no lr_max")  # fmt: skip
-    lines.append(f"{what}: {auto.reason} ({100 * auto.compute_ratio:.1f}% of this run's "
-                 f"{auto.total_steps} steps)")  # fmt: skip
+    cost = (f" (the search cost {100 * auto.compute_ratio:.1f}% of this run's "
+            f"{auto.total_steps} steps, beyond the run)") if auto.steps_used else ""
+    lines.append(f"{what}: {auto.reason}{cost}")
     return "\n".join(lines) + "\n"
 
 

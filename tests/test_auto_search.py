@@ -1,0 +1,303 @@
+"""lr_max="auto" v6: the search on prefixes of the run (onecycle.auto, onecycle.prefixes):
+budget, rungs, extension, no refusal on a model that trains, the run continuing the
+pick's prefix bit for bit, the validation split, resume without a second search."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import onecycle.auto as A
+from onecycle import Callback, Checkpoint, Learner, accuracy
+from onecycle.data import Loader
+from onecycle.errors import ConfigError
+from onecycle.prefixes import Prefix, validation_split
+from onecycle.range_test import RangeTestResult
+
+
+def _data(n: int = 1024, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 8, generator=g)
+    return x, (x[:, :4].sum(1) > 0).long()
+
+
+def _learner(n: int = 1024, bs: int = 32, **kw) -> Learner:
+    torch.manual_seed(0)
+    x, y = _data(n)
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 2))
+    return Learner(model, Loader(x, y, bs, seed=0), Loader(x, y, 256), loss_func=F.cross_entropy,
+                   metrics=[accuracy], **kw)  # fmt: skip
+
+
+def _fake_advance(score_of):
+    """``advance`` that trains nothing: the score is ``score_of(lr, to)``."""
+    calls: list[tuple[float, int]] = []
+
+    def advance(learn, prefix: Prefix, to: int, **kw) -> float:
+        calls.append((prefix.lr_max, to))
+        s = score_of(prefix.lr_max, to)
+        prefix.steps, prefix.state = to, {"recorder": {"losses": []}}
+        prefix.scores[to] = s
+        prefix.diverged = math.isinf(s)
+        return s
+
+    return advance, calls
+
+
+@pytest.mark.parametrize("budget", [0.1, 0.3, 1.0])
+@pytest.mark.parametrize("total", [60, 400, 2000])
+def test_the_search_holds_its_budget_restores_and_repeats(budget, total):
+    learn = _learner()
+    state = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    res = A.auto_lr_max(learn, total, budget=budget)
+    assert res.lr_max is not None and res.lr_max in res.candidates, res.reason
+    assert res.compute_ratio <= budget + 1e-9  # the pick's prefix belongs to the run
+    assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in state.items())
+    again = A.auto_lr_max(learn, total, budget=budget)
+    assert again.lr_max == res.lr_max
+    assert [p.scores for p in again.prefixes] == [p.scores for p in res.prefixes]
+
+
+def test_rungs_keep_the_better_half_and_the_pick_is_the_lowest_last_score(monkeypatch):
+    best = 10**-1.5  # the third of four candidates; the second nearly as good at rung 1
+
+    def score(lr, to):
+        return 0.1 + abs(math.log10(lr / best)) * (1.0 if to > 100 else 0.01)
+
+    fake, calls = _fake_advance(score)
+    monkeypatch.setattr(A, "advance", fake)
+    res = A.auto_lr_max(_learner(), 4000, budget=0.3)
+    r1, r2 = res.rungs
+    first = [lr for lr, to in calls if to == r1]
+    second = [lr for lr, to in calls if to == r2]
+    assert len(first) == A.MAX_CANDIDATES and len(second) == A.KEEP
+    ranked = sorted(first, key=lambda lr: score(lr, r1))
+    assert sorted(second) == sorted(ranked[: A.KEEP])
+    assert res.lr_max == pytest.approx(best) and "lowest held-back loss" in res.reason
+
+
+def test_a_winning_top_candidate_brings_in_the_lattice_point_above(monkeypatch):
+    fake, calls = _fake_advance(lambda lr, to: 1.0 / (1 + lr))  # the larger, the better
+    monkeypatch.setattr(A, "advance", fake)
+    res = A.auto_lr_max(_learner(), 4000, budget=1.0)
+    top = max(lr for lr, _ in calls[: A.MAX_CANDIDATES])
+    assert res.lr_max == pytest.approx(top * 10**0.5)  # beyond the sweep's window
+    assert res.candidates[0] == res.lr_max
+
+
+def _flat_sweep(learn, *a, **kw) -> RangeTestResult:
+    lrs = [1e-6 * (1e7 ** (i / 59)) for i in range(60)]
+    res = RangeTestResult(lrs, [0.69] * 60, [0.69] * 60, "completed 60 steps", "exp", [1.0])
+    res.analysis_curve = [0.69] * 60
+    return res
+
+
+def test_a_flat_sweep_probes_the_default_lattice_instead_of_refusing(monkeypatch):
+    monkeypatch.setattr(A, "lr_sweep", _flat_sweep)
+    learn = _learner()
+    learn.fit_one_cycle(8, "auto")
+    res = learn.auto_result
+    assert res is not None and res.lr_max is not None
+    top = A.DEFAULT_TOP["sgd"]
+    assert res.candidates[: A.MAX_CANDIDATES][0] in (top, top * 10**0.5)  # extended or not
+    assert "the lattice from" in res.reason
+    assert learn.recorder.rows[-1]["accuracy"] > 0.9
+
+
+def test_only_a_search_where_everything_diverged_is_refused(monkeypatch):
+    fake, calls = _fake_advance(lambda lr, to: math.inf)
+    monkeypatch.setattr(A, "advance", fake)
+    learn = _learner()
+    with pytest.raises(ConfigError, match="every candidate diverged"):
+        learn.fit_one_cycle(20, "auto")
+    first = {lr for lr, _ in calls}
+    assert len(first) > A.MAX_CANDIDATES  # it looked lower before giving up
+
+
+@pytest.mark.parametrize("worse", [False, True])
+def test_when_nothing_trains_the_largest_that_did_not_get_worse_runs(monkeypatch, caplog, worse):
+    start = A.held_loss  # the untrained model's held-back loss, as the search measures it
+    level: list[float] = []
+
+    def score(lr, to):  # a plateau: every candidate at the untrained loss (the top worse)
+        return level[0] * (1.0 + (0.5 if worse and lr == top else 0.0))
+
+    def held_loss(learn, held):
+        level[:] = [start(learn, held)]
+        return level[0]
+
+    top = A.DEFAULT_TOP["sgd"]
+    monkeypatch.setattr(A, "held_loss", held_loss)
+    monkeypatch.setattr(A, "lr_sweep", _flat_sweep)
+    fake, _ = _fake_advance(score)
+    monkeypatch.setattr(A, "advance", fake)
+    res = A.auto_lr_max(_learner(), 2000)
+    assert res.lr_max == pytest.approx(top / 10**0.5 if worse else top), res.candidates
+    assert "no candidate had trained" in res.reason
+    assert any("no candidate had trained" in r.message for r in caplog.records)
+
+
+def test_the_run_continues_the_picks_prefix_and_equals_a_plain_run_bit_for_bit():
+    learn = _learner()
+    learn.fit_one_cycle(6, "auto")
+    auto = learn.auto_result
+    assert auto is not None and auto.lr_max is not None and auto.reused_steps > 0
+    # the plain run: the same model and data order, on the same split, at the same peak
+    ref = _learner()
+    ref.train_data, _ = validation_split(ref.train_data, auto.held_batches)
+    ref.fit_one_cycle(6, auto.lr_max)
+    for a, b in zip(learn.model.parameters(), ref.model.parameters()):
+        assert torch.equal(a, b)
+    assert learn.recorder.hypers == ref.recorder.hypers
+    assert learn.recorder.losses == ref.recorder.losses  # the prefix's history is the run's
+    assert [r.get("accuracy") for r in learn.recorder.rows[1:]] == [
+        r.get("accuracy") for r in ref.recorder.rows[1:]
+    ]  # validation from the first epoch the run (not the search) finished
+    assert learn.train_data is not ref.train_data and len(learn.train_data) == 32  # put back
+
+
+class _Spy(Callback):
+    def __init__(self) -> None:
+        self.rows: set[tuple[float, ...]] = set()
+
+    def before_batch(self, learn: Learner) -> None:
+        self.rows.update(tuple(r.tolist()) for r in learn.batch[0])
+
+
+def test_the_validation_split_is_never_trained_on():
+    learn = _learner()
+    spy = _Spy()
+    learn.fit_one_cycle(4, "auto", cbs=[spy])
+    auto = learn.auto_result
+    assert auto is not None and auto.held_samples == auto.held_batches * 32 > 0
+    _, held = validation_split(learn.train_data, auto.held_batches)
+    held_rows = {tuple(r.tolist()) for xb, _ in held for r in xb}
+    assert len(held_rows) == auto.held_samples and spy.rows.isdisjoint(held_rows)
+    assert len(spy.rows) == 1024 - auto.held_samples
+
+
+class _Stop(Callback):
+    """Stops the run (as a kill would) after ``at`` optimizer steps of the real run."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+    def after_step(self, learn: Learner) -> None:
+        if learn.scheduler.step_count == self.at:
+            raise KeyboardInterrupt
+
+
+def test_resume_reads_the_pick_from_the_checkpoint_and_never_searches_again(tmp_path, monkeypatch):
+    whole = _learner()
+    whole.fit_one_cycle(6, "auto")
+    pick = whole.auto_result.lr_max
+    learn = _learner()
+    with pytest.raises(KeyboardInterrupt):
+        learn.fit_one_cycle(6, "auto", cbs=[Checkpoint(tmp_path, every=10), _Stop(100)])
+    monkeypatch.setattr(A, "auto_lr_max", lambda *a, **k: pytest.fail("searched again"))
+    again = _learner()
+    again.fit_one_cycle(6, "auto", cbs=[Checkpoint(tmp_path, every=10)], resume="auto")
+    assert again.auto_result.lr_max == pick and "not searched again" in again.auto_result.reason
+    for a, b in zip(whole.model.parameters(), again.model.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_auto_budget_is_checked():
+    with pytest.raises(ConfigError, match="auto_budget"):
+        _learner().fit_one_cycle(2, 0.1, auto_budget=0.3)
+    with pytest.raises(ConfigError, match="budget"):
+        _learner().fit_one_cycle(2, "auto", auto_budget=0.0)
+    with pytest.raises(ConfigError, match="start_epoch"):
+        _learner().fit_one_cycle(2, "auto", start_epoch=1)
+
+
+def test_a_short_run_gets_a_cheaper_search_and_says_so():
+    p = A.plan(60, 0.3, 1.0)
+    assert p.sweep == 0 and p.k in (2, 3) and len(p.rungs) == 1 and p.note
+    learn = _learner()
+    learn.fit_one_cycle(2, "auto")  # 58 steps: 17 to spend
+    assert learn.auto_result.lr_max is not None and learn.auto_result.compute_ratio <= 0.3
+    assert "candidates" in learn.auto_result.reason
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_a_newcomers_cnn_on_mnist1d_is_never_refused(seed):
+    """The issue's report: Learner(cnn1d(), Loader(mnist1d, 100)) with the default SGD,
+    fit_one_cycle(5, "auto") on a fresh model was refused on 3 of 3 seeds."""
+    from onecycle.data import load_mnist1d
+    from onecycle.models import cnn1d
+
+    d = load_mnist1d()
+    torch.manual_seed(seed)
+    learn = Learner(cnn1d(), Loader(d.x_train, d.y_train, 100, seed=seed),
+                    Loader(d.x_test, d.y_test, 1000, shuffle=False),
+                    loss_func=F.cross_entropy, metrics=[accuracy])  # fmt: skip
+    learn.fit_one_cycle(5, "auto")
+    assert learn.auto_result.lr_max is not None
+    assert learn.auto_result.compute_ratio <= A.BUDGET + 1e-9
+    assert learn.recorder.rows[-1]["accuracy"] > 0.15, learn.auto_result  # chance: 0.10
+
+
+def test_horizon_moves_the_pick_to_the_nearest_lower_candidate(monkeypatch):
+    monkeypatch.setattr(A, "HORIZON_BETA", 0.5)
+    ps = [Prefix(1.0, 100, {}, {100: 0.1}), Prefix(10**-0.5, 100, {}, {100: 0.2}),
+          Prefix(0.1, 30, {}, {30: 0.3}), Prefix(10**-1.5, 30, {}, {30: 0.4})]  # fmt: skip
+    # 1.0 * (100/1000)**0.5 = 0.316: one lattice step down, a candidate with a state
+    assert A.horizon(ps[0], ps, 1000).lr_max == pytest.approx(10**-0.5)
+    # (100/10000)**0.5 = 0.1: two steps down
+    assert A.horizon(ps[0], ps, 10_000).lr_max == pytest.approx(0.1)
+    # far below every candidate: the lowest; a diverged (inf) one is never chosen
+    ps[3].scores = {30: math.inf}
+    assert A.horizon(ps[0], ps, 10**8).lr_max == pytest.approx(0.1)
+    monkeypatch.setattr(A, "HORIZON_BETA", 0.0)
+    assert A.horizon(ps[0], ps, 1000) is ps[0]
+
+
+@pytest.mark.slow
+def test_cli_auto_run_killed_and_resumed_ends_on_the_same_weights_without_searching(tmp_path):
+    import json
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    argv = ["fit", "--dataset", "mnist1d", "--epochs", "12", "--lr-max", "auto",
+            "--checkpoint-every", "20", "--no-progress"]  # fmt: skip
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+
+    def cli(*extra: str, out: str, wait=None) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "onecycle", *argv, *extra, "--out", str(tmp_path / out)]
+        if wait is None:
+            return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env)  # fmt: skip
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and proc.poll() is None and not wait():
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out_, err = proc.communicate(timeout=300)
+        return subprocess.CompletedProcess(cmd, proc.returncode, out_, err)
+
+    whole = cli(out="whole")
+    assert whole.returncode == 0, whole.stderr
+    ref = json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    folder = tmp_path / "cut" / "checkpoints"
+
+    def mid_run() -> bool:  # a checkpoint of the run itself (after the search), at step 80+
+        return any(int(p.name.split("-s")[1][:8]) >= 80 for p in folder.glob("ckpt-*.pt"))
+
+    cut = cli(out="cut", wait=mid_run)
+    assert cut.returncode == 128 + signal.SIGTERM, cut.stderr
+    again = cli("--resume", out="cut")
+    assert again.returncode == 0, again.stderr
+    lines = again.stdout.splitlines()
+    assert not [ln for ln in lines if ln.startswith(("range test:", "search: "))], lines
+    assert any("not searched again" in ln for ln in lines), lines
+    m = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert m["auto"]["lr_max"] == ref["auto"]["lr_max"]
+    assert m["final"]["weights_sha256"] == ref["final"]["weights_sha256"]
