@@ -1,6 +1,7 @@
-"""lr_max="auto" v6: the search on prefixes of the run (onecycle.auto, onecycle.prefixes):
-budget, rungs, extension, no refusal on a model that trains, the run continuing the
-pick's prefix bit for bit, the validation split, resume without a second search."""
+"""lr_max="auto" v6 (onecycle.auto): the budget held on any run, no refusal on a model that
+trains, resume without a second search - for the default search (probes) and the search
+on prefixes of the run (onecycle.prefixes: rungs, the extension upward, the horizon, the
+run continuing the pick's prefix bit for bit, the validation split)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,32 @@ def _learner(n: int = 1024, bs: int = 32, **kw) -> Learner:
                    metrics=[accuracy], **kw)  # fmt: skip
 
 
+@pytest.fixture
+def prefixes(monkeypatch):
+    """The search on prefixes of the run (``auto.METHOD = "prefixes"``)."""
+    monkeypatch.setattr(A, "METHOD", "prefixes")
+
+
+@pytest.fixture(params=["probes", "prefixes"])
+def method(request, monkeypatch):
+    monkeypatch.setattr(A, "METHOD", request.param)
+    return request.param
+
+
+def _fake_probe(score_of):
+    """``probe`` that trains nothing: the held-back loss is ``score_of(lr)`` (the model as
+    it is: its real held-back loss)."""
+    real = A.probe
+
+    def probe(learn, lr, steps, **kw):
+        if steps == 0:
+            return real(learn, lr, steps, **kw)
+        lr = lr[-1] if isinstance(lr, list) else lr
+        return A.ProbeResult(lr, steps, score_of(lr))
+
+    return probe
+
+
 def _fake_advance(score_of):
     """``advance`` that trains nothing: the score is ``score_of(lr, to)``."""
     calls: list[tuple[float, int]] = []
@@ -50,19 +77,21 @@ def _fake_advance(score_of):
 
 @pytest.mark.parametrize("budget", [0.1, 0.3, 1.0])
 @pytest.mark.parametrize("total", [60, 400, 2000])
-def test_the_search_holds_its_budget_restores_and_repeats(budget, total):
+def test_the_search_holds_its_budget_restores_and_repeats(budget, total, method):
     learn = _learner()
     state = {k: v.clone() for k, v in learn.model.state_dict().items()}
     res = A.auto_lr_max(learn, total, budget=budget)
-    assert res.lr_max is not None and res.lr_max in res.candidates, res.reason
-    assert res.compute_ratio <= budget + 1e-9  # the pick's prefix belongs to the run
+    assert res.lr_max is not None, res.reason
+    assert min(res.candidates) <= res.lr_max <= max(res.candidates)
+    assert res.compute_ratio <= budget + 1e-9  # (prefixes: the pick's belongs to the run)
     assert all(torch.equal(v, learn.model.state_dict()[k]) for k, v in state.items())
     again = A.auto_lr_max(learn, total, budget=budget)
     assert again.lr_max == res.lr_max
     assert [p.scores for p in again.prefixes] == [p.scores for p in res.prefixes]
+    assert again.probes == res.probes
 
 
-def test_rungs_keep_the_better_half_and_the_pick_is_the_lowest_last_score(monkeypatch):
+def test_rungs_keep_the_better_half_and_the_pick_is_the_lowest_last_score(monkeypatch, prefixes):
     best = 10**-1.5  # the third of four candidates; the second nearly as good at rung 1
 
     def score(lr, to):
@@ -80,7 +109,7 @@ def test_rungs_keep_the_better_half_and_the_pick_is_the_lowest_last_score(monkey
     assert res.lr_max == pytest.approx(best) and "lowest held-back loss" in res.reason
 
 
-def test_a_winning_top_candidate_brings_in_the_lattice_point_above(monkeypatch):
+def test_a_winning_top_candidate_brings_in_the_lattice_point_above(monkeypatch, prefixes):
     fake, calls = _fake_advance(lambda lr, to: 1.0 / (1 + lr))  # the larger, the better
     monkeypatch.setattr(A, "advance", fake)
     res = A.auto_lr_max(_learner(), 4000, budget=1.0)
@@ -96,7 +125,7 @@ def _flat_sweep(learn, *a, **kw) -> RangeTestResult:
     return res
 
 
-def test_a_flat_sweep_probes_the_default_lattice_instead_of_refusing(monkeypatch):
+def test_a_flat_sweep_probes_the_default_lattice_instead_of_refusing(monkeypatch, method):
     monkeypatch.setattr(A, "lr_sweep", _flat_sweep)
     learn = _learner()
     learn.fit_one_cycle(8, "auto")
@@ -108,7 +137,7 @@ def test_a_flat_sweep_probes_the_default_lattice_instead_of_refusing(monkeypatch
     assert learn.recorder.rows[-1]["accuracy"] > 0.9
 
 
-def test_only_a_search_where_everything_diverged_is_refused(monkeypatch):
+def test_only_a_search_where_everything_diverged_is_refused(monkeypatch, prefixes):
     fake, calls = _fake_advance(lambda lr, to: math.inf)
     monkeypatch.setattr(A, "advance", fake)
     learn = _learner()
@@ -118,8 +147,34 @@ def test_only_a_search_where_everything_diverged_is_refused(monkeypatch):
     assert len(first) > A.MAX_CANDIDATES  # it looked lower before giving up
 
 
+def test_probes_refuse_only_when_every_probe_diverged(monkeypatch):
+    seen: list[float] = []
+    monkeypatch.setattr(A, "probe", _fake_probe(lambda lr: seen.append(lr) or math.inf))
+    with pytest.raises(ConfigError, match="every probe diverged"):
+        _learner().fit_one_cycle(20, "auto")
+    assert min(seen) < min(seen[:-2])  # it looked lower before giving up
+
+
+def test_probes_where_nothing_trains_run_the_largest_that_did_not_get_worse(monkeypatch):
+    level = {}
+    real = A.probe
+
+    def probe(learn, lr, steps, **kw):  # a plateau: every probe at the untrained loss
+        r = real(learn, lr, 0, **kw)
+        level.setdefault("start", r.loss)
+        lr = lr[-1] if isinstance(lr, list) else lr
+        return A.ProbeResult(lr, steps, level["start"] * (1.5 if lr > 0.5 else 1.0))
+
+    monkeypatch.setattr(A, "probe", probe)
+    res = A.auto_lr_max(_learner(), 2000)
+    assert "no probe trained" in res.reason
+    assert res.lr_max == max(c for c in res.candidates if c <= 0.5)
+
+
 @pytest.mark.parametrize("worse", [False, True])
-def test_when_nothing_trains_the_largest_that_did_not_get_worse_runs(monkeypatch, caplog, worse):
+def test_when_nothing_trains_the_largest_that_did_not_get_worse_runs(
+    monkeypatch, caplog, worse, prefixes
+):
     start = A.held_loss  # the untrained model's held-back loss, as the search measures it
     level: list[float] = []
 
@@ -141,7 +196,7 @@ def test_when_nothing_trains_the_largest_that_did_not_get_worse_runs(monkeypatch
     assert any("no candidate had trained" in r.message for r in caplog.records)
 
 
-def test_the_run_continues_the_picks_prefix_and_equals_a_plain_run_bit_for_bit():
+def test_the_run_continues_the_picks_prefix_and_equals_a_plain_run_bit_for_bit(prefixes):
     learn = _learner()
     learn.fit_one_cycle(6, "auto")
     auto = learn.auto_result
@@ -168,7 +223,7 @@ class _Spy(Callback):
         self.rows.update(tuple(r.tolist()) for r in learn.batch[0])
 
 
-def test_the_validation_split_is_never_trained_on():
+def test_the_validation_split_is_never_trained_on(prefixes):
     learn = _learner()
     spy = _Spy()
     learn.fit_one_cycle(4, "auto", cbs=[spy])
@@ -191,7 +246,9 @@ class _Stop(Callback):
             raise KeyboardInterrupt
 
 
-def test_resume_reads_the_pick_from_the_checkpoint_and_never_searches_again(tmp_path, monkeypatch):
+def test_resume_reads_the_pick_from_the_checkpoint_and_never_searches_again(
+    tmp_path, monkeypatch, method
+):
     whole = _learner()
     whole.fit_one_cycle(6, "auto")
     pick = whole.auto_result.lr_max
@@ -215,13 +272,13 @@ def test_auto_budget_is_checked():
         _learner().fit_one_cycle(2, "auto", start_epoch=1)
 
 
-def test_a_short_run_gets_a_cheaper_search_and_says_so():
-    p = A.plan(60, 0.3, 1.0)
+def test_a_short_run_gets_a_cheaper_search_and_says_so(method):
+    p = A.plan(120, 0.3, 1.0)
     assert p.sweep == 0 and p.k in (2, 3) and len(p.rungs) == 1 and p.note
     learn = _learner()
-    learn.fit_one_cycle(2, "auto")  # 58 steps: 17 to spend
+    learn.fit_one_cycle(2, "auto")  # 64 steps (58 with the split): under 20 to spend
     assert learn.auto_result.lr_max is not None and learn.auto_result.compute_ratio <= 0.3
-    assert "candidates" in learn.auto_result.reason
+    assert "budget of 0.3" in learn.auto_result.reason
 
 
 @pytest.mark.slow
@@ -243,7 +300,7 @@ def test_a_newcomers_cnn_on_mnist1d_is_never_refused(seed):
     assert learn.recorder.rows[-1]["accuracy"] > 0.15, learn.auto_result  # chance: 0.10
 
 
-def test_horizon_moves_the_pick_to_the_nearest_lower_candidate(monkeypatch):
+def test_horizon_moves_the_pick_to_the_nearest_lower_candidate(monkeypatch, prefixes):
     monkeypatch.setattr(A, "HORIZON_BETA", 0.5)
     ps = [Prefix(1.0, 100, {}, {100: 0.1}), Prefix(10**-0.5, 100, {}, {100: 0.2}),
           Prefix(0.1, 30, {}, {30: 0.3}), Prefix(10**-1.5, 30, {}, {30: 0.4})]  # fmt: skip

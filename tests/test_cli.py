@@ -288,8 +288,9 @@ def test_fit_lr_max_auto_reports_a_rollback_when_the_run_at_the_pick_collapses(
                         p.fill_(float("nan"))
 
     fit = run_module._fit
-    monkeypatch.setattr(run_module, "_fit", lambda learn, cfg, cbs: fit(learn, cfg,
-                                                                       [*cbs, Sabotage()]))
+    monkeypatch.setattr(
+        run_module, "_fit", lambda learn, cfg, cbs: fit(learn, cfg, [*cbs, Sabotage()])
+    )
     args = ["fit", "--model", "mlp", "--lr-max", "auto", "--epochs", "6", "--no-progress"]
     assert main([*args, "--out", str(tmp_path)]) == 0
     m = json.loads((tmp_path / "metrics.json").read_text())

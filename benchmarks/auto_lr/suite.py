@@ -73,7 +73,7 @@ def _job(job: tuple[str, str, Any, int, str, bool, int]) -> dict[str, Any]:
         elif arm == "auto":
             r = arms.run_auto(task, make, device)
         elif arm.startswith("auto_b"):  # auto_b0.1, auto_b1: lr_max="auto" at that budget
-            r = arms.run_auto(task, make, device, budget=float(arm[len("auto_b"):]))
+            r = arms.run_auto(task, make, device, budget=float(arm[len("auto_b") :]))
         elif arm == "auto_wd":
             r = arms.run_auto(task, make, device, wd_auto=True)
         elif arm == "wd":

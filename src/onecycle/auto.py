@@ -128,8 +128,15 @@ EXTEND = True
 # The horizon correction's exponent (``horizon``): set on the suite's calibration and seen
 # pairs from the rung scores of an uncorrected search (docs/results/auto_lr_v6.md).
 HORIZON_BETA = 0.0
-# Smith's wd and momentum tests: the shortest probe worth running (optimizer steps).
-MIN_PROBE_STEPS = 8
+# The shortest probe worth running (optimizer steps), here and in Smith's wd and momentum
+# tests; a probe's length at the default budget (PROBE_FRAC of the run: v4/v5's, read
+# off the calibration pairs, docs/results/auto_lr_history.md), in proportion to the budget.
+MIN_PROBE_STEPS, PROBE_FRAC = 8, 0.04
+# The search that ranks the candidates: "probes" (short 1cycles that reach their peak;
+# the default: on the suite's calibration and seen pairs, prefixes of 3-9% of the run
+# favoured the highest candidate, 7/25 pairs within target against the probes' 13/25 -
+# docs/results/auto_lr_v6.md) or "prefixes" (prefixes of the run itself, continued).
+METHOD = "probes"
 
 
 @dataclass
@@ -168,6 +175,20 @@ class AutoResult:
     @property
     def compute_ratio(self) -> float:
         return self.steps_used / max(1, self.total_steps)
+
+    def __repr__(self) -> str:
+        what = f"wd={self.wd:g}" if self.wd is not None else (
+            f"lr_max={self.lr_max:.3g}" if self.lr_max is not None else "lr_max=None")  # fmt: skip
+        parts = [what]
+        if self.prefixes:
+            parts.append(f"{len(self.prefixes)} candidates on rungs {self.rungs} "
+                         f"(of {self.total_steps} steps)")  # fmt: skip
+        if self.held_samples:
+            parts.append(f"{self.held_samples} samples held back")
+        parts.append(f"search cost {self.compute_ratio:.1%} of the run")
+        if self.rollbacks:
+            parts.append(f"{len(self.rollbacks)} rollback(s)")
+        return f"AutoResult({', '.join(parts)})\n  reason: {self.reason}"
 
     def prefix(self, lr_max: float) -> Prefix | None:
         """The prefix trained at ``lr_max`` (None: none was)."""
@@ -270,6 +291,13 @@ def _cost(k: int, rungs: Sequence[int], sweep: int, evals: float, extend: bool =
     return cost - rungs[-1]
 
 
+def _sweep_steps(allowed: float) -> int:
+    """The sweep's steps within ``allowed``: ``SWEEP_STEPS``, at most ``SWEEP_SHARE`` of
+    it, none when that leaves fewer than ``MIN_SWEEP``."""
+    sweep = min(SWEEP_STEPS, math.floor(SWEEP_SHARE * allowed))
+    return sweep if sweep >= MIN_SWEEP else 0
+
+
 def plan(total_steps: int, budget: float, evals: float) -> Plan:
     """The largest search that fits ``budget`` x ``total_steps`` steps beyond the run
     (``evals``: the cost of one held-back evaluation), in this order of preference:
@@ -283,8 +311,7 @@ def plan(total_steps: int, budget: float, evals: float) -> Plan:
     (2, 0)
     """
     allowed = budget * total_steps
-    sweep = min(SWEEP_STEPS, math.floor(SWEEP_SHARE * allowed))
-    sweep = sweep if sweep >= MIN_SWEEP else 0
+    sweep = _sweep_steps(allowed)
     options = [(MAX_CANDIDATES, 2, EXTEND), (3, 2, EXTEND), (3, 1, EXTEND), (2, 1, EXTEND),
                (2, 1, False)]  # fmt: skip
     for k, n_rungs, extend in options:
@@ -326,8 +353,11 @@ def _scoring_batches(learn: Learner, n: int) -> tuple[Any, list[Any], str]:
     if held:
         return rest, held, ""
     if learn.valid_data is not None:
-        return learn.train_data, list(learn.valid_data), "scored on valid_data (the " \
-            "training data is not a onecycle.data.Loader: no split)"
+        return (
+            learn.train_data,
+            list(learn.valid_data),
+            "scored on valid_data (the training data is not a onecycle.data.Loader: no split)",
+        )
     held = [b for _, b in zip(range(n), learn.train_data)]
     return learn.train_data, held, ("scored on training batches the run also trains on "
                                     "(no onecycle.data.Loader, no valid_data): over-fitting "
@@ -347,6 +377,7 @@ def auto_lr_max(
     div: float = 25.0,
     div_final: float = 1e5,
     cbs: Sequence[Callback] = (),
+    method: str | None = None,
 ) -> AutoResult:
     """``lr_max`` for a 1cycle run of ``total_steps`` optimizer steps, or of ``n_epoch``
     epochs of the training data less the validation split (then ``total_steps`` is
@@ -358,6 +389,9 @@ def auto_lr_max(
     beyond the run. Everything is restored; the result keeps each prefix's state, and
     the split's training loader in ``train_data``, for ``fit_one_cycle`` to continue
     the pick's prefix as the run.
+
+    ``method`` (default ``METHOD``): ``"probes"`` ranks the candidates by short probes
+    instead (``rank_by_probes``): no split, nothing for the run to continue.
     """
     if (total_steps is None) == (n_epoch is None):
         raise ConfigError("total_steps", total_steps, "a number of steps, or None with n_epoch")
@@ -373,9 +407,14 @@ def auto_lr_max(
                                                     div_final))  # fmt: skip
     adaptive = has_mom and momentum_key(learn.opt) == "betas"
     end_mom = (moms or learn.moms)[2] if has_mom else None
+    method = METHOD if method is None else method
+    if method not in ("probes", "prefixes"):
+        raise ConfigError("method", method, "'probes' or 'prefixes'")
     data = learn.train_data
     n_held = held_batches(learn)
-    rest, held, scored_on = _scoring_batches(learn, n_held)
+    rest, held, scored_on = (
+        (data, [], "") if method == "probes" else _scoring_batches(learn, n_held)
+    )
     learn.train_data = rest
     try:
         per_epoch = learn.steps_per_epoch(cbs)
@@ -386,7 +425,8 @@ def auto_lr_max(
     total_steps = check_int("total_steps", total_steps)
     n_sched = n_epoch if n_epoch is not None else math.ceil(total_steps / max(1, per_epoch))
     evals = EVAL_COST * len(held)
-    p = plan(total_steps, budget, evals)
+    p = plan(total_steps, budget, evals) if method == "prefixes" else Plan(
+        _sweep_steps(budget * total_steps), MAX_CANDIDATES, ())  # fmt: skip
     out = AutoResult(None, "", None, [], [], 0.0, total_steps, budget=budget,
                      held_batches=len(held) if not scored_on else 0,
                      held_samples=sum(len(b[1]) for b in held) if not scored_on else 0,
@@ -406,17 +446,27 @@ def auto_lr_max(
             res, window = None, []
         kind = "adaptive" if adaptive else "sgd"
         if not window:
-            why = (res.recommended.reason if res is not None and res.recommended is not None
-                   and res.recommended.lr is None else "no sweep")  # fmt: skip
+            if res is None:
+                why = f"no room for one in a budget of {budget:g} x {total_steps} steps"
+            elif res.recommended is not None and res.recommended.lr is None:
+                why = res.recommended.reason
+            else:
+                why = "it shows no window"
             notes.append(f"the sweep could not place candidates ({why}): the lattice from "
-                         f"{DEFAULT_TOP[kind]:g} down")  # fmt: skip
+                         f"{DEFAULT_TOP[kind]:.3g} down")  # fmt: skip
             window = _lattice(DEFAULT_TOP[kind], max(p.k, 2))
+        if method == "probes":
+            rank_by_probes(learn, out, window, res, ratios, moms=moms, wd=wd,
+                           pct_start=pct_start, div=div, div_final=div_final, cbs=cbs)  # fmt: skip
+            out.reason = "; ".join([out.reason, *notes]) if notes else out.reason
+            return out
         if p.k == 0:  # no room for any prefix: the sweep's reading, or the default top
             rec = res.recommended.lr if res is not None and res.recommended else None
             pick = rec if rec is not None else window[min(1, len(window) - 1)]
             out.lr_max, out.candidates = pick, window
             out.reason = f"{pick:.3g}: no prefixes ({p.note}); " + (
-                "the sweep's recommendation" if rec is not None else "the default lattice")
+                "the sweep's recommendation" if rec is not None else "the default lattice"
+            )
             return out
         cands = window[: p.k] if len(window) >= p.k else _lattice(window[0], p.k)
         out.start_loss = held_loss(learn, held)
@@ -633,3 +683,88 @@ def momentum_range_test(
     why = f"lowest held-back loss of moms in {[list(v) for v in values]} after {steps} steps"
     peak = lr_max if isinstance(lr_max, float) else float(list(lr_max)[-1])
     return m, AutoResult(peak, why, None, [], probes, used, total_steps)
+
+
+def rank_by_probes(
+    learn: Learner,
+    out: AutoResult,
+    window: list[float],
+    res: RangeTestResult | None,
+    ratios: list[float],
+    *,
+    moms: tuple[float, float, float] | None,
+    wd: float | None,
+    pct_start: float,
+    div: float,
+    div_final: float,
+    cbs: Sequence[Callback],
+) -> None:
+    """The candidates ranked by short probes (``probe``: a 1cycle of their own, warm-up,
+    peak and anneal, from the same weights and batches, scored on held-back samples no
+    probe trains on), into ``out``: the lowest held-back loss, moved towards the
+    neighbour that probed next best (``between``). Each probe gets ``PROBE_FRAC`` of the
+    run, scaled by ``out.budget / BUDGET``, within what the budget leaves; fewer
+    candidates (the lowest go first) when even ``MIN_PROBE_STEPS`` does not fit, and the
+    sweep's recommendation (or the lattice's second point) when not even two do.
+
+    Nothing is refused while a probe stays finite: if none trained (a plateau, or a
+    model already trained), the largest candidate whose probe did not end worse than
+    the model as it is runs, with a warning; if every probe diverged, two lattice points
+    below are probed once more before giving up (``lr_max`` None)."""
+    total, budget = out.total_steps, out.budget or BUDGET
+    allowed = budget * total
+    held = EVAL_COST * held_count(learn)
+    cands = list(window)
+    steps = 0
+    while len(cands) >= 2:
+        room = allowed - out.steps_used - (len(cands) + 1) * held
+        want = max(MIN_PROBE_STEPS, round(PROBE_FRAC * total * budget / BUDGET))
+        steps = min(want, math.floor(room / len(cands)))
+        if steps >= MIN_PROBE_STEPS:
+            break
+        cands = cands[:-1]
+    out.candidates = cands
+    if len(cands) < 2 or steps < MIN_PROBE_STEPS:
+        rec = res.recommended.lr if res is not None and res.recommended is not None else None
+        out.lr_max = rec if rec is not None else window[min(1, len(window) - 1)]
+        out.candidates = window
+        out.reason = (f"{out.lr_max:.3g}: a budget of {budget:g} x {total} steps leaves no room "
+                      "for probes; " + ("the sweep's recommendation" if rec is not None else
+                                        "the lattice's second point"))  # fmt: skip
+        return
+
+    def run(lr: float) -> ProbeResult:
+        r = probe(learn, [lr * g for g in ratios], steps, moms=moms, wd=wd, pct_start=pct_start,
+                  div=div, div_final=div_final, cbs=cbs)  # fmt: skip
+        out.steps_used += probe_cost(learn, steps)
+        out.probes.append(r)
+        return r
+
+    start = probe(learn, cands[-1], 0, cbs=cbs).loss  # the model as it is, held back
+    out.start_loss = start
+    out.steps_used += held
+    scores = {lr: run(lr).loss for lr in cands}
+    if all(math.isinf(v) for v in scores.values()):  # everything diverged: lower, once
+        cands = [*cands, *_lattice(min(cands) / 10**0.5 * (1 + 1e-9), 2)]
+        scores.update({lr: run(lr).loss for lr in cands[-2:]})
+        out.candidates = cands
+    best = min(cands, key=lambda lr: scores[lr])
+    if math.isinf(scores[best]):
+        out.reason = (f"every probe diverged ({', '.join(f'{c:.3g}' for c in cands)}) in "
+                      f"{steps} steps: give lr_max")  # fmt: skip
+        return
+    why = f"lowest held-back loss ({scores[best]:.4g}) of {len(cands)} probes of {steps} steps"
+    if len(cands) < len(window):
+        why += f" (a budget of {budget:g} x {total} steps: {len(cands)} of {len(window)})"
+    if scores[best] < start - TRAINS * abs(start):
+        peak = between(cands, [scores[c] for c in cands])
+        out.lr_max = peak
+        out.reason = (f"{peak:.3g}: {why} at {best:.3g}, moved towards the neighbour that "
+                      "probed next best" if peak != best else f"{best:.3g}: {why}")  # fmt: skip
+        return
+    ok = [c for c in cands if scores[c] <= start + TRAINS * abs(start)]
+    out.lr_max = max(ok or [best])
+    out.reason = (f"{out.lr_max:.3g}: no probe trained in {steps} steps (best held-back loss "
+                  f"{scores[best]:.4g}, the model as it is {start:.4g}); the largest that did "
+                  "not get worse is used, and the run is watched for collapse")  # fmt: skip
+    log.warning("lr_max=auto: %s", out.reason)

@@ -203,4 +203,3 @@ def advance(
     prefix.state, prefix.steps = seg.state, to
     prefix.scores[to] = seg.score
     return seg.score
-

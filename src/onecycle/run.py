@@ -466,8 +466,14 @@ def auto_report(auto: AutoResult) -> str:
             lines.append(f"  {p.lr_max:>9.3g}  {wd:>7}  {p.steps:>5}  {loss}")
     what = f"wd={auto.wd:g}" if auto.wd is not None else (
         f"lr_max={auto.lr_max:.3g}" if auto.lr_max is not None else "no lr_max")  # fmt: skip
-    cost = (f" (the search cost {100 * auto.compute_ratio:.1f}% of this run's "
-            f"{auto.total_steps} steps, beyond the run)") if auto.steps_used else ""
+    cost = (
+        (
+            f" (the search cost {100 * auto.compute_ratio:.1f}% of this run's "
+            f"{auto.total_steps} steps, beyond the run)"
+        )
+        if auto.steps_used
+        else ""
+    )
     lines.append(f"{what}: {auto.reason}{cost}")
     return "\n".join(lines) + "\n"
 
