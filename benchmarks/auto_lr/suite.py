@@ -167,6 +167,8 @@ def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
                     r["score"] if r["score"] is not None else -sign * math.inf
                 )
         grid_mean = {lr: statistics.mean(v) for lr, v in grid.items()}
+        if not grid_mean:  # no grid (yet) for this pair: nothing to measure against
+            continue
         best_lr = max(grid_mean, key=lambda k: sign * grid_mean[k])
         best = grid_mean[best_lr]
         arms_out: dict[str, Any] = {}

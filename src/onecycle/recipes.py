@@ -207,19 +207,17 @@ def fit_one_cycle(
     ``pct_start`` of all steps, then anneals to ``lr_max/div_final``; momentum (or
     Adam's beta1) moves against it through ``moms`` (default: the Learner's,
     0.95-0.85-0.95). ``lr_max`` may be a slice or a sequence (discriminative LRs), or
-    ``"auto"``: a search on prefixes of this very run first (``onecycle.auto``: a range
-    test, then each candidate peak's first few percent of the run, scored after a short
-    cool-down on a validation split held back from the training data), then the run
-    *continues* the pick's prefix, on the training data less that split, with the next
-    lower candidate run instead if it collapses (``onecycle.fallback``). The search
-    spends at most ``auto_budget`` (default 0.3) x the run's steps beyond the run;
-    ``learn.auto_result`` says what it saw, chose and spent; a checkpoint of the run
-    holds the pick, so ``resume`` never searches again. ``wd="auto"``: Smith's
-    weight-decay test at that ``lr_max`` (another tenth at most; the run then starts
-    from scratch at the pick, its prefix having trained at another wd). See
-    ``onecycle.schedules.one_cycle`` for ``anneal`` and ``three_phase``, and ``fit``
-    for ``resume`` and ``extend`` (lengthen a shorter run of the same fit from its
-    checkpoint, without a second warm-up).
+    ``"auto"``: a search first (``onecycle.auto``: a range test places candidate peaks,
+    short 1cycle probes rank them on samples held back from training), then the run at
+    the pick, with the next lower candidate run instead if it collapses
+    (``onecycle.fallback``). The search spends at most ``auto_budget`` (default 0.3) x
+    the run's steps beyond the run; ``learn.auto_result`` says what it saw, chose and
+    spent; a checkpoint of the run holds the pick, so ``resume`` never searches again
+    (with ``auto.METHOD = "prefixes"`` it searches on prefixes of this very run and the
+    run continues the pick's). ``wd="auto"``: Smith's weight-decay test at that
+    ``lr_max`` (another tenth at most). See ``onecycle.schedules.one_cycle`` for
+    ``anneal`` and ``three_phase``, and ``fit`` for ``resume`` and ``extend`` (lengthen a
+    shorter run of the same fit from its checkpoint, without a second warm-up).
 
     ``budget``: a wall-clock time (seconds, or ``"90s"``, ``"3m"``, ``"1.5h"``) instead of
     a number of steps: the cycle's progress is time used over the budget, the steps per
