@@ -127,9 +127,8 @@ def _add_fit_args(f: argparse.ArgumentParser) -> None:
         type=_lr_max,
         default=None,
         help="peak LR (one-cycle, clr), or the LR (const) / start LR (decays); "
-        "'auto' searches first: a range test, then each candidate peak's first few percent "
-        "of this run, scored after a short cool-down on a validation split of the training "
-        "data; the run continues the pick's prefix (clr: the range test's bounds); default: "
+        "'auto' searches first: a range test places candidate peaks, short 1cycle probes "
+        "rank them on held-back training samples (clr: the range test's bounds); default: "
         "the data set's recipe",
     )
     g.add_argument(

@@ -232,8 +232,9 @@ def fit_auto(
     resume: Any = None,
 ) -> None:
     """``fit_one_cycle(lr_max="auto")``'s run: the search (``onecycle.auto.auto_lr_max``),
-    then ``fit(peaks, extra_cbs, resume)`` continuing the pick's prefix, on the training
-    data less the search's validation split, with ``fit_with_fallbacks`` watching.
+    then ``fit(peaks, extra_cbs, resume)`` at the pick, with ``fit_with_fallbacks``
+    watching; after a search on prefixes (``auto.METHOD = "prefixes"``) the run
+    continues the pick's prefix, on the training data less the search's split.
 
     ``resume``: a checkpoint of this run (``Checkpoint`` writes the search's pick and
     split into it): the run goes on at that pick, on that split, without searching
