@@ -98,6 +98,7 @@ class FitConfig:
     resume: bool = False  # continue from the newest good checkpoint in out/checkpoints
     resume_from: str | None = None
     extend: bool = False  # resume a shorter run of this command and lengthen it to epochs
+    overwrite: bool = False  # a fresh run into out: clear its earlier run's checkpoints first
     log: Literal["csv", "tensorboard"] | None = None  # per-step logs in out/logs
     # set by resolved(): the recipe's batch is global (split across torchrun processes);
     # an explicit bs is per process. None: bs is per process.
@@ -179,6 +180,11 @@ class FitConfig:
         if c.checkpoint_every is not None:
             c.checkpoint_every = check_int("checkpoint_every", c.checkpoint_every)
         c.keep = check_int("keep", c.keep)
+        if not isinstance(c.overwrite, bool):
+            raise ConfigError("overwrite", c.overwrite, "True or False")
+        if c.overwrite and (c.resume or c.resume_from):
+            raise ConfigError("overwrite", True, "no --overwrite with --resume or --resume-from: "
+                              "one continues the run, the other clears it")  # fmt: skip
         if c.extend and not (c.resume or c.resume_from):
             raise ConfigError("extend", True, "--resume or --resume-from with it: it lengthens "
                               "a saved run")  # fmt: skip
