@@ -524,3 +524,17 @@ def test_a_corrupted_mnist1d_cache_is_not_trusted(tmp_path, monkeypatch, caplog)
     with caplog.at_level(logging.WARNING):
         third = ds.load_mnist1d(7)
     assert torch.equal(third.x_train, good.x_train) and "generating it again" in caplog.text
+
+
+# --- 16. issue 31: a seed over 64 bits, a resume that changed its batch, labels out of range ----
+
+
+def test_a_seed_over_64_bits_is_refused_like_a_negative_one(tmp_path):
+    for seed in ("1180591620717411303424", "-1"):
+        for argv in ([*FIT, "--seed", seed], ["lr-find", "--dataset", "mnist1d", "--seed", seed]):
+            rc, lines, stdout = _cli(*argv, "--out", str(tmp_path / "run"))
+            assert rc == 2 and len(lines) == 1 and f"seed={seed}" in lines[0], (argv, lines)
+            assert "[0, 18446744073709551615]" in lines[0] and "train_loss" not in stdout
+    with pytest.raises(ConfigError, match=r"seed=1180591620717411303424 is invalid"):
+        FitConfig(seed=2**70).resolved()  # the Python API: the same
+    assert FitConfig(seed=2**64 - 1).resolved().seed == 2**64 - 1  # torch.manual_seed's largest

@@ -33,6 +33,8 @@ __all__ = ["RECIPES", "SCHEDULES", "FitConfig", "check_out", "native_mixed_preci
 
 log = logging.getLogger(__name__)
 
+SEED_MAX = 2**64 - 1  # torch.manual_seed's largest (it overflows above)
+
 ScheduleName = Literal["one-cycle", "clr", "const", "step", "exp", "time", "sgdr", "wsd"]
 SCHEDULES = ("one-cycle", "clr", "const", "step", "exp", "time", "sgdr", "wsd")
 
@@ -176,7 +178,7 @@ class FitConfig:
             c.train_samples = check_int("train_samples", c.train_samples)
         if c.clip is not None:
             c.clip = check_positive("clip", c.clip)
-        c.seed = check_int("seed", c.seed, minimum=0)
+        c.seed = check_int("seed", c.seed, minimum=0, maximum=SEED_MAX)
         if c.checkpoint_every is not None:
             c.checkpoint_every = check_int("checkpoint_every", c.checkpoint_every)
         c.keep = check_int("keep", c.keep)
