@@ -538,3 +538,33 @@ def test_a_seed_over_64_bits_is_refused_like_a_negative_one(tmp_path):
     with pytest.raises(ConfigError, match=r"seed=1180591620717411303424 is invalid"):
         FitConfig(seed=2**70).resolved()  # the Python API: the same
     assert FitConfig(seed=2**64 - 1).resolved().seed == 2**64 - 1  # torch.manual_seed's largest
+
+
+def test_a_resume_that_changed_the_batch_says_so_and_offers_extend_only_for_a_longer_run(
+    tmp_path,
+):
+    out = str(tmp_path / "run")
+    assert _cli(*FIT, "--out", out)[0] == 0  # batch 100: 4 steps per epoch
+    rc, lines, _ = _cli(*FIT, "--bs", "50", "--resume", "--out", out)
+    assert rc == 2 and len(lines) == 1, lines
+    assert "batch size changed (100 -> 50)" in lines[0] and "extend" not in lines[0], lines
+    rc, lines, _ = _cli(*FIT, "--accumulate", "2", "--resume", "--out", out)
+    assert rc == 2 and "accumulation changed (1 -> 2" in lines[0] and "extend" not in lines[0]
+    rc, lines, _ = _cli(*FIT, "--bs", "50", "--epochs", "3", "--resume", "--out", out)
+    assert "batch size changed" in lines[0] and "epochs changed (2 -> 3)" in lines[0]
+    assert "extend" not in lines[0]
+    rc, lines, _ = _cli(*FIT, "--epochs", "3", "--resume", "--out", out)  # longer, same steps
+    assert rc == 2 and "same steps per epoch" in lines[0] and "--extend" in lines[0], lines
+    # the Python API: the steps per epoch, and the processes, named
+    learn = _learner()
+    learn.fit_one_cycle(2, 0.1, cbs=[Checkpoint(tmp_path / "ck")])
+    x, y = _data()
+    other = Learner(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)),
+                    Loader(x, y, 64), loss_func=F.cross_entropy)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"steps per epoch changed \(8 -> 4") as e:
+        other.fit_one_cycle(2, 0.1, resume=tmp_path / "ck")
+    assert "extend" not in str(e.value)
+    path, state = ck.latest(tmp_path / "ck")
+    ck.save({**state, "world_size": 2}, path)
+    with pytest.raises(ConfigError, match=r"processes changed \(2 -> 1\)"):
+        other.fit_one_cycle(2, 0.1, resume=tmp_path / "ck")
