@@ -568,3 +568,36 @@ def test_a_resume_that_changed_the_batch_says_so_and_offers_extend_only_for_a_lo
     ck.save({**state, "world_size": 2}, path)
     with pytest.raises(ConfigError, match=r"processes changed \(2 -> 1\)"):
         other.fit_one_cycle(2, 0.1, resume=tmp_path / "ck")
+
+
+def _labelled(y, bs=32, loss_func=F.cross_entropy, valid=None):
+    torch.manual_seed(0)
+    x, _ = _data()
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))  # 2 classes out
+    train = Loader(x, y, bs, shuffle=False)
+    valid = None if valid is None else Loader(x, valid, 128, shuffle=False)
+    return Learner(model, train, valid, loss_func=loss_func)
+
+
+def test_labels_out_of_range_name_the_batch_and_the_check_before_the_first_step():
+    learn = _labelled(torch.arange(256) % 5)  # labels 0..4 for a model of 2 classes
+    before = [p.clone() for p in learn.model.parameters()]
+    with pytest.raises(ConfigError) as e:
+        learn.fit_one_cycle(1, 0.1)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("train_data='epoch 0, batch 0: labels up to 4'")
+    assert "the model outputs 2 classes" in msg and "[0, 2)" in msg, msg
+    assert all(torch.equal(a, b) for a, b in zip(before, learn.model.parameters()))
+    assert learn.recorder.losses == []  # no optimizer step was taken
+    _, y = _data()
+    y = y.clone()
+    y[3 * 32 + 1] = 7  # one bad label in batch 3; with a loss onecycle does not know
+    learn = _labelled(y, loss_func=lambda pred, target: F.cross_entropy(pred, target))
+    with pytest.raises(ConfigError, match=r"train_data='epoch 0, batch 3: labels up to 7'"):
+        learn.fit_one_cycle(1, 0.1)
+    assert len(learn.recorder.losses) == 3
+    y[3 * 32 + 1] = 255  # cross-entropy's ignore_index is respected
+    _labelled(y, loss_func=nn.CrossEntropyLoss(ignore_index=255)).fit_one_cycle(1, 0.1)
+    good = _data()[1]
+    with pytest.raises(ConfigError, match=r"valid_data='batch 0: labels up to 9'"):
+        _labelled(good, valid=(torch.arange(256) % 10)).fit_one_cycle(1, 0.1)

@@ -344,8 +344,9 @@ class Learner:
             self._event("before_batch")
             with sync:
                 with self.autocast():
-                    _, _, self.pred, self.loss = B.forward(model, self.batch, self.split_batch,
-                                                           self.loss_func)  # fmt: skip
+                    _, _, self.pred, self.loss = B.forward(
+                        model, self.batch, self.split_batch, self.loss_func,
+                        ("train_data", f"epoch {self.epoch}, batch {self.iter}"))  # fmt: skip
                 self.loss_global = self.replicas.reduce_loss(self.loss)
                 self._event("after_loss")
                 loss = self.loss / group_size if group_size > 1 else self.loss
@@ -391,10 +392,11 @@ class Learner:
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         sums = [torch.zeros((), dtype=torch.float64, device=self.device) for _ in self.metrics]
         n = 0
-        for batch in data:
+        for i, batch in enumerate(data):
             with self.autocast():
                 inputs, yb, pred, loss = B.forward(self.model, to_device(batch, self.device),
-                                                   self.split_batch, self.loss_func)  # fmt: skip
+                                                   self.split_batch, self.loss_func,
+                                                   ("valid_data", f"batch {i}"))  # fmt: skip
             B.check_target(yb, self.metrics)
             bs = B.batch_size(inputs, yb)
             total += loss.detach().double() * bs
