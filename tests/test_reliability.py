@@ -601,3 +601,22 @@ def test_labels_out_of_range_name_the_batch_and_the_check_before_the_first_step(
     good = _data()[1]
     with pytest.raises(ConfigError, match=r"valid_data='batch 0: labels up to 9'"):
         _labelled(good, valid=(torch.arange(256) % 10)).fit_one_cycle(1, 0.1)
+
+
+def test_a_slice_on_one_param_group_warns_once_and_trains_at_its_high_end(caplog):
+    learn = _learner()
+    with caplog.at_level(logging.WARNING, logger="onecycle"):
+        learn.fit_one_cycle(1, slice(1e-3, 1e-1))
+        learn.fit_one_cycle(1, slice(1e-3, 1e-1))
+    warned = [r.getMessage() for r in caplog.records if "low end" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("lr_max=slice(0.001, 0.1, None)"), warned
+    assert "one param group" in warned[0] and "0.1" in warned[0]
+    plain = _learner()
+    plain.fit_one_cycle(1, 0.1)
+    assert learn.recorder.lrs[-8:] == plain.recorder.lrs  # the high end, as lr_max=0.1
+    caplog.clear()
+    two = _learner(splitter=lambda m: [list(m[0].parameters()), list(m[2].parameters())])
+    with caplog.at_level(logging.WARNING, logger="onecycle"):
+        two.fit_one_cycle(1, slice(1e-3, 1e-1))  # two groups: the slice spreads over them
+        _learner().fit_one_cycle(1, slice(1e-1))  # no low end: nothing to warn of
+    assert "low end" not in caplog.text
