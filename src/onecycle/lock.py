@@ -123,7 +123,8 @@ class FolderLock:
     def __init__(self, folder: str | Path, name: str = "out") -> None:
         self.folder, self.name = Path(folder), name
         self.path = self.folder / LOCK_FILE
-        self._key: str | None = None
+        self._key: str | None = None  # held in this process (rank 0 under torchrun)
+        self._acquired = False  # on every rank alike: acquire/release stay collective
 
     def __enter__(self) -> FolderLock:
         return self.acquire()
@@ -143,12 +144,13 @@ class FolderLock:
             os.close(fd)
 
     def acquire(self) -> FolderLock:
-        if self._key is None:
+        if not self._acquired:
             on_main(self._acquire)
+            self._acquired = True
         return self
 
     def release(self) -> None:
-        key, self._key = self._key, None
+        key, self._key, self._acquired = self._key, None, False
         if key is None:
             return
         with _guard:
