@@ -7,6 +7,7 @@ stderr and exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -171,6 +172,9 @@ def _cmd_study(args: argparse.Namespace) -> int:
     return 0
 
 
+# a file system that took no more: the one-line message, not a traceback
+_WRITE_FAILED = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+
 COMMANDS = {
     "schedule": _cmd_schedule, "fit": _cmd_fit, "lr-find": _cmd_lr_find, "study": _cmd_study,
     "demo": _cmd_demo,
@@ -220,6 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"onecycle: {e}", file=sys.stderr)
         return 128 + e.signum
     except OSError as e:  # a result that could not be written: disk full, quota, read-only
+        if e.errno not in _WRITE_FAILED:
+            raise
         where = f" {e.filename}" if e.filename else ""
         print(f"onecycle: error: could not write{where} ({e.strerror or e}); free space there "
               "and run again (a fit with --resume continues from its last checkpoint)",

@@ -70,19 +70,23 @@ class FolderInUse(ConfigError):
 def on_main(fn: Callable[[], Any]) -> None:
     """Run ``fn`` on rank 0 only (every process outside ``torchrun``); a ``ConfigError`` it
     raises is raised on every rank, so no rank waits for a peer that gave up."""
-    failed: tuple[str, Any, str] | None = None
-    error: ConfigError | None = None
+    failed: tuple[str, Any, str] | str | None = None
+    error: BaseException | None = None
     if D.is_main():
         try:
             fn()
         except ConfigError as e:
             failed, error = (e.name, e.value, e.allowed), e
+        except Exception as e:  # an I/O error: the peers must not wait for rank 0 either
+            failed, error = f"{type(e).__name__}: {e}", e
     if D.is_distributed():
         failed = D.broadcast_object(failed)
     if error is not None:
         raise error
-    if failed is not None:
+    if isinstance(failed, tuple):
         raise ConfigError(*failed)
+    if failed is not None:
+        raise RuntimeError(f"rank 0 failed: {failed}")
 
 
 def _alive(pid: int) -> bool:
@@ -107,9 +111,12 @@ def _describe(holder: dict[str, Any]) -> str:
 def _read(fd: int) -> dict[str, Any]:
     try:
         raw = os.pread(fd, 4096, 0)
-        return dict(json.loads(raw)) if raw.strip() else {}
-    except (OSError, ValueError, TypeError):
+        record = dict(json.loads(raw)) if raw.strip() else {}
+    except (OSError, ValueError, TypeError):  # unreadable, or not what we write
         return {}
+    if not isinstance(record.get("pid"), int) or isinstance(record.get("pid"), bool):
+        record["pid"] = None
+    return record
 
 
 class FolderLock:
@@ -226,15 +233,14 @@ class FolderLock:
 
     def _take_over(self, fd: int) -> None:
         """Warn if the file still names a holder that did not release it; write ours."""
-        old = _read(fd)
-        if old.get("pid") and old.get("pid") != os.getpid():
-            here = old.get("host") in (None, socket.gethostname())
+        old = _read(fd)  # a clean release empties the file: a pid here was never released
+        if old.get("pid"):
+            pid, here = int(old["pid"]), old.get("host") in (None, socket.gethostname())
             why = (
-                "ended without releasing it (killed or crashed)"
-                if here and not _alive(int(old["pid"]))
+                "no longer holds it" if not here
                 else "no longer holds it (that pid now belongs to another process)"
-                if here
-                else "no longer holds it"
+                if pid != os.getpid() and _alive(pid)
+                else "ended without releasing it (killed or crashed)"
             )  # fmt: skip
             log.warning("taking over the lock of %s: %s %s", self.folder, _describe(old), why)
         since = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S")
