@@ -83,6 +83,7 @@ def test_the_scheduler_and_range_test_work_without_the_learner(name):
         "onecycle.resume",
         "onecycle.callbacks",
         "onecycle.batch",
+        "onecycle.lock",
     ],
 )
 def test_what_the_learner_uses_does_not_import_it(name):

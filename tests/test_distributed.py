@@ -196,6 +196,33 @@ def test_cli_fit_under_torchrun(tmp_path) -> None:
         p.stderr)  # fmt: skip
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux: from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+def _wait_gone(pids: list[int], timeout: float = 60) -> None:
+    """Until each of ``pids`` has exited (a zombie has: its files, and locks, are closed)."""
+    deadline = time.monotonic() + timeout
+    for pid in pids:
+        while time.monotonic() < deadline:
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                break
+            if state in ("Z", "X"):
+                break
+            time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_cli_torchrun_killed_and_resumed_matches_uninterrupted(tmp_path) -> None:
     """A 2-process CLI run killed (SIGKILL, the whole job) mid-epoch, resumed with
@@ -216,8 +243,15 @@ def test_cli_torchrun_killed_and_resumed_matches_uninterrupted(tmp_path) -> None
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be killed"
-    os.killpg(proc.pid, signal.SIGKILL)
+    # torchrun starts each worker in a session of its own: the whole job is the agent's
+    # group and each worker's (killing the agent alone left the workers training on, into
+    # the folder the resume writes: the lock now refuses that resume, naming rank 0's pid)
+    workers = _children(proc.pid)
+    assert len(workers) == 2, workers
+    for group in (proc.pid, *workers):
+        os.killpg(group, signal.SIGKILL)
     proc.wait()
+    _wait_gone(workers)
     res = _torchrun(*args, "--resume", out=out)
     assert res.returncode == 0, res.stderr[-3000:]
     a = json.loads((tmp_path / "ref" / "metrics.json").read_text())["final"]

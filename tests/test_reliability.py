@@ -524,3 +524,99 @@ def test_a_corrupted_mnist1d_cache_is_not_trusted(tmp_path, monkeypatch, caplog)
     with caplog.at_level(logging.WARNING):
         third = ds.load_mnist1d(7)
     assert torch.equal(third.x_train, good.x_train) and "generating it again" in caplog.text
+
+
+# --- 16. issue 31: a seed over 64 bits, a resume that changed its batch, labels out of range ----
+
+
+def test_a_seed_over_64_bits_is_refused_like_a_negative_one(tmp_path):
+    for seed in ("1180591620717411303424", "-1"):
+        for argv in ([*FIT, "--seed", seed], ["lr-find", "--dataset", "mnist1d", "--seed", seed]):
+            rc, lines, stdout = _cli(*argv, "--out", str(tmp_path / "run"))
+            assert rc == 2 and len(lines) == 1 and f"seed={seed}" in lines[0], (argv, lines)
+            assert "[0, 18446744073709551615]" in lines[0] and "train_loss" not in stdout
+    with pytest.raises(ConfigError, match=r"seed=1180591620717411303424 is invalid"):
+        FitConfig(seed=2**70).resolved()  # the Python API: the same
+    assert FitConfig(seed=2**64 - 1).resolved().seed == 2**64 - 1  # torch.manual_seed's largest
+
+
+def test_a_resume_that_changed_the_batch_says_so_and_offers_extend_only_for_a_longer_run(
+    tmp_path,
+):
+    out = str(tmp_path / "run")
+    assert _cli(*FIT, "--out", out)[0] == 0  # batch 100: 4 steps per epoch
+    rc, lines, _ = _cli(*FIT, "--bs", "50", "--resume", "--out", out)
+    assert rc == 2 and len(lines) == 1, lines
+    assert "batch size changed (100 -> 50)" in lines[0] and "extend" not in lines[0], lines
+    rc, lines, _ = _cli(*FIT, "--accumulate", "2", "--resume", "--out", out)
+    assert rc == 2 and "accumulation changed (1 -> 2" in lines[0] and "extend" not in lines[0]
+    rc, lines, _ = _cli(*FIT, "--bs", "50", "--epochs", "3", "--resume", "--out", out)
+    assert "batch size changed" in lines[0] and "epochs changed (2 -> 3)" in lines[0]
+    assert "extend" not in lines[0]
+    rc, lines, _ = _cli(*FIT, "--epochs", "3", "--resume", "--out", out)  # longer, same steps
+    assert rc == 2 and "same steps per epoch" in lines[0] and "--extend" in lines[0], lines
+    # the Python API: the steps per epoch, and the processes, named
+    learn = _learner()
+    learn.fit_one_cycle(2, 0.1, cbs=[Checkpoint(tmp_path / "ck")])
+    x, y = _data()
+    other = Learner(nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)),
+                    Loader(x, y, 64), loss_func=F.cross_entropy)  # fmt: skip
+    with pytest.raises(ConfigError, match=r"steps per epoch changed \(8 -> 4") as e:
+        other.fit_one_cycle(2, 0.1, resume=tmp_path / "ck")
+    assert "extend" not in str(e.value)
+    path, state = ck.latest(tmp_path / "ck")
+    ck.save({**state, "world_size": 2}, path)
+    with pytest.raises(ConfigError, match=r"processes changed \(2 -> 1\)"):
+        other.fit_one_cycle(2, 0.1, resume=tmp_path / "ck")
+
+
+def _labelled(y, bs=32, loss_func=F.cross_entropy, valid=None):
+    torch.manual_seed(0)
+    x, _ = _data()
+    model = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))  # 2 classes out
+    train = Loader(x, y, bs, shuffle=False)
+    valid = None if valid is None else Loader(x, valid, 128, shuffle=False)
+    return Learner(model, train, valid, loss_func=loss_func)
+
+
+def test_labels_out_of_range_name_the_batch_and_the_check_before_the_first_step():
+    learn = _labelled(torch.arange(256) % 5)  # labels 0..4 for a model of 2 classes
+    before = [p.clone() for p in learn.model.parameters()]
+    with pytest.raises(ConfigError) as e:
+        learn.fit_one_cycle(1, 0.1)
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("train_data='epoch 0, batch 0: labels up to 4'")
+    assert "the model outputs 2 classes" in msg and "[0, 2)" in msg, msg
+    assert all(torch.equal(a, b) for a, b in zip(before, learn.model.parameters()))
+    assert learn.recorder.losses == []  # no optimizer step was taken
+    _, y = _data()
+    y = y.clone()
+    y[3 * 32 + 1] = 7  # one bad label in batch 3; with a loss onecycle does not know
+    learn = _labelled(y, loss_func=lambda pred, target: F.cross_entropy(pred, target))
+    with pytest.raises(ConfigError, match=r"train_data='epoch 0, batch 3: labels up to 7'"):
+        learn.fit_one_cycle(1, 0.1)
+    assert len(learn.recorder.losses) == 3
+    y[3 * 32 + 1] = 255  # cross-entropy's ignore_index is respected
+    _labelled(y, loss_func=nn.CrossEntropyLoss(ignore_index=255)).fit_one_cycle(1, 0.1)
+    good = _data()[1]
+    with pytest.raises(ConfigError, match=r"valid_data='batch 0: labels up to 9'"):
+        _labelled(good, valid=(torch.arange(256) % 10)).fit_one_cycle(1, 0.1)
+
+
+def test_a_slice_on_one_param_group_warns_once_and_trains_at_its_high_end(caplog):
+    learn = _learner()
+    with caplog.at_level(logging.WARNING, logger="onecycle"):
+        learn.fit_one_cycle(1, slice(1e-3, 1e-1))
+        learn.fit_one_cycle(1, slice(1e-3, 1e-1))
+    warned = [r.getMessage() for r in caplog.records if "low end" in r.getMessage()]
+    assert len(warned) == 1 and warned[0].startswith("lr_max=slice(0.001, 0.1, None)"), warned
+    assert "one param group" in warned[0] and "0.1" in warned[0]
+    plain = _learner()
+    plain.fit_one_cycle(1, 0.1)
+    assert learn.recorder.lrs[-8:] == plain.recorder.lrs  # the high end, as lr_max=0.1
+    caplog.clear()
+    two = _learner(splitter=lambda m: [list(m[0].parameters()), list(m[2].parameters())])
+    with caplog.at_level(logging.WARNING, logger="onecycle"):
+        two.fit_one_cycle(1, slice(1e-3, 1e-1))  # two groups: the slice spreads over them
+        _learner().fit_one_cycle(1, slice(1e-1))  # no low end: nothing to warn of
+    assert "low end" not in caplog.text

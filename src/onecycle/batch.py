@@ -21,21 +21,27 @@ tensor([1., 1.])
 (['input_ids', 'labels'], tensor([1., 1.]))
 >>> prediction((torch.ones(1), "aux"))
 tensor([1.])
+
+Class labels are checked against the model's outputs (``check_labels``) before the loss
+sees them: torch's own ``IndexError: Target 5 is out of bounds`` (or, on CUDA, a
+device-side assert) names neither the batch nor the two numbers that disagree.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from onecycle.errors import ConfigError
 
 __all__ = [
-    "batch_size", "call_model", "check_target", "compute_loss", "forward", "prediction",
-    "split_batch",
+    "batch_size", "call_model", "check_labels", "check_target", "compute_loss", "forward",
+    "prediction", "split_batch",
 ]  # fmt: skip
 
 SplitBatch = Callable[[Any], tuple[Any, Any]]
@@ -108,12 +114,76 @@ def compute_loss(
 def forward(
     model: nn.Module, batch: Any, split: Callable[[Any], tuple[Any, Any]],
     loss_func: Callable[[Any, Any], torch.Tensor] | None,
+    where: tuple[str, str] | None = None,
 ) -> tuple[Any, Any, Any, torch.Tensor]:  # fmt: skip
-    """``(inputs, target, pred, loss)`` of one batch: the three steps above, then the loss."""
+    """``(inputs, target, pred, loss)`` of one batch: the three steps above, then the loss.
+
+    ``where``: ``(data name, position)``, e.g. ``("train_data", "epoch 0, batch 3")``:
+    class labels out of the model's range are then refused naming it (``check_labels``):
+    before the loss for PyTorch's class-index losses, and for any other loss when it fails.
+    """
     inputs, target = split(batch)
     out = call_model(model, inputs)
     pred = prediction(out)
-    return inputs, target, pred, compute_loss(loss_func, out, pred, target)
+    if where is None:
+        return inputs, target, pred, compute_loss(loss_func, out, pred, target)
+    ignore = _class_index_loss(loss_func)
+    if ignore is not None:
+        check_labels(pred, target, where, ignore)
+    try:
+        loss = compute_loss(loss_func, out, pred, target)
+    except (IndexError, RuntimeError):
+        if isinstance(pred, torch.Tensor) and pred.ndim == 2:  # classes on dim 1, surely
+            check_labels(pred, target, where, -100)
+        raise
+    return inputs, target, pred, loss
+
+
+def _class_index_loss(loss_func: Any) -> int | None:
+    """The ``ignore_index`` of PyTorch's class-index losses (cross-entropy, NLL: the class
+    is dim 1 of the prediction), None for any other loss."""
+    fn, kw = loss_func, {}
+    while isinstance(fn, functools.partial):
+        kw = {**fn.keywords, **kw}
+        fn = fn.func
+    if fn is F.cross_entropy or fn is F.nll_loss:
+        return int(kw.get("ignore_index", -100))
+    if isinstance(fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
+        return int(fn.ignore_index)
+    return None
+
+
+def check_labels(pred: Any, target: Any, where: tuple[str, str], ignore_index: int = -100) -> None:
+    """Class-index targets (an integer tensor, one dimension less than ``pred``) must lie
+    in ``[0, C)``, ``C = pred.shape[1]`` the classes the model outputs: refuse the batch
+    at ``where`` naming the largest label and ``C``.
+
+    >>> check_labels(torch.zeros(4, 5), torch.tensor([0, 2, 9, 1]), ("train_data", "batch 0"))
+    Traceback (most recent call last):
+    ...
+    onecycle.errors.ConfigError: train_data='batch 0: labels up to 9' is invalid: expected class \
+labels in [0, 5): the model outputs 5 classes (pred of shape (4, 5)); give it 10 outputs, or \
+map the labels to 0..4
+    """
+    if not (isinstance(pred, torch.Tensor) and isinstance(target, torch.Tensor)):
+        return
+    if target.is_floating_point() or target.is_complex() or target.dtype == torch.bool:
+        return
+    if pred.ndim < 2 or target.ndim != pred.ndim - 1 or target.numel() == 0:
+        return
+    labels = target[target != ignore_index]
+    if labels.numel() == 0:
+        return
+    lo, hi, n = int(labels.min()), int(labels.max()), pred.shape[1]
+    if 0 <= lo and hi < n:
+        return
+    bad = f"labels up to {hi}" if hi >= n else f"labels down to {lo}"
+    fix = f"give it {hi + 1} outputs, or map" if hi >= n else "map"
+    raise ConfigError(
+        where[0], f"{where[1]}: {bad}",
+        f"class labels in [0, {n}): the model outputs {n} classes (pred of shape "
+        f"{tuple(pred.shape)}); {fix} the labels to 0..{n - 1}",
+    )  # fmt: skip
 
 
 def check_target(target: Any, metrics: list[Any]) -> None:

@@ -36,6 +36,7 @@ import torch
 from onecycle import distributed as D
 from onecycle.callbacks import Callback
 from onecycle.errors import ConfigError, check_int
+from onecycle.lock import FolderLock, on_main
 
 if TYPE_CHECKING:
     from onecycle.learner import Learner
@@ -46,6 +47,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointWriteError",
     "TrainingInterrupted",
+    "clear",
     "latest",
     "load",
     "save",
@@ -123,9 +125,13 @@ def save(state: dict[str, Any], path: str | Path) -> Path:
     except OSError as e:
         for p in (mpath, path):  # the file without its manifest is incomplete: drop both
             p.unlink(missing_ok=True)
+        previous = next((p.name for p in checkpoints(path.parent) if p != path), None)
+        kept = f"the previous checkpoint ({previous}) is intact" if previous else (
+            "no earlier checkpoint")  # fmt: skip
         raise CheckpointWriteError(
-            f"could not write checkpoint {path} ({e.strerror or e}); training stopped, the "
-            "previous checkpoints are intact: free space and run again with resume"
+            f"could not write checkpoint {path.name} into {path.parent} "
+            f"({e.strerror or e}); training stopped, {kept}: free space there and run "
+            "again with resume"
         ) from None
     return path
 
@@ -185,6 +191,21 @@ def checkpoints(folder: str | Path) -> list[Path]:
         if m:
             found.append((int(m.group(2)), int(m.group(1)), p))
     return [p for _, _, p in sorted(found, reverse=True)]
+
+
+def clear(folder: str | Path) -> list[Path]:
+    """Remove every checkpoint in ``folder``, with its manifest and any temporary file a
+    killed write left; returns the checkpoints removed (``overwrite=True``)."""
+    folder = Path(folder)
+    found = checkpoints(folder)
+    for p in found:
+        for f in (p, p.with_name(p.name + ".manifest")):
+            f.unlink(missing_ok=True)
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.name.startswith(".ckpt-") and ".tmp-" in p.name:
+                p.unlink(missing_ok=True)
+    return found
 
 
 def latest(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
@@ -305,17 +326,32 @@ class Checkpoint(Callback):
 
     Resume with ``learn.fit_one_cycle(..., resume="auto")`` (the newest good checkpoint
     here) or ``resume=path``.
+
+    The folder is this fit's alone: it is locked for the fit (``onecycle.lock``; another
+    process's fit into it is refused, naming its pid), and a fresh fit (no ``resume``)
+    into a folder that holds checkpoints of another run is refused unless
+    ``overwrite=True``, which removes them first (logged): a later resume must not pick
+    up another run's newest checkpoint.
     """
 
     order = 97  # after the Recorder has recorded the step
 
     def __init__(
-        self, folder: str | Path, every: int | None = None, keep: int = 3, signals: bool = True
+        self,
+        folder: str | Path,
+        every: int | None = None,
+        keep: int = 3,
+        signals: bool = True,
+        overwrite: bool = False,
     ) -> None:
         self.folder = Path(folder)
         self.every = None if every is None else check_int("every", every)
         self.keep = check_int("keep", keep)
         self.signals = signals
+        if not isinstance(overwrite, bool):
+            raise ConfigError("overwrite", overwrite, "True or False")
+        self.overwrite = overwrite
+        self._lock = FolderLock(self.folder, "folder")
         self._signal: int | None = None
         self._old: dict[int, Any] = {}
         self.last: Path | None = None
@@ -325,12 +361,33 @@ class Checkpoint(Callback):
     def before_fit(self, learn: Learner) -> None:
         self._signal = None
         self._fit_start = len(self.written)
+        self._lock.acquire()  # released in after_fit, which runs however the fit ends
+        on_main(lambda: self._claim(bool(getattr(learn, "resuming", False))))
         if self.signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 try:
                     self._old[sig] = signal.signal(sig, self._on_signal)
                 except ValueError:  # not the main thread: no handlers, no interruption
                     break
+
+    def _claim(self, resuming: bool) -> None:
+        """A fresh fit: no other run's checkpoints in the folder (or remove them)."""
+        if resuming:
+            return
+        others = [p for p in checkpoints(self.folder) if p not in self.written]
+        if others and not self.overwrite:
+            raise ConfigError(
+                "folder", str(self.folder),
+                f"a folder without another run's checkpoints: it holds {len(others)} (newest "
+                f"{others[0].name}); resume='auto' to continue that run, "
+                "Checkpoint(..., overwrite=True) to remove them first, or another folder",
+            )  # fmt: skip
+        if others:
+            for p in others:
+                for f in (p, p.with_name(p.name + ".manifest")):
+                    f.unlink(missing_ok=True)
+            log.info("overwrite: removed %d checkpoints of an earlier run from %s",
+                     len(others), self.folder)  # fmt: skip
 
     def _on_signal(self, signum: int, frame: Any) -> None:
         if self._signal is not None:  # second signal: give up waiting for the step
@@ -401,6 +458,7 @@ class Checkpoint(Callback):
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old = {}
+        self._lock.release()
 
 
 def _version() -> str:

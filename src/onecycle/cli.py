@@ -7,6 +7,7 @@ stderr and exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
 import os
@@ -36,9 +37,8 @@ def _on_sigterm(signum: int, frame: object) -> None:
 
 def _cmd_schedule(args: argparse.Namespace) -> int:
     from onecycle.config import FitConfig, check_out
-    from onecycle.plots import plot_schedule
+    from onecycle.lock import FolderLock
     from onecycle.run import schedules_for
-    from onecycle.schedules import sample
 
     cfg = FitConfig(
         epochs=args.epochs, schedule=args.schedule, lr_max=args.lr_max, div=args.div,
@@ -51,7 +51,14 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
     if not isinstance(args.steps, int) or args.steps < 1:
         raise ConfigError("steps", args.steps, "an integer >= 1")
     spec = schedules_for(cfg, args.steps)
-    out = check_out(args.out)
+    with FolderLock(check_out(args.out)) as lock:  # one writer per folder (onecycle.lock)
+        return _write_schedule(args, spec, lock.folder)
+
+
+def _write_schedule(args: argparse.Namespace, spec: dict, out: Path) -> int:
+    from onecycle.plots import plot_schedule
+    from onecycle.schedules import sample
+
     png = plot_schedule(spec, args.steps, out / "schedule.png", title=args.schedule)
     values = {k: sample(v, args.steps) for k, v in spec.items()}
     (out / "schedule.json").write_text(json.dumps({"schedule": args.schedule, "values": values}))
@@ -119,8 +126,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     from onecycle.run import run_fit
 
     out = Path(args.out)
+    # the demo redoes itself: a second `make demo` replaces the first one's run
     cfg = FitConfig(dataset="mnist1d", epochs=args.epochs, out=str(out), seed=args.seed,
-                    progress=not args.no_progress)  # fmt: skip
+                    progress=not args.no_progress, overwrite=True)  # fmt: skip
     print("== 1. lr_max='auto' on MNIST-1D (1-D CNN, AdamW): an LR range test, then short")
     print("   1cycle probes at the candidates it suggests; everything restored afterwards")
     print(
@@ -163,6 +171,9 @@ def _cmd_study(args: argparse.Namespace) -> int:
         print(f"{kind}: {path}")
     return 0
 
+
+# a file system that took no more: the one-line message, not a traceback
+_WRITE_FAILED = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
 
 COMMANDS = {
     "schedule": _cmd_schedule, "fit": _cmd_fit, "lr-find": _cmd_lr_find, "study": _cmd_study,
@@ -212,6 +223,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TrainingInterrupted as e:
         print(f"onecycle: {e}", file=sys.stderr)
         return 128 + e.signum
+    except OSError as e:  # a result that could not be written: disk full, quota, read-only
+        if e.errno not in _WRITE_FAILED:
+            raise
+        where = f" {e.filename}" if e.filename else ""
+        print(f"onecycle: error: could not write{where} ({e.strerror or e}); free space there "
+              "and run again (a fit with --resume continues from its last checkpoint)",
+              file=sys.stderr)  # fmt: skip
+        return 1
     except KeyboardInterrupt as e:
         signum = getattr(e, "signum", signal.SIGINT)
         name = signal.Signals(signum).name

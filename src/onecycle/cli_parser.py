@@ -260,8 +260,15 @@ def _add_run_args(f: argparse.ArgumentParser) -> None:
         help="with --resume: the checkpoint's run had fewer --epochs; lengthen it from "
         "there without a second warm-up (the extra steps hold its LR, then the rest)",
     )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="a fresh run into an OUT that holds another run's checkpoints: clear them, and "
+        "its metrics, plots and logs, first (without it such a run is refused)",
+    )
     g = f.add_argument_group("output")
-    g.add_argument("--out", default="runs/fit", help="folder for metrics.json and plots")
+    g.add_argument("--out", default="runs/fit", help="folder for metrics.json and plots (one "
+                   "run at a time: locked while it runs)")  # fmt: skip
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     g.add_argument("--json", action="store_true", help="print metrics.json's content")
 
@@ -292,7 +299,7 @@ def fit_config(args: argparse.Namespace):  # -> FitConfig
         train_samples=args.train_samples, seed=args.seed, device=args.device, out=args.out,
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every, keep=args.keep,
         resume=args.resume, resume_from=args.resume_from, extend=args.extend, log=args.log,
-        budget=args.budget, auto_budget=args.auto_budget,
+        budget=args.budget, auto_budget=args.auto_budget, overwrite=args.overwrite,
     )  # fmt: skip
 
 

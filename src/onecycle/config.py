@@ -33,6 +33,8 @@ __all__ = ["RECIPES", "SCHEDULES", "FitConfig", "check_out", "native_mixed_preci
 
 log = logging.getLogger(__name__)
 
+SEED_MAX = 2**64 - 1  # torch.manual_seed's largest (it overflows above)
+
 ScheduleName = Literal["one-cycle", "clr", "const", "step", "exp", "time", "sgdr", "wsd"]
 SCHEDULES = ("one-cycle", "clr", "const", "step", "exp", "time", "sgdr", "wsd")
 
@@ -99,6 +101,7 @@ class FitConfig:
     resume: bool = False  # continue from the newest good checkpoint in out/checkpoints
     resume_from: str | None = None
     extend: bool = False  # resume a shorter run of this command and lengthen it to epochs
+    overwrite: bool = False  # a fresh run into out: clear its earlier run's checkpoints first
     log: Literal["csv", "tensorboard"] | None = None  # per-step logs in out/logs
     # set by resolved(): the recipe's batch is global (split across torchrun processes);
     # an explicit bs is per process. None: bs is per process.
@@ -180,10 +183,15 @@ class FitConfig:
             c.train_samples = check_int("train_samples", c.train_samples)
         if c.clip is not None:
             c.clip = check_positive("clip", c.clip)
-        c.seed = check_int("seed", c.seed, minimum=0)
+        c.seed = check_int("seed", c.seed, minimum=0, maximum=SEED_MAX)
         if c.checkpoint_every is not None:
             c.checkpoint_every = check_int("checkpoint_every", c.checkpoint_every)
         c.keep = check_int("keep", c.keep)
+        if not isinstance(c.overwrite, bool):
+            raise ConfigError("overwrite", c.overwrite, "True or False")
+        if c.overwrite and (c.resume or c.resume_from):
+            raise ConfigError("overwrite", True, "no --overwrite with --resume or --resume-from: "
+                              "one continues the run, the other clears it")  # fmt: skip
         if c.extend and not (c.resume or c.resume_from):
             raise ConfigError("extend", True, "--resume or --resume-from with it: it lengthens "
                               "a saved run")  # fmt: skip

@@ -81,12 +81,24 @@ def check_range(
     return float(value)
 
 
-def check_int(name: str, value: Any, minimum: int = 1) -> int:
-    """Return ``value`` as an int if it is an integer >= ``minimum``, else raise ConfigError.
+def check_int(name: str, value: Any, minimum: int = 1, maximum: int | None = None) -> int:
+    """Return ``value`` as an int if it is an integer >= ``minimum`` (and <= ``maximum``,
+    if given), else raise ConfigError.
 
     Integral floats and numpy integers are accepted (``10.0`` means 10); ``True`` is not.
+
+    >>> check_int("keep", 11, maximum=10)
+    Traceback (most recent call last):
+    ...
+    onecycle.errors.ConfigError: keep=11 is invalid: expected an integer in [1, 10]
     """
-    ok = _is_real(value) and math.isfinite(float(value)) and float(value) == int(float(value))
-    if not ok or int(float(value)) < minimum:
+    if isinstance(value, int) and not isinstance(value, bool):
+        ok, n = True, value  # exact: float() would round a large integer
+    else:
+        ok = _is_real(value) and math.isfinite(float(value)) and float(value) == int(float(value))
+        n = int(float(value)) if ok else 0
+    if maximum is not None and (not ok or not minimum <= n <= maximum):
+        raise ConfigError(name, value, f"an integer in [{minimum}, {maximum}]")
+    if not ok or n < minimum:
         raise ConfigError(name, value, f"an integer >= {minimum}")
-    return int(float(value))
+    return n

@@ -98,7 +98,7 @@ class Learner:
 
     Attributes callbacks read or set: ``model, opt, scheduler, loss_func, epoch, n_epoch,
     iter, n_iter, batch, pred, loss, loss_global, will_step, accumulate, autocast, scaler,
-    valid_results, epoch_completed, step_values, recorder, fit_signature, run_config,
+    valid_results, epoch_completed, step_values, recorder, fit_signature, resuming, run_config,
     lr_find_result, auto_result, auto_wd_result, replicas, ddp_model, fit_plan, budget,
     clock``. ``clock`` (``time.monotonic``) is what a time budget counts: set a fake one
     for reproducible budgeted runs (``onecycle.budget``).
@@ -163,6 +163,7 @@ class Learner:
         self.auto_wd_result: AutoResult | None = None  # what wd="auto" saw and chose
         self.step_values: dict[str, list[float]] = {}  # hyper-parameters of the last step
         self.fit_signature = ""  # what a checkpoint must match to resume this fit
+        self.resuming = False  # this fit was given resume= (a Checkpoint's folder may hold files)
         self.fit_plan: dict[str, Any] = {}  # its length, and how it was extended (if it was)
         self.budget: TimeBudget | None = None  # the fit's time budget (fit(budget=...))
         self.clock: Callable[[], float] = time.monotonic  # seconds: what a budget counts
@@ -244,7 +245,7 @@ class Learner:
         assert self.opt is not None
         for group in self.opt.param_groups:
             group["wd"] = wd_now  # decoupled, applied by the Learner; schedulable as "wd"
-        self.n_epoch = n_epoch
+        self.n_epoch, self.resuming = n_epoch, resume is not None
         self._setup_distributed()
         extra = sorted(cbs, key=lambda c: c.order)
         self._cb_table = self._bind([*self.cbs, *extra])
@@ -343,8 +344,9 @@ class Learner:
             self._event("before_batch")
             with sync:
                 with self.autocast():
-                    _, _, self.pred, self.loss = B.forward(model, self.batch, self.split_batch,
-                                                           self.loss_func)  # fmt: skip
+                    _, _, self.pred, self.loss = B.forward(
+                        model, self.batch, self.split_batch, self.loss_func,
+                        ("train_data", f"epoch {self.epoch}, batch {self.iter}"))  # fmt: skip
                 self.loss_global = self.replicas.reduce_loss(self.loss)
                 self._event("after_loss")
                 loss = self.loss / group_size if group_size > 1 else self.loss
@@ -390,10 +392,11 @@ class Learner:
         total = torch.zeros((), dtype=torch.float64, device=self.device)
         sums = [torch.zeros((), dtype=torch.float64, device=self.device) for _ in self.metrics]
         n = 0
-        for batch in data:
+        for i, batch in enumerate(data):
             with self.autocast():
                 inputs, yb, pred, loss = B.forward(self.model, to_device(batch, self.device),
-                                                   self.split_batch, self.loss_func)  # fmt: skip
+                                                   self.split_batch, self.loss_func,
+                                                   ("valid_data", f"batch {i}"))  # fmt: skip
             B.check_target(yb, self.metrics)
             bs = B.batch_size(inputs, yb)
             total += loss.detach().double() * bs

@@ -29,6 +29,7 @@ same on a Learner, and its methods (``Learner.freeze = params.freeze``).
 from __future__ import annotations
 
 import logging
+import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -188,8 +189,22 @@ def unfreeze(learn: Learner) -> None:
     freeze_to(learn, 0)
 
 
+_told_one_group: weakref.WeakSet[Any] = weakref.WeakSet()  # learners warned of a lone group
+
+
 def group_values(learn: Learner, value: LR, name: str = "lr") -> list[float]:
     """One value per param group (``spread``): a float for all, ``slice(lo, hi)``
     geometric from first to last group, ``slice(hi)`` as ``hi/10`` for all but the last,
-    or a sequence with one value per group."""
-    return spread(value, len(learn.param_groups), name)
+    or a sequence with one value per group.
+
+    With one group, ``slice(lo, hi)`` gives ``hi`` (as fastai): ``lo`` has no group to go
+    to, which is warned once per Learner (pass a ``splitter`` for discriminative LRs)."""
+    values = spread(value, len(learn.param_groups), name)
+    if (isinstance(value, slice) and value.start is not None and len(values) == 1
+            and learn not in _told_one_group):  # fmt: skip
+        _told_one_group.add(learn)
+        log.warning("%s=%r: the model has one param group, so the slice's low end %g has no "
+                    "group to go to: it all trains at %g, the high end; give the Learner a "
+                    "splitter for discriminative LRs, or pass one number", name, value,
+                    value.start, values[0])  # fmt: skip
+    return values

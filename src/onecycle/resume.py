@@ -65,6 +65,7 @@ def resume_from(
     target = dict(learn.fit_plan)
     if plan is not None:
         _rebuild_plan(learn, state, plan, extend, str(source))
+    _check_accumulation(learn, state, str(source))
     epoch, skip = restore(learn, state, str(source))
     step = learn.scheduler.step_count if learn.scheduler else 0
     if plan is not None and learn.fit_plan["total_steps"] < target["total_steps"]:
@@ -134,24 +135,31 @@ def _rebuild_plan(learn: Learner, state: dict[str, Any], plan: Callable[[int], M
     from onecycle.scheduler import Scheduler
 
     saved, now = _plan_of(state), learn.fit_plan
-    if saved is None or (saved["total_steps"] == now["total_steps"] and not saved["extends"]):
+    if saved is None or (
+        (saved["n_epoch"], saved["total_steps"]) == (now["n_epoch"], now["total_steps"])
+        and not saved["extends"]
+    ):
         return  # a plain resume: restore() compares the signatures
     if saved.get("budget") or now.get("budget"):
         return  # not extended by epochs: restore() compares the signatures, budget included
-    if saved["total_steps"] > now["total_steps"] or (
-        saved["total_steps"] < now["total_steps"] and not extend
-    ):  # fmt: skip
-        hint = ("extend=True (onecycle fit --extend) to lengthen it"
-                if saved["total_steps"] < now["total_steps"] else "a longer fit")  # fmt: skip
+    changed = what_changed(learn, state, saved)
+    longer = saved["total_steps"] < now["total_steps"]
+    if changed or saved["total_steps"] > now["total_steps"] or (longer and not extend):
+        if changed:  # the steps per epoch differ: --extend cannot help
+            hint = ("resume with the run's own settings, or start a fresh run "
+                    "(overwrite=True, onecycle fit --overwrite)")  # fmt: skip
+        elif longer:
+            hint = ("this fit is longer with the same steps per epoch: extend=True "
+                    "(onecycle fit --extend) to lengthen it")  # fmt: skip
+        else:
+            hint = ("a run cannot be shortened: resume it with a longer fit (its "
+                    f"{saved['n_epoch']} epochs), or start a fresh run")  # fmt: skip
         raise ConfigError(
             "resume", source,
-            f"a checkpoint of this same fit: it was planned for {saved['n_epoch']} epochs "
-            f"({saved['total_steps']} steps), this fit for {now['n_epoch']} "
-            f"({now['total_steps']}); {hint}",
+            f"a checkpoint of this same fit: it was planned for {_length(saved)}, this fit for "
+            f"{_length(now)}" + (f": {', '.join(changed)}" if changed else "")
+            + f"; {hint}",
         )  # fmt: skip
-    if saved["total_steps"] * now["n_epoch"] != now["total_steps"] * saved["n_epoch"]:
-        raise ConfigError("resume", source, "a checkpoint with the same optimizer steps per "
-                          "epoch (batch size, data, accumulation unchanged)")  # fmt: skip
     assert learn.opt is not None
     base = plan(saved["base_total"])
     sched = Scheduler(learn.opt, base, saved["base_total"])
@@ -159,6 +167,54 @@ def _rebuild_plan(learn: Learner, state: dict[str, Any], plan: Callable[[int], M
         sched.extend(to, at)
     learn.scheduler, learn.fit_plan = sched, saved
     learn.fit_signature = fit_signature(saved, learn.accumulate, base)
+
+
+def _check_accumulation(learn: Learner, state: Mapping[str, Any], source: str) -> None:
+    """A resume with the same step count but another accumulation: say so, not the two
+    signatures (``restore`` compares them)."""
+    m = _ACCUMULATE.search(str(state.get("fit") or ""))
+    if m is not None and int(m[1]) != learn.accumulate:
+        raise ConfigError("resume", source, f"a checkpoint of this same fit: the accumulation "
+                          f"changed ({m[1]} -> {learn.accumulate} batches per step); resume "
+                          "with the run's own settings, or start a fresh run")  # fmt: skip
+
+
+def _length(plan: Mapping[str, Any]) -> str:
+    n, total = int(plan["n_epoch"]), int(plan["total_steps"])
+    per = f" of {total // n}" if total % n == 0 else ""
+    return f"{n} epoch{'s' if n != 1 else ''}{per} steps ({total} steps)"
+
+
+_ACCUMULATE = re.compile(r"; accumulate=(\d+);")
+
+
+def what_changed(learn: Learner, state: Mapping[str, Any], saved: Mapping[str, Any]) -> list[str]:
+    """Why a checkpoint's run takes other steps per epoch than this fit: ``["batch size 100
+    -> 50", "processes 1 -> 2", ...]``; empty when only the number of epochs differs."""
+    now = learn.fit_plan
+    if saved["total_steps"] * now["n_epoch"] == now["total_steps"] * saved["n_epoch"]:
+        return []  # the same steps per epoch
+    changed = []
+    was = state.get("config") or {}
+    bs_was, bs_now = was.get("bs"), learn.run_config.get("bs")
+    if bs_was is not None and bs_now is not None and bs_was != bs_now:
+        changed.append(f"the batch size changed ({bs_was} -> {bs_now})")
+    m = _ACCUMULATE.search(str(state.get("fit") or ""))
+    if m is not None and int(m[1]) != learn.accumulate:
+        changed.append(f"the accumulation changed ({m[1]} -> {learn.accumulate} batches per step)")
+    written_by = int(state.get("world_size", 1))
+    if written_by != D.world_size():
+        changed.append(f"the processes changed ({written_by} -> {D.world_size()})")
+    ts_was, ts_now = was.get("train_samples"), learn.run_config.get("train_samples")
+    if was and learn.run_config and ts_was != ts_now:
+        changed.append(f"the training samples changed ({ts_was} -> {ts_now})")
+    per = [int(p["total_steps"]) / int(p["n_epoch"]) for p in (saved, now)]
+    if not changed:
+        changed.append(f"the steps per epoch changed ({per[0]:g} -> {per[1]:g}: the batch "
+                       "size or the data)")  # fmt: skip
+    if saved["n_epoch"] != now["n_epoch"]:
+        changed.append(f"the epochs changed ({saved['n_epoch']} -> {now['n_epoch']})")
+    return changed
 
 
 def _lengthen(learn: Learner, plan: Callable[[int], Mapping[str, Any]],

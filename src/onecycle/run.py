@@ -10,6 +10,7 @@ This is what ``onecycle fit`` and ``onecycle lr-find`` execute; from Python::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -20,7 +21,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -38,10 +39,11 @@ from onecycle.callbacks import (
     MixedPrecision,
     ProgressBar,
 )
-from onecycle.checkpoint import Checkpoint
+from onecycle.checkpoint import Checkpoint, checkpoints, clear
 from onecycle.config import RECIPES, FitConfig, check_out
 from onecycle.errors import ConfigError
 from onecycle.learner import Learner, accuracy, adamw, sgd
+from onecycle.lock import FolderLock, on_main
 from onecycle.range_test import RangeTestResult
 
 __all__ = [
@@ -51,6 +53,7 @@ __all__ = [
     "auto_report",
     "build_learner",
     "check_out",
+    "own_out",
     "run_fit",
     "run_lr_find",
     "schedules_for",
@@ -243,8 +246,12 @@ def build_learner(cfg: FitConfig) -> tuple[Learner, dict[str, Any]]:
 def _write_json(path: Path, content: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(content, indent=1, default=str))
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(json.dumps(content, indent=1, default=str))
+        os.replace(tmp, path)
+    except OSError as e:  # disk full: no half-written file left (the CLI says it in one line)
+        tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 def run_lr_find(
@@ -259,8 +266,13 @@ def run_lr_find(
     go to ``cfg.out`` (if set)."""
     cfg = dataclasses.replace(cfg, lr_max=cfg.lr_max or 1.0)
     cfg = cfg.resolved()
-    if cfg.out and D.is_main():
-        check_out(cfg.out)
+    with own_out(cfg.out):
+        return _run_lr_find(cfg, start_lr, end_lr, num_it, mode)
+
+
+def _run_lr_find(
+    cfg: FitConfig, start_lr: float, end_lr: float, num_it: int, mode: Literal["exp", "linear"]
+) -> tuple[RangeTestResult, dict[str, str]]:
     learn, _ = build_learner(cfg)
     if cfg.accumulate > 1:
         learn.accumulate = cfg.accumulate
@@ -288,11 +300,66 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
     With ``wd="auto"``, Smith's weight-decay test at that ``lr_max`` (``auto_wd``).
     With ``budget``, the fit runs over that wall-clock time (``onecycle.budget``), at most
     ``epochs`` epochs if set; ``metrics.json`` records it under ``budget``.
+
+    ``cfg.out`` is this run's alone (``own_out``): locked while it runs, and a fresh run
+    (not ``resume``) into a folder holding another run's checkpoints is refused unless
+    ``overwrite``, which clears that run's checkpoints, metrics, plots and logs first.
     """
     cfg = cfg.resolved()
-    if cfg.out and D.is_main():
-        check_out(cfg.out)  # refused now, not after hours of training
     t_start = time.perf_counter()
+    with own_out(cfg.out, fresh=not (cfg.resume or cfg.resume_from), overwrite=cfg.overwrite):
+        return _run_fit(cfg, stream, t_start)
+
+
+# what a run writes into its folder: cleared by overwrite (checkpoints/ apart)
+RUN_FILES = ("metrics.json", "metrics.json.tmp", "loss.png", "schedule.png", "lr_find.png",
+             "logs/steps.csv", "logs/epochs.csv")  # fmt: skip
+
+
+@contextlib.contextmanager
+def own_out(
+    out: str | Path | None, *, fresh: bool = False, overwrite: bool = False
+) -> Iterator[Path | None]:
+    """Hold ``out`` for a command: checked writable (``check_out``), locked
+    (``onecycle.lock.FolderLock``: another process's command on it is refused, naming its
+    pid). With ``fresh`` (a run that starts from scratch), ``out/checkpoints`` must hold
+    none of another run's checkpoints, or ``overwrite`` clears them, with the earlier
+    run's metrics, plots and logs (logged). Under torchrun rank 0 checks and locks, and
+    every rank gets its answer. ``out=None``: nothing to hold."""
+    if not out:
+        yield None
+        return
+    folder = Path(out)
+    on_main(lambda: check_out(folder))  # refused now, not after hours of training
+    with FolderLock(folder):
+        if fresh:
+            on_main(lambda: _claim_fresh(folder, overwrite))
+        yield folder
+
+
+def _claim_fresh(folder: Path, overwrite: bool) -> None:
+    found = checkpoints(folder / "checkpoints")
+    if found and not overwrite:
+        raise ConfigError(
+            "out", str(folder),
+            f"a folder without another run's checkpoints: {folder / 'checkpoints'} holds "
+            f"{len(found)} (newest {found[0].name}); resume=True (--resume) to continue "
+            "that run, overwrite=True (--overwrite) to clear its checkpoints and metrics "
+            "first, or another folder",
+        )  # fmt: skip
+    if not overwrite:
+        return
+    removed = [f"{len(clear(folder / 'checkpoints'))} checkpoints"] if found else []
+    files = [*(folder / n for n in RUN_FILES), *(folder / "logs").glob("events.out.tfevents.*")]
+    for f in files:
+        if f.is_file():
+            f.unlink()
+            removed.append(str(f.relative_to(folder)))
+    if removed:
+        log.info("overwrite: cleared the earlier run in %s (%s)", folder, ", ".join(removed))
+
+
+def _run_fit(cfg: FitConfig, stream: TextIO | None, t_start: float) -> RunResult:
     learn, facts = build_learner(cfg)
     if D.is_distributed():
         log.info(

@@ -31,6 +31,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TextIO
 
 import torch
@@ -39,6 +40,7 @@ from onecycle import distributed as D
 from onecycle.callbacks import Callback, NonFiniteLossError
 from onecycle.config import FitConfig, check_out
 from onecycle.errors import ConfigError, check_int, check_positive
+from onecycle.lock import FolderLock
 from onecycle.run import _write_json, build_learner, schedules_for
 from onecycle.study_report import iters_to_reach, markdown, speedup, speedup_report, summarize
 
@@ -317,6 +319,11 @@ def run_study(cfg: StudyConfig, *, stream: TextIO | None = None) -> StudyResult:
     cfg = cfg.resolved()
     t_start = time.perf_counter()
     out = check_out(cfg.out)  # a read-only folder is refused before an hour of training
+    with FolderLock(out):  # and one another process is writing (onecycle.lock)
+        return _run_study(cfg, out, t_start, stream)
+
+
+def _run_study(cfg: StudyConfig, out: Path, t_start: float, stream: TextIO | None) -> StudyResult:
     assert cfg.targets is not None and cfg.epochs is not None
 
     def say(text: str) -> None:
