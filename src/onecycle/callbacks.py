@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import torch
@@ -29,6 +30,8 @@ from onecycle import distributed as D
 from onecycle.errors import check_int, check_positive
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from onecycle.learner import Learner
 
 __all__ = [
@@ -211,6 +214,30 @@ class Recorder(Callback):
         self._resumed_start = int(state["epoch_start"])
         self._pending = []
 
+    def __repr__(self) -> str:
+        steps = len(next(iter(self.hypers.values()), []))
+        head = f"Recorder: {len(self.rows)} epochs, {steps} optimizer steps, "
+        head += f"{len(self.losses)} batches"
+        if not self.rows:
+            return head
+        row = self.rows[-1]
+        cells = "  ".join(
+            f"{k} {_cell(v)}" for k, v in row.items() if k not in ("epoch", "seconds")
+        )
+        return f"{head}\n  epoch {row['epoch']}: {cells}  ({row.get('seconds', 0):.1f}s)"
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the per-epoch table."""
+        import html
+
+        if not self.rows:
+            return f"<pre>{html.escape(repr(self))}</pre>"
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+        body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(k, ''))}</td>" for k in keys) + "</tr>"
+                       for r in self.rows)  # fmt: skip
+        return f"<table><tr>{head}</tr>{body}</table>"
+
     @property
     def lrs(self) -> list[float]:
         """LR of the last param group at each optimizer step."""
@@ -229,17 +256,25 @@ class Recorder(Callback):
             out.append(avg / (1 - self.beta**i))
         return out
 
-    def plot_loss(self, path: str, skip_start: int = 5) -> str:
-        """PNG of the training loss (raw and smoothed) per batch, with validation per epoch."""
+    def plot_loss(
+        self, path: str | Path | None = None, skip_start: int = 5, *, ax: Any = None
+    ) -> Figure:
+        """The training loss (raw and smoothed) per batch, with validation per epoch: the
+        matplotlib ``Figure``, drawn into ``ax`` if given, written to ``path`` if given."""
         from onecycle.plots import plot_losses
 
-        return str(plot_losses(self, path, skip_start=skip_start))
+        return plot_losses(self, path, skip_start=skip_start, ax=ax)
 
-    def plot_sched(self, path: str) -> str:
-        """PNG of each recorded hyper-parameter over optimizer steps."""
+    def plot_sched(self, path: str | Path | None = None, *, ax: Any = None) -> Figure:
+        """Each recorded hyper-parameter over optimizer steps (one panel each; ``ax``: one
+        Axes per hyper-parameter): the ``Figure``, written to ``path`` if given."""
         from onecycle.plots import plot_recorded
 
-        return str(plot_recorded(self.hypers, path))
+        return plot_recorded(self.hypers, path, ax=ax)
+
+
+def _cell(v: Any) -> str:
+    return str(v) if isinstance(v, (int, str)) else f"{v:.4f}"
 
 
 class ProgressBar(Callback):

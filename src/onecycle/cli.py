@@ -52,7 +52,8 @@ def _cmd_schedule(args: argparse.Namespace) -> int:
         raise ConfigError("steps", args.steps, "an integer >= 1")
     spec = schedules_for(cfg, args.steps)
     out = check_out(args.out)
-    png = plot_schedule(spec, args.steps, out / "schedule.png", title=args.schedule)
+    png = out / "schedule.png"
+    plot_schedule(spec, args.steps, png, title=args.schedule)
     values = {k: sample(v, args.steps) for k, v in spec.items()}
     (out / "schedule.json").write_text(json.dumps({"schedule": args.schedule, "values": values}))
     marks = sorted({0, args.steps // 4, args.steps // 2, 3 * args.steps // 4, args.steps - 1})

@@ -270,7 +270,8 @@ def run_lr_find(
         _write_json(out / "lr_find.json", res.to_dict())
         files["lr_find"] = str(out / "lr_find.json")
         try:
-            files["lr_find_plot"] = str(res.plot(out / "lr_find.png"))
+            res.plot(out / "lr_find.png")
+            files["lr_find_plot"] = str(out / "lr_find.png")
         except ImportError as e:
             log.warning("no plot: %s", e)
     return res, files
@@ -336,8 +337,8 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
             cfg.div = bounds[1] / bounds[0]
         if cfg.out and main:
             try:
-                files["lr_find_plot"] = str(lr_find.plot(Path(cfg.out) / "lr_find.png",
-                                                         marks={"lr_max (auto)": lr}))  # fmt: skip
+                lr_find.plot(Path(cfg.out) / "lr_find.png", marks={"lr_max (auto)": lr})
+                files["lr_find_plot"] = str(Path(cfg.out) / "lr_find.png")
             except ImportError as e:
                 log.warning("no plot: %s", e)
     if cfg.wd == "auto":
@@ -407,8 +408,12 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
         _write_json(out / "metrics.json", metrics)
         files["metrics"] = str(out / "metrics.json")
         try:
-            files["loss_plot"] = rec.plot_loss(str(out / "loss.png"))
-            files["schedule_plot"] = rec.plot_sched(str(out / "schedule.png"))
+            for kind, name, plot in (
+                ("loss_plot", "loss.png", rec.plot_loss),
+                ("schedule_plot", "schedule.png", rec.plot_sched),
+            ):
+                plot(out / name)
+                files[kind] = str(out / name)
         except ImportError as e:
             log.warning("no plots: %s", e)
     return RunResult(metrics, files, learn)

@@ -182,6 +182,12 @@ class Scheduler:
         ):
             raise ConfigError("schedules", key, "a numeric param-group key")
 
+    def __repr__(self) -> str:
+        return _describe(self, "Scheduler")
+
+    def _repr_html_(self) -> str:
+        return _picture(self, repr(self))
+
     @property
     def step_count(self) -> int:
         """Optimizer steps taken so far (the index of the step about to be taken)."""
@@ -393,6 +399,12 @@ class ScheduleLR(LRScheduler):
         weakref.finalize(self, _check_finished, self._box, self._hook)
         super().__init__(optimizer, last_epoch)
 
+    def __repr__(self) -> str:
+        return _describe(self.core, "ScheduleLR")
+
+    def _repr_html_(self) -> str:
+        return _picture(self.core, repr(self))
+
     def step(self, epoch: int | None = None, metric: Any = None) -> None:  # type: ignore[override]
         """Advance one optimizer step (call it after each ``optimizer.step()``).
 
@@ -490,6 +502,40 @@ class ScheduleLR(LRScheduler):
         self.core.load_state_dict({"step": self.last_epoch})
         self._last_lr = [float(g["lr"]) for g in self.optimizer.param_groups]
         self._offset = self.last_epoch - self._opt_steps
+
+
+def _describe(core: Scheduler, name: str) -> str:
+    """A few lines: where the run is, and each key's value now and its schedule."""
+    groups = len(core.optimizer.param_groups)
+    step, total = core.step_count, core.total_steps
+    lines = [
+        f"{name}: step {step} of {total} ({100 * min(step, total) / total:.0f}%) on "
+        f"{type(core.optimizer).__name__}, {groups} param group{'s' * (groups > 1)}"
+    ]
+    for key, per_group in core.schedules.items():
+        now = core.applied.get(key, [])
+        value = (
+            f"{now[0]:.4g}"
+            if len(set(now)) <= 1
+            else "[" + ", ".join(f"{v:.3g}" for v in now) + "]"
+        )
+        shape = repr(per_group[0]) if len(set(per_group)) == 1 else f"{len(per_group)} schedules"
+        shape = shape if len(shape) <= 72 else shape[:71] + "…"
+        lines.append(f"  {key:<12} {value:>9}  {shape}")
+    return "\n".join(lines)
+
+
+def _picture(core: Scheduler, text: str) -> str:
+    """Each key's schedule (the last param group's) over the run, a dot where it is now."""
+    from onecycle.svg import curves_html
+
+    n = min(core.total_steps, 200)
+    ts = [i / max(1, n - 1) for i in range(n)]
+    at = round(progress(core.step_count, core.total_steps) * (n - 1))
+    panels = [
+        (key, [float(per_group[-1](t)) for t in ts]) for key, per_group in core.schedules.items()
+    ]
+    return curves_html(panels, text, at=at)
 
 
 def _check_finished(box: list[Scheduler], hook: Any) -> None:
