@@ -89,6 +89,13 @@ def test_what_the_learner_uses_does_not_import_it(name):
     assert "onecycle.learner" not in _internal(name)
 
 
+@pytest.mark.parametrize("name", ["onecycle.inference", "onecycle.persist", "onecycle.summary"])
+def test_the_learners_bound_methods_name_it_by_a_protocol(name):
+    # not even under TYPE_CHECKING: what they read is a Protocol of their own
+    text = SRC.joinpath(name.split(".")[1] + ".py").read_text()
+    assert "onecycle.learner" not in text and "Protocol" in text
+
+
 def test_a_module_written_for_a_heavy_library_is_imported_only_inside_functions():
     for name, path in ((n, _file(n)) for n in MODULES):
         top = ast.parse(path.read_text()).body

@@ -9,8 +9,8 @@ import base64
 
 import pytest
 import torch
-
 from conftest import need
+
 from onecycle import Learner, range_test
 from onecycle.data import Loader
 from onecycle.errors import ConfigError

@@ -27,6 +27,7 @@ from onecycle.checkpoint import (
 )
 from onecycle.errors import ConfigError
 from onecycle.learner import Learner, accuracy, adamw, sgd
+from onecycle.monitor import EarlyStopping, SaveBest
 from onecycle.plots import plot_schedule
 
 # the function, not the module: ``onecycle.range_test(model, opt, loss_func, batches)``
@@ -45,6 +46,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointWriteError",
     "ConfigError",
+    "EarlyStopping",
     "GradientAccumulation",
     "GradientClip",
     "Learner",
@@ -54,6 +56,7 @@ __all__ = [
     "ProgressBar",
     "RangeTestResult",
     "Recorder",
+    "SaveBest",
     "ScheduleLR",
     "Scheduler",
     "Step",

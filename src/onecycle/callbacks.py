@@ -148,6 +148,9 @@ class Recorder(Callback):
         self.hypers: dict[str, list[list[float]]] = {}
         self.rows: list[dict[str, Any]] = []
         self.train_seconds: list[float] = []  # per epoch, training only (no validation)
+        self._pending: list[torch.Tensor] = []
+        self._resumed_start: int | None = None
+        self._epoch_start = 0
 
     def before_fit(self, learn: Learner) -> None:
         self.losses, self.hypers, self.rows, self.train_seconds = [], {}, [], []

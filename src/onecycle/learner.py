@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 from onecycle import batch as B
+from onecycle import inference, persist, recipes
 from onecycle import params as P
-from onecycle import recipes
 from onecycle import schedules as S
+from onecycle import summary as summary_
 from onecycle.budget import TimeBudget, check_fit
 from onecycle.callbacks import (
     Callback,
@@ -418,22 +419,14 @@ class Learner:
             raise ConfigError("data", None, "validation batches (none given to the Learner)")
         return self._do_validate(data)
 
-    @torch.no_grad()
-    def get_preds(self, data: Iterable[Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model outputs and targets over ``data`` (default: ``valid_data``), on the CPU."""
-        data = data if data is not None else self.valid_data
-        if data is None:
-            raise ConfigError("data", None, "batches to predict on (no valid_data given)")
-        self.model.eval()
-        preds, targets = [], []
-        for batch in data:
-            inputs, yb = self.split_batch(to_device(batch, self.device))
-            with self.autocast():
-                preds.append(B.prediction(B.call_model(self.model, inputs)).float().cpu())
-            if yb is None:
-                raise ConfigError("data", "batches without a target", "batches with targets")
-            targets.append(yb.cpu())
-        return torch.cat(preds), torch.cat(targets)
+    # --- predictions, saving, at a glance (onecycle.inference, persist, summary) --------------
+
+    get_preds = inference.get_preds
+    predict = inference.predict
+    save = persist.save
+    load = persist.load
+    summary = summary_.summary
+    __repr__ = summary_.describe
 
     # --- the method's fits: fit + a schedule (onecycle.recipes) ------------------------------
 
@@ -449,6 +442,7 @@ class Learner:
     # --- events -------------------------------------------------------------------------------
 
     def _bind(self, cbs: Sequence[Callback]) -> dict[str, list[Callable[[Learner], None]]]:
+        self.fit_cbs = list(cbs)  # this fit's callbacks (checkpoints keep their state)
         return event_table(cbs)
 
     def _event(self, name: str) -> None:
