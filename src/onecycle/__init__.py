@@ -33,6 +33,7 @@ from onecycle.plots import plot_schedule
 # the function, not the module: ``onecycle.range_test(model, opt, loss_func, batches)``
 # (``from onecycle.range_test import range_test`` keeps working)
 from onecycle.range_test import RangeTestResult, Step, range_test
+from onecycle.run import Recipe, recipe
 from onecycle.scheduler import ScheduleLR, Scheduler
 
 __version__ = "0.1.0"
@@ -55,6 +56,7 @@ __all__ = [
     "NonFiniteLossError",
     "ProgressBar",
     "RangeTestResult",
+    "Recipe",
     "Recorder",
     "SaveBest",
     "ScheduleLR",
@@ -66,6 +68,7 @@ __all__ = [
     "adamw",
     "plot_schedule",
     "range_test",
+    "recipe",
     "schedules",
     "sgd",
 ]

@@ -68,6 +68,10 @@ def accuracy(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class Learner:
     """Train ``model`` on ``train_data``, evaluate on ``valid_data``.
 
+    The defaults are generic (SGD with Nesterov momentum, ``wd=5e-4``, ``fit_one_cycle``'s
+    ``lr_max=1e-2``), not a data set's tuned recipe: ``onecycle.recipe("mnist1d").learner()``
+    is the Learner ``onecycle fit --dataset mnist1d`` trains.
+
     Args:
         model: any ``nn.Module``; by default batches are ``(x, y)`` (or dicts with
             ``"labels"``) and the loss is ``loss_func(model(x), y)``: see ``split_batch``.

@@ -20,7 +20,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -39,7 +39,7 @@ from onecycle.callbacks import (
     ProgressBar,
 )
 from onecycle.checkpoint import Checkpoint
-from onecycle.config import RECIPES, FitConfig, check_out
+from onecycle.config import RECIPES, FitConfig, check_out, describe
 from onecycle.errors import ConfigError
 from onecycle.learner import Learner, accuracy, adamw, sgd
 from onecycle.range_test import RangeTestResult
@@ -47,10 +47,12 @@ from onecycle.range_test import RangeTestResult
 __all__ = [
     "RECIPES",
     "FitConfig",
+    "Recipe",
     "RunResult",
     "auto_report",
     "build_learner",
     "check_out",
+    "recipe",
     "run_fit",
     "run_lr_find",
     "schedules_for",
@@ -219,10 +221,9 @@ def _batch_norm_over_processes(model: torch.nn.Module, cfg: FitConfig) -> torch.
     return model
 
 
-def build_learner(cfg: FitConfig) -> tuple[Learner, dict[str, Any]]:
-    """The Learner ``cfg`` describes (data, model, optimizer, wd), and facts about them.
-
-    ``cfg`` must be ``resolved()``.
+def build_learner(cfg: FitConfig, cbs: Sequence[Callback] = ()) -> tuple[Learner, dict[str, Any]]:
+    """The Learner ``cfg`` describes (data, model, optimizer, wd), and facts about them;
+    ``cbs``: the Learner's callbacks. ``cfg`` must be ``resolved()``.
     """
     model, train, valid, loss, facts = _build(cfg)
     model = _batch_norm_over_processes(model, cfg)
@@ -233,9 +234,67 @@ def build_learner(cfg: FitConfig) -> tuple[Learner, dict[str, Any]]:
         opt_func=sgd if cfg.opt == "sgd" else adamw,
         # wd="auto": the range test and LR probes run at the recipe's wd
         wd=RECIPES.get(cfg.dataset or "", {}).get("wd", 0.0) if cfg.wd == "auto" else cfg.wd or 0.0,
-        moms=cfg.moms, device=cfg.device,
+        moms=cfg.moms, device=cfg.device, cbs=cbs,
     )  # fmt: skip
     return learn, facts
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What ``onecycle fit --dataset NAME`` trains with, from Python: ``recipe(NAME)``.
+
+    The fields are the data set's recipe (``onecycle.config.RECIPES``, measured in
+    docs/benchmarks.md); ``amp`` is the recipe's wish, on only where the hardware runs it
+    natively. ``learner()`` builds the Learner the command trains (the same data, model,
+    seed, optimizer, ``wd``, loss with its label smoothing, mixed precision), so that
+    ``learn.fit_one_cycle(r.epochs, r.lr_max)`` is the command's run, weight for weight.
+
+    >>> r = recipe("mnist1d")
+    >>> r.model, r.opt, r.lr_max, r.bs, r.wd, r.epochs
+    ('cnn1d-bn', 'adamw', 0.01, 100, 0.01, 15)
+    >>> learn = r.learner(train_samples=500)
+    >>> type(learn.model).__name__, learn.wd
+    ('Sequential', 0.01)
+    """
+
+    dataset: str
+    model: str
+    opt: str
+    lr_max: float
+    bs: int
+    wd: float
+    epochs: int
+    amp: bool
+    channels_last: bool
+    label_smoothing: float
+
+    def config(self, **overrides: Any) -> FitConfig:
+        """The ``FitConfig`` of ``onecycle fit --dataset NAME`` (``overrides``: any of its
+        fields, e.g. ``seed=1``, ``train_samples=2000``), resolved; no output folder."""
+        overrides.setdefault("out", None)
+        return FitConfig(dataset=self.dataset, **overrides).resolved()
+
+    def learner(self, **overrides: Any) -> Learner:
+        """The Learner ``onecycle fit --dataset NAME`` trains (``overrides`` as
+        ``config``); with the recipe's mixed precision where the hardware has it."""
+        cfg = self.config(**overrides)
+        cbs: list[Callback] = [MixedPrecision()] if cfg.amp else []  # the command adds these
+        cbs += [GradientAccumulation(cfg.accumulate)] if cfg.accumulate > 1 else []
+        cbs += [GradientClip(cfg.clip)] if cfg.clip else []
+        learn, _ = build_learner(cfg, cbs)
+        learn.run_config = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"}
+        return learn
+
+
+def recipe(dataset: str) -> Recipe:
+    """The recipe ``onecycle fit --dataset DATASET`` trains with (``Recipe``), and the
+    Learner built from it: ``recipe("mnist1d").learner()``."""
+    if dataset not in RECIPES:
+        raise ConfigError("dataset", dataset, f"one of {', '.join(RECIPES)}")
+    r = RECIPES[dataset]
+    return Recipe(dataset, r["model"], r["opt"], float(r["lr_max"]), int(r["bs"]),
+                  float(r["wd"]), int(r["epochs"]), bool(r["amp"]), bool(r["channels_last"]),
+                  float(r["label_smoothing"]))  # fmt: skip
 
 
 def _write_json(path: Path, content: Any) -> None:
@@ -291,6 +350,8 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
     cfg = cfg.resolved()
     if cfg.out and D.is_main():
         check_out(cfg.out)  # refused now, not after hours of training
+    if stream is not None and D.is_main():  # what is about to train, before it does
+        stream.write(describe(cfg) + "\n")
     t_start = time.perf_counter()
     learn, facts = build_learner(cfg)
     if D.is_distributed():
