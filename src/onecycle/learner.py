@@ -34,8 +34,8 @@ from onecycle.callbacks import (
     CancelBatch,
     CancelEpoch,
     CancelFit,
-    NonFiniteGuard,
     Recorder,
+    default_callbacks,
     event_table,
 )
 from onecycle.data.loader import to_device
@@ -66,11 +66,9 @@ def accuracy(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class Learner:
-    """Train ``model`` on ``train_data``, evaluate on ``valid_data``.
-
-    The defaults are generic (SGD with Nesterov momentum, ``wd=5e-4``, ``fit_one_cycle``'s
-    ``lr_max=1e-2``), not a data set's tuned recipe: ``onecycle.recipe("mnist1d").learner()``
-    is the Learner ``onecycle fit --dataset mnist1d`` trains.
+    """Train ``model`` on ``train_data``, evaluate on ``valid_data``. The defaults are generic
+    (SGD, ``wd=5e-4``, ``lr_max=1e-2``); ``onecycle.recipe("mnist1d").learner()`` is the
+    Learner ``onecycle fit --dataset mnist1d`` trains, with that data set's tuned recipe.
 
     Args:
         model: any ``nn.Module``; by default batches are ``(x, y)`` (or dicts with
@@ -96,6 +94,8 @@ class Learner:
             pairs or dicts (``onecycle.batch``): the model is called as ``model(x)``,
             ``model(*inputs)`` or ``model(**inputs)``; a tuple or dict output gives its
             first element or ``"logits"`` to the loss and metrics.
+        progress: None (default): show a fit's progress where a person watches (a terminal,
+            a notebook; silent in pipes and CI); False: never; True: always (``ProgressBar``).
 
     Under ``torchrun`` (a process group of several processes) the Learner wraps the model
     in DDP, shards ``onecycle.data.Loader`` data per rank and reduces losses and metrics
@@ -136,6 +136,7 @@ class Learner:
         train_bn: bool = True,
         device: torch.device | str | None = None,
         split_batch: Callable[[Any], tuple[Any, Any]] | None = None,
+        progress: bool | None = None,
     ) -> None:
         metrics = _check_args(model, train_data, valid_data, loss_func, opt_func, metrics, wd)
         self.device = check_device("device", device) if device is not None else model_device(model)
@@ -151,9 +152,7 @@ class Learner:
         self.param_groups, self._norm_ids = P.split(self.model, self.splitter)
         self.opt: torch.optim.Optimizer | None = None
         self.recorder = Recorder()
-        # a NonFiniteGuard is always on; pass your own (check_grads=True) to configure it
-        guard = [] if any(isinstance(c, NonFiniteGuard) for c in cbs) else [NonFiniteGuard()]
-        self.cbs: list[Callback] = [*guard, self.recorder, *cbs]
+        self.cbs: list[Callback] = [self.recorder, *default_callbacks(cbs, progress), *cbs]
         self._cb_table = self._bind(self.cbs)
         # loop state, readable by callbacks
         self.scheduler: Scheduler | None = None

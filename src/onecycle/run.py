@@ -221,9 +221,12 @@ def _batch_norm_over_processes(model: torch.nn.Module, cfg: FitConfig) -> torch.
     return model
 
 
-def build_learner(cfg: FitConfig, cbs: Sequence[Callback] = ()) -> tuple[Learner, dict[str, Any]]:
+def build_learner(
+    cfg: FitConfig, cbs: Sequence[Callback] = (), progress: bool | None = False
+) -> tuple[Learner, dict[str, Any]]:
     """The Learner ``cfg`` describes (data, model, optimizer, wd), and facts about them;
-    ``cbs``: the Learner's callbacks. ``cfg`` must be ``resolved()``.
+    ``cbs``: the Learner's callbacks; ``progress``: the Learner's (the commands give each
+    fit their own ``ProgressBar``). ``cfg`` must be ``resolved()``.
     """
     model, train, valid, loss, facts = _build(cfg)
     model = _batch_norm_over_processes(model, cfg)
@@ -234,7 +237,7 @@ def build_learner(cfg: FitConfig, cbs: Sequence[Callback] = ()) -> tuple[Learner
         opt_func=sgd if cfg.opt == "sgd" else adamw,
         # wd="auto": the range test and LR probes run at the recipe's wd
         wd=RECIPES.get(cfg.dataset or "", {}).get("wd", 0.0) if cfg.wd == "auto" else cfg.wd or 0.0,
-        moms=cfg.moms, device=cfg.device, cbs=cbs,
+        moms=cfg.moms, device=cfg.device, cbs=cbs, progress=progress,
     )  # fmt: skip
     return learn, facts
 
@@ -281,7 +284,7 @@ class Recipe:
         cbs: list[Callback] = [MixedPrecision()] if cfg.amp else []  # the command adds these
         cbs += [GradientAccumulation(cfg.accumulate)] if cfg.accumulate > 1 else []
         cbs += [GradientClip(cfg.clip)] if cfg.clip else []
-        learn, _ = build_learner(cfg, cbs)
+        learn, _ = build_learner(cfg, cbs, progress=None)  # progress where someone watches
         learn.run_config = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"}
         return learn
 
