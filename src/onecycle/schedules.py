@@ -386,7 +386,11 @@ class Cyclic(_Shape):
 
 
 # Lower-case names read as a small algebra: join([lin(a, b), cos(b, c)], [0.3, 0.7]).
-const, lin, cos, exp, poly = Const, Lin, Cos, Exp, Poly
+const = Const
+lin = Lin
+cos = Cos
+exp = Exp
+poly = Poly
 time_decay = Hyperbolic
 step_decay = StepDecay
 
