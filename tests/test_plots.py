@@ -156,6 +156,9 @@ learn.fit_one_cycle(2, 0.1)""",
     "assert matplotlib.get_backend() == backend\nlabels",  # 5
     "fig, axs = plt.subplots(1, 2)\nlearn.recorder.plot_sched(ax=axs);",  # 6: the user's axes
     "res",  # 7: the result itself: its curve and its pick
+    "from onecycle import plot_schedule\nfrom onecycle.schedules import one_cycle\n"
+    "fig = plot_schedule({'lr': one_cycle(0.1)}, 100)\n"
+    "assert matplotlib.get_backend() == backend\nfig",  # 8
 ]
 
 
@@ -189,3 +192,4 @@ def test_plots_show_inline_in_a_real_kernel_and_leave_the_backend_alone(tmp_path
     assert len(_images(cells[6])) == 1  # the user's figure, flushed by the inline backend
     html = cells[7].outputs[0]["data"]["text/html"]
     assert "data:image/png;base64" in html and "lr_max" in html and "valley" in html
+    assert len(_images(cells[8])) == 1
