@@ -314,3 +314,14 @@ def test_schedulers_and_schedules_read_at_a_glance():
     assert repr(core).startswith("Scheduler: step 0 of 10 (0%) on SGD")
     html = one_cycle(0.1)._repr_html_()
     assert html.count("<svg") == 1 and "Join(" in html and "1e-06 .. 0.1" in html
+
+
+def test_get_preds_on_data_that_gives_no_batches_says_why():
+    learn = _learner()
+    for _ in learn.valid_data:
+        break  # a Loader left part-way: the next pass goes on from there
+    next(iter(learn.valid_data))
+    with pytest.raises(ConfigError, match=r"^data='an iterable that gave no batches'.*set_epoch"):
+        learn.get_preds()
+    learn.valid_data.set_epoch(0)
+    assert len(learn.get_preds()[0]) == 256

@@ -151,6 +151,10 @@ def get_preds(
             targets.append(yb.cpu())
     finally:
         learn.model.train(was_training)
+    if not preds:  # e.g. a Loader left part-way by next(iter(loader)) resumes at its end
+        raise ConfigError("data", "an iterable that gave no batches", "at least one batch (a "
+                          "Loader iterated part-way goes on from there: set_epoch(0) restarts "
+                          "it)")  # fmt: skip
     raw = torch.cat(preds)
     out = act(raw) if act is not None else raw
     if with_decoded:

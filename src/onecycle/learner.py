@@ -104,7 +104,7 @@ class Learner:
     Attributes callbacks read or set: ``model, opt, scheduler, loss_func, epoch, n_epoch,
     iter, n_iter, batch, pred, loss, loss_global, will_step, accumulate, autocast, scaler,
     valid_results, epoch_completed, step_values, recorder, fit_signature, run_config,
-    lr_find_result, auto_result, auto_wd_result, replicas, ddp_model, fit_plan, budget,
+    lr_find_result, auto_result, auto_wd_result, replicas, ddp_model, fit_plan, fit_cbs, budget,
     clock``. ``clock`` (``time.monotonic``) is what a time budget counts: set a fake one
     for reproducible budgeted runs (``onecycle.budget``).
 
