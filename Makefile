@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 TSTAMP  := $(VENV)/.installed-integrations
 OUT     ?= runs/demo
 
-.PHONY: demo test test-fast lint bench bench-deps auto-suite clean
+.PHONY: demo test test-fast lint docs bench bench-deps auto-suite clean
 
 # torch is pinned here (the CPU build on local disk); the package itself asks torch>=2.10.
 $(STAMP): pyproject.toml
@@ -46,9 +46,14 @@ auto-suite: bench-deps
 	$(BIN)/python benchmarks/auto_lr/suite.py --workers 2 \
 		--json docs/results/auto_lr_suite.json --table docs/results/auto_lr_suite.md
 
+# The guides and the API reference (from the docstrings) into site/, warnings as errors;
+# tests/test_api_docs.py builds it too, so `make test` (CI) fails on a broken reference.
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict
+
 lint: $(STAMP)
 	$(BIN)/python -m ruff check src tests benchmarks
 	$(BIN)/python -m ruff format --check src tests benchmarks
 
 clean:
-	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) runs site .pytest_cache .ruff_cache .hypothesis

@@ -63,11 +63,24 @@ def commands(text: str) -> list[str]:
     return out
 
 
+# Pages read top to bottom, each block building on the ones before: their python blocks run
+# in order in one namespace (one case per page).
+TUTORIALS = {"getting-started.md"}
+
+
+def _cases(path: Path) -> list[tuple[str, int, str]]:
+    found = [(lang, line, text) for lang, line, text in blocks(path) if lang in ("python", "bash")]
+    if path.name not in TUTORIALS:
+        return found
+    python = [b for b in found if b[0] == "python"]
+    joined = [("python", python[0][1], "\n".join(t for _, _, t in python))] if python else []
+    return joined + [b for b in found if b[0] != "python"]
+
+
 CASES = [
     pytest.param(lang, path, line, text, id=f"{path.relative_to(ROOT)}:{line}")
     for path in DOCS
-    for lang, line, text in blocks(path)
-    if lang in ("python", "bash")
+    for lang, line, text in _cases(path)
 ]
 
 

@@ -27,11 +27,13 @@ from onecycle.checkpoint import (
 )
 from onecycle.errors import ConfigError
 from onecycle.learner import Learner, accuracy, adamw, sgd
+from onecycle.monitor import EarlyStopping, SaveBest
 from onecycle.plots import plot_schedule
 
 # the function, not the module: ``onecycle.range_test(model, opt, loss_func, batches)``
 # (``from onecycle.range_test import range_test`` keeps working)
 from onecycle.range_test import RangeTestResult, Step, range_test
+from onecycle.run import Recipe, recipe
 from onecycle.scheduler import ScheduleLR, Scheduler
 
 __version__ = "0.1.0"
@@ -45,6 +47,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointWriteError",
     "ConfigError",
+    "EarlyStopping",
     "GradientAccumulation",
     "GradientClip",
     "Learner",
@@ -53,7 +56,9 @@ __all__ = [
     "NonFiniteLossError",
     "ProgressBar",
     "RangeTestResult",
+    "Recipe",
     "Recorder",
+    "SaveBest",
     "ScheduleLR",
     "Scheduler",
     "Step",
@@ -63,6 +68,7 @@ __all__ = [
     "adamw",
     "plot_schedule",
     "range_test",
+    "recipe",
     "schedules",
     "sgd",
 ]

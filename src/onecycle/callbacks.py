@@ -21,6 +21,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import torch
@@ -29,6 +30,8 @@ from onecycle import distributed as D
 from onecycle.errors import check_int, check_positive
 
 if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
     from onecycle.learner import Learner
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
     "NonFiniteLossError",
     "ProgressBar",
     "Recorder",
+    "default_callbacks",
     "event_table",
 ]
 
@@ -128,6 +132,19 @@ def event_table(cbs: Sequence[Callback]) -> dict[str, list[Callable[[Learner], N
     }  # fmt: skip
 
 
+def default_callbacks(cbs: Sequence[Callback], progress: bool | None) -> list[Callback]:
+    """What a Learner adds to its ``cbs``: a ``NonFiniteGuard`` (unless ``cbs`` has one: pass
+    your own, ``check_grads=True``, to configure it) and a ``ProgressBar`` (unless ``cbs``
+    has one or ``progress`` is False; ``progress=None`` shows it only where someone is
+    watching)."""
+    out: list[Callback] = []
+    if not any(isinstance(c, NonFiniteGuard) for c in cbs):
+        out.append(NonFiniteGuard())
+    if progress is not False and not any(isinstance(c, ProgressBar) for c in cbs):
+        out.append(ProgressBar(watched_only=progress is None))
+    return out
+
+
 class Recorder(Callback):
     """Records what happened: per optimizer step the scheduled hyper-parameters (the exact
     schedule values), per batch the training loss, per epoch a row of results.
@@ -145,6 +162,9 @@ class Recorder(Callback):
         self.hypers: dict[str, list[list[float]]] = {}
         self.rows: list[dict[str, Any]] = []
         self.train_seconds: list[float] = []  # per epoch, training only (no validation)
+        self._pending: list[torch.Tensor] = []
+        self._resumed_start: int | None = None
+        self._epoch_start = 0
 
     def before_fit(self, learn: Learner) -> None:
         self.losses, self.hypers, self.rows, self.train_seconds = [], {}, [], []
@@ -212,6 +232,30 @@ class Recorder(Callback):
         self._resumed_start = int(state["epoch_start"])
         self._pending = []
 
+    def __repr__(self) -> str:
+        steps = len(next(iter(self.hypers.values()), []))
+        head = f"Recorder: {len(self.rows)} epochs, {steps} optimizer steps, "
+        head += f"{len(self.losses)} batches"
+        if not self.rows:
+            return head
+        row = self.rows[-1]
+        cells = "  ".join(
+            f"{k} {_cell(v)}" for k, v in row.items() if k not in ("epoch", "seconds")
+        )
+        return f"{head}\n  epoch {row['epoch']}: {cells}  ({row.get('seconds', 0):.1f}s)"
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the per-epoch table."""
+        import html
+
+        if not self.rows:
+            return f"<pre>{html.escape(repr(self))}</pre>"
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        head = "".join(f"<th>{html.escape(k)}</th>" for k in keys)
+        body = "".join("<tr>" + "".join(f"<td>{_cell(r.get(k, ''))}</td>" for k in keys) + "</tr>"
+                       for r in self.rows)  # fmt: skip
+        return f"<table><tr>{head}</tr>{body}</table>"
+
     @property
     def lrs(self) -> list[float]:
         """LR of the last param group at each optimizer step."""
@@ -230,64 +274,98 @@ class Recorder(Callback):
             out.append(avg / (1 - self.beta**i))
         return out
 
-    def plot_loss(self, path: str, skip_start: int = 5) -> str:
-        """PNG of the training loss (raw and smoothed) per batch, with validation per epoch."""
+    def plot_loss(
+        self, path: str | Path | None = None, skip_start: int = 5, *, ax: Any = None
+    ) -> Figure:
+        """The training loss (raw and smoothed) per batch, with validation per epoch: the
+        matplotlib ``Figure``, drawn into ``ax`` if given, written to ``path`` if given."""
         from onecycle.plots import plot_losses
 
-        return str(plot_losses(self, path, skip_start=skip_start))
+        return plot_losses(self, path, skip_start=skip_start, ax=ax)
 
-    def plot_sched(self, path: str) -> str:
-        """PNG of each recorded hyper-parameter over optimizer steps."""
+    def plot_sched(self, path: str | Path | None = None, *, ax: Any = None) -> Figure:
+        """Each recorded hyper-parameter over optimizer steps (one panel each; ``ax``: one
+        Axes per hyper-parameter): the ``Figure``, written to ``path`` if given."""
         from onecycle.plots import plot_recorded
 
-        return str(plot_recorded(self.hypers, path))
+        return plot_recorded(self.hypers, path, ax=ax)
+
+
+def _cell(v: Any) -> str:
+    return str(v) if isinstance(v, (int, str)) else f"{v:.4f}"
 
 
 class ProgressBar(Callback):
-    """A tqdm bar per epoch on stderr (only if stderr is a terminal, unless ``bar=True``)
-    and a results table.
+    """Progress where a person is watching: in a terminal a tqdm bar per epoch and the
+    results table on stderr; in a Jupyter notebook a bar and the table as HTML, updated in
+    place (``onecycle.progress``).
 
-    The table (epoch, train loss, valid loss, metrics, seconds) is written to ``stream``
-    (default stderr) one row per epoch; ``table=False`` hides it, ``bar=False`` the bar.
-    Under torch.distributed only rank 0 shows either.
+    Every Learner has one unless told otherwise (``Learner(progress=False)`` is the switch):
+    that one shows progress only where someone watches (``watched_only=True``), and stays
+    silent in pipes, files and CI. One made by hand always writes the table (epoch, train
+    loss, valid loss, metrics, seconds) to ``stream`` (default stderr), or to the notebook;
+    ``table=False`` hides it; the bar shows where stderr is a terminal or in a notebook,
+    or as ``bar`` says. Under torch.distributed only rank 0 shows either. A fit given its
+    own ``ProgressBar`` silences the Learner's.
     """
 
     order = 95
 
     def __init__(
-        self, *, table: bool = True, bar: bool | None = None, stream: TextIO | None = None
+        self,
+        *,
+        table: bool = True,
+        bar: bool | None = None,
+        stream: TextIO | None = None,
+        watched_only: bool = False,
     ) -> None:
         self.table, self.bar, self.stream = table, bar, stream
+        self.watched_only = watched_only
         self._pbar: Any = None
+        self._view: Any = None
+
+    def __repr__(self) -> str:
+        return "ProgressBar(watched_only=True)" if self.watched_only else "ProgressBar()"
 
     def _out(self) -> TextIO:
         return self.stream if self.stream is not None else sys.stderr
 
     def before_fit(self, learn: Learner) -> None:
+        from onecycle.progress import NotebookView, watching
+
         self._header_done = False
-        self._silent = not D.is_main()  # under DDP only rank 0 shows progress
-        show = self.bar if self.bar is not None else sys.stderr.isatty()
-        self._use_bar = bool(show) and not self._silent
+        where = watching() if self.stream is None else None
+        replaced = self.watched_only and any(
+            isinstance(c, ProgressBar) and c is not self for c in learn.fit_cbs
+        )  # a fit's own bar speaks for it
+        self._silent = not D.is_main() or replaced or (self.watched_only and where is None)
+        self._view = NotebookView() if where == "notebook" and not self._silent else None
+        show = self.bar if self.bar is not None else where is not None
+        self._use_bar = bool(show) and not self._silent and self._view is None
         if self._use_bar:
             try:
                 import tqdm  # noqa: F401
             except ImportError:
                 self._use_bar = False
 
+    def _what(self, learn: Learner) -> str:
+        b = learn.budget  # a time budget: n_epoch is only a cap, the time left counts
+        of = f"/{learn.n_epoch}" if b is None else f", {b.seconds - b.elapsed():.0f}s left"
+        return f"epoch {learn.epoch + 1}{of}"
+
     def before_train(self, learn: Learner) -> None:
+        self._t0 = time.perf_counter()
         if self._use_bar:
             from tqdm.auto import tqdm
 
-            b = learn.budget  # a time budget: n_epoch is only a cap, the time left counts
-            of = f"/{learn.n_epoch}" if b is None else f", {b.seconds - b.elapsed():.0f}s left"
-            self._pbar = tqdm(
-                total=learn.n_iter, leave=False, file=sys.stderr,
-                desc=f"epoch {learn.epoch + 1}{of}",
-            )  # fmt: skip
+            self._pbar = tqdm(total=learn.n_iter, leave=False, file=sys.stderr,
+                              desc=self._what(learn))  # fmt: skip
 
     def after_batch(self, learn: Learner) -> None:
         if self._pbar is not None:
             self._pbar.update(1)
+        elif self._view is not None:
+            self._view.batch(learn.iter + 1, learn.n_iter, self._what(learn), self._t0)
 
     def after_train(self, learn: Learner) -> None:
         if self._pbar is not None:
@@ -298,6 +376,9 @@ class ProgressBar(Callback):
         if not self.table or self._silent or not learn.recorder.rows:
             return
         row = learn.recorder.rows[-1]
+        if self._view is not None:
+            self._view.epoch(row)
+            return
         keys = list(row)
         out = self._out()
         if not self._header_done:
@@ -312,6 +393,9 @@ class ProgressBar(Callback):
 
     def after_fit(self, learn: Learner) -> None:
         self.after_train(learn)
+        if self._view is not None:
+            self._view.close()
+            self._view = None
 
 
 class GradientClip(Callback):

@@ -248,6 +248,66 @@ def set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((version, tuple(py_state), py_gauss))
 
 
+def model_mismatch(model: torch.nn.Module, saved: dict[str, Any]) -> str | None:
+    """What keeps ``saved`` (a state dict) from loading into ``model``, in words; None if
+    it fits: the tensors whose shapes differ, those missing on either side."""
+    mine = model.state_dict()
+    shapes = [
+        f"{k} is {tuple(saved[k].shape)} in the file, {tuple(v.shape)} here"
+        for k, v in mine.items()
+        if k in saved and torch.is_tensor(saved[k]) and saved[k].shape != v.shape
+    ]
+    missing = [k for k in mine if k not in saved]
+    extra = [k for k in saved if k not in mine]
+    parts = []
+    for what, names in (("shapes differ", shapes), ("not in the file", missing),
+                        ("in the file, not in this model", extra)):  # fmt: skip
+        if names:
+            more = f" (and {len(names) - 3} more)" if len(names) > 3 else ""
+            parts.append(f"{what}: {', '.join(names[:3])}{more}")
+    return "; ".join(parts) or None
+
+
+def optimizer_mismatch(opt: torch.optim.Optimizer, saved: dict[str, Any]) -> str | None:
+    """What keeps ``saved`` (an optimizer's state dict) from loading into ``opt``; None if
+    it fits: other param groups, another kind of optimizer, other tensor shapes."""
+    groups = saved.get("param_groups", [])
+    theirs, mine = [len(g["params"]) for g in groups], [len(g["params"]) for g in opt.param_groups]
+    if theirs != mine:
+        return (f"the file's optimizer has {len(theirs)} param group(s) of {theirs} tensors, "
+                f"this one {len(mine)} of {mine}")  # fmt: skip
+    for key in ("momentum", "betas"):
+        if groups and (key in groups[0]) != (key in opt.param_groups[0]):
+            return (f"the file's optimizer {'has' if key in groups[0] else 'has no'} {key!r}, "
+                    f"this {type(opt).__name__} {'has' if key in opt.param_groups[0] else 'has no'}"
+                    " (another kind of optimizer)")  # fmt: skip
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for i, st in saved.get("state", {}).items():
+        i = int(i)
+        for name, t in st.items():
+            if torch.is_tensor(t) and t.dim() > 0 and i < len(params) and (
+                t.shape != params[i].shape
+            ):  # fmt: skip
+                return (f"the file's optimizer state {name!r} of tensor {i} is {tuple(t.shape)}, "
+                        f"the parameter here is {tuple(params[i].shape)}")  # fmt: skip
+    return None
+
+
+def _stateful(cbs: list[Callback]) -> dict[str, Any]:
+    """The callbacks whose state a checkpoint keeps (those with ``state_dict`` and
+    ``load_state_dict``, the Recorder aside), by class name (``#2`` for a second one)."""
+    out: dict[str, Any] = {}
+    for cb in cbs:
+        if hasattr(cb, "state_dict") and hasattr(cb, "load_state_dict") and (
+            type(cb).__name__ != "Recorder"
+        ):  # fmt: skip
+            name, k = type(cb).__name__, 2
+            while name in out:
+                name, k = f"{type(cb).__name__}#{k}", k + 1
+            out[name] = cb
+    return out
+
+
 def capture(learn: Learner, *, epoch: int, batches_done: int) -> dict[str, Any]:
     """The learner's full state at an optimizer-step boundary.
 
@@ -278,15 +338,22 @@ def capture(learn: Learner, *, epoch: int, batches_done: int) -> dict[str, Any]:
         "plan": learn.fit_plan,  # its length and extensions: what resume(extend=True) rebuilds
         "budget": learn.budget.state_dict() if learn.budget is not None else None,
         "config": learn.run_config,
+        "callbacks": {k: cb.state_dict() for k, cb in _stateful(learn.fit_cbs).items()},
     }
 
 
 def restore(learn: Learner, state: dict[str, Any], source: str = "checkpoint") -> tuple[int, int]:
     """Put ``state`` into ``learn`` (whose fit was set up with the same schedules).
 
-    Returns ``(epoch, batches_done)``: where training continues.
+    Returns ``(epoch, batches_done)``: where training continues. ``learn.load(path)`` puts
+    only the weights and optimizer of a checkpoint into a Learner that is not fitting.
     """
-    assert learn.opt is not None and learn.scheduler is not None
+    if learn.opt is None or learn.scheduler is None:
+        raise CheckpointError(
+            f"{source}: restore() continues a fit that is set up (its optimizer and scheduler "
+            "exist): pass resume=path to fit / fit_one_cycle, or learn.load(path) for the "
+            "weights and optimizer alone"
+        )
     written_by, now = int(state.get("world_size", 1)), D.world_size()
     if written_by != now:
         raise CheckpointError(
@@ -300,12 +367,23 @@ def restore(learn: Learner, state: dict[str, Any], source: str = "checkpoint") -
             f"a checkpoint of this same fit; it was made by {state.get('fit')!r}, "
             f"this fit is {learn.fit_signature!r}",
         )  # fmt: skip
+    why = model_mismatch(learn.model, state["model"])
+    if why is None:
+        why = optimizer_mismatch(learn.opt, state["optimizer"])
+    if why is not None:
+        raise CheckpointError(f"{source}: does not fit this Learner: {why}")
     try:
         learn.model.load_state_dict(state["model"])
     except RuntimeError as e:
         detail = " ".join(str(e).split())
         raise CheckpointError(f"{source}: does not fit this model: {detail}") from None
     learn.opt.load_state_dict(state["optimizer"])
+    saved = state.get("callbacks") or {}
+    for key, cb in _stateful(learn.fit_cbs).items():
+        if key in saved:
+            cb.load_state_dict(saved[key])
+        else:
+            log.warning("%s: holds no state for the %s callback: it starts afresh", source, key)
     learn.scheduler.load_state_dict(state["scheduler"])
     if learn.budget is not None and state.get("budget") is not None:
         learn.budget.load_state_dict(state["budget"])  # the time used goes on counting

@@ -59,7 +59,8 @@ def _write_schedule(args: argparse.Namespace, spec: dict, out: Path) -> int:
     from onecycle.plots import plot_schedule
     from onecycle.schedules import sample
 
-    png = plot_schedule(spec, args.steps, out / "schedule.png", title=args.schedule)
+    png = out / "schedule.png"
+    plot_schedule(spec, args.steps, png, title=args.schedule)
     values = {k: sample(v, args.steps) for k, v in spec.items()}
     (out / "schedule.json").write_text(json.dumps({"schedule": args.schedule, "values": values}))
     marks = sorted({0, args.steps // 4, args.steps // 2, 3 * args.steps // 4, args.steps - 1})

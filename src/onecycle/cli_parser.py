@@ -35,6 +35,31 @@ def _lr_max(text: str) -> float | str:
         raise argparse.ArgumentTypeError(f"expected a number or 'auto', got {text!r}") from None
 
 
+def _recipes(key: str) -> str:
+    """Each data set's recipe value for ``key``, for a flag's help: "mnist1d 15, ..."."""
+    from onecycle.config import RECIPES
+
+    def fmt(v: object) -> str:
+        return ("on" if v else "off") if isinstance(v, bool) else f"{v:g}" if isinstance(
+            v, float) else str(v)  # fmt: skip
+
+    return ", ".join(f"{name} {fmt(r[key])}" for name, r in RECIPES.items())
+
+
+def _recipe_table() -> str:
+    """The recipes, one line each: the defaults of ``fit`` and ``lr-find`` per data set."""
+    from onecycle.config import RECIPES
+
+    lines = ["each data set's recipe (what an unset flag takes; onecycle.recipe(NAME) in "
+             "Python):"]  # fmt: skip
+    for name, r in RECIPES.items():
+        lines.append(f"  {name}: --model {r['model']} --opt {r['opt']} --lr-max {r['lr_max']:g} "
+                     f"--bs {r['bs']} --wd {r['wd']:g} --epochs {r['epochs']} "
+                     f"--{'' if r['amp'] else 'no-'}amp --label-smoothing "
+                     f"{r['label_smoothing']:g}")  # fmt: skip
+    return "\n".join(lines)
+
+
 def _add_data_args(f: argparse.ArgumentParser) -> None:
     g = f.add_argument_group("data and model")
     g.add_argument(
@@ -54,7 +79,7 @@ def _add_data_args(f: argparse.ArgumentParser) -> None:
         "--model",
         default=None,
         choices=["cnn", "airnet", "resnet", "cnn1d", "cnn1d-bn", "mlp"],
-        help="zoo model (default: airnet for fashion-mnist, cnn1d-bn for mnist1d)",
+        help=f"zoo model (default: the recipe's: {_recipes('model')})",
     )
     g.add_argument(
         "--factory",
@@ -72,11 +97,11 @@ def _add_data_args(f: argparse.ArgumentParser) -> None:
     g.add_argument("--crop-pad", type=int, default=0, help="random-crop augmentation padding")
     g.add_argument("--hflip", action="store_true", help="random horizontal flips")
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
-                   help="image models in channels_last memory format (default: recipe; "
-                   "fashion-mnist: on)")  # fmt: skip
+                   help="image models in channels_last memory format (default: the recipe's: "
+                   f"{_recipes('channels_last')})")  # fmt: skip
     g.add_argument("--label-smoothing", type=float, default=None, metavar="EPS",
-                   help="cross-entropy label smoothing (default: recipe; fashion-mnist "
-                   "0.1, mnist1d 0)")  # fmt: skip
+                   help="cross-entropy label smoothing (default: the recipe's: "
+                   f"{_recipes('label_smoothing')})")  # fmt: skip
 
 
 def _add_optim_args(f: argparse.ArgumentParser) -> None:
@@ -85,16 +110,17 @@ def _add_optim_args(f: argparse.ArgumentParser) -> None:
         "--opt",
         choices=["sgd", "adamw"],
         default=None,
-        help="sgd (Nesterov) or adamw (default: the data set's recipe)",
+        help=f"sgd (Nesterov) or adamw (default: the recipe's: {_recipes('opt')})",
     )
-    g.add_argument("--bs", type=int, default=None, help="batch size")
+    g.add_argument("--bs", type=int, default=None,
+                   help=f"batch size (default: the recipe's: {_recipes('bs')})")  # fmt: skip
     g.add_argument(
         "--wd",
         type=_lr_max,
         default=None,
         help="decoupled weight decay (not on biases/norm layers); large LRs "
         "regularize, so keep it small. 'auto' (fit, 1cycle): Smith's weight-decay test "
-        "picks one of 0, 1e-5, 1e-4, 1e-3, 1e-2",
+        f"picks one of 0, 1e-5, 1e-4, 1e-3, 1e-2 (default: the recipe's: {_recipes('wd')})",
     )
     g.add_argument(
         "--accumulate",
@@ -111,8 +137,9 @@ def _add_fit_args(f: argparse.ArgumentParser) -> None:
     _add_optim_args(f)
     g = f.add_argument_group("length and peak")
     g.add_argument("--epochs", type=int, default=None,
-                   help="passes over the training data (default 5; with --budget an upper "
-                        "bound, default none)")  # fmt: skip
+                   help="passes over the training data (default: the recipe's: "
+                        f"{_recipes('epochs')}; with --budget an upper bound, default "
+                        "none)")  # fmt: skip
     g.add_argument(
         "--budget",
         default=None,
@@ -129,7 +156,7 @@ def _add_fit_args(f: argparse.ArgumentParser) -> None:
         help="peak LR (one-cycle, clr), or the LR (const) / start LR (decays); "
         "'auto' searches first: a range test places candidate peaks, short 1cycle probes "
         "rank them on held-back training samples (clr: the range test's bounds); default: "
-        "the data set's recipe",
+        f"the recipe's: {_recipes('lr_max')}",
     )
     g.add_argument(
         "--auto-budget", type=float, default=None, metavar="FRACTION",
@@ -221,7 +248,7 @@ def _add_amp_arg(g: argparse._ArgumentGroup) -> None:
         action=argparse.BooleanOptionalAction,
         default=None,
         help="mixed precision: bf16 on CPU, fp16 + GradScaler on CUDA (default: the "
-        "recipe's where the hardware has it natively; fashion-mnist: on)",
+        f"recipe's where the hardware has it natively: {_recipes('amp')})",
     )
 
 
@@ -320,15 +347,18 @@ def build_parser() -> argparse.ArgumentParser:
     f = sub.add_parser(
         "fit", help="train a model with a schedule; table, metrics.json and plots",
         description="Train on real data with Smith's 1cycle (default), CLR or a fixed "
-                    "schedule. Writes OUT/metrics.json, OUT/loss.png and OUT/schedule.png.",
+                    "schedule.\nPrints the configuration it resolved, then trains; writes "
+                    "OUT/metrics.json,\nOUT/loss.png and OUT/schedule.png.",
+        epilog=_recipe_table(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     _add_fit_args(f)
 
     r = sub.add_parser(
         "lr-find", help="the LR range test: suggestions table, lr_find.json and lr_find.png",
         description="Train briefly while the LR grows from --start-lr to --end-lr, stop when "
-                    "the loss diverges, restore everything, and suggest learning rates "
-                    "(valley, steep, minimum, Smith's CLR bounds, and an lr_max for 1cycle).",
+                    "the loss diverges,\nrestore everything, and suggest learning rates "
+                    "(valley, steep, minimum, Smith's\nCLR bounds, and an lr_max for 1cycle).",
+        epilog=_recipe_table(), formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     _add_data_args(r)
     _add_optim_args(r)

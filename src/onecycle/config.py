@@ -29,7 +29,9 @@ from onecycle.budget import parse_budget
 from onecycle.distributed import check_device
 from onecycle.errors import ConfigError, check_finite, check_int, check_positive
 
-__all__ = ["RECIPES", "SCHEDULES", "FitConfig", "check_out", "native_mixed_precision"]
+__all__ = [
+    "RECIPES", "SCHEDULES", "FitConfig", "check_out", "describe", "native_mixed_precision",
+]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -202,6 +204,30 @@ class FitConfig:
         if (c.resume or c.checkpoint_every) and not c.out:
             raise ConfigError("out", c.out, "a folder: checkpoints live in OUT/checkpoints")
         return c
+
+
+def describe(c: FitConfig) -> str:
+    """One line: what a resolved config trains, as ``onecycle fit`` prints it first.
+
+    >>> print(describe(FitConfig(dataset="mnist1d", out=None).resolved()))  # doctest: +ELLIPSIS
+    config: mnist1d, model cnn1d-bn, adamw, lr_max 0.01, batch 100, wd 0.01, 15 epochs, ...
+    """
+    data = c.factory if c.factory else c.dataset
+    lr = c.lr_max if isinstance(c.lr_max, str) else f"{c.lr_max:g}"
+    length = f"{c.epochs} epoch{'s' * (c.epochs != 1)}" if c.epochs is not None else "no epoch cap"
+    if c.budget is not None:
+        length += f", budget {c.budget:g}s"
+    shape = {"one-cycle": f"div {c.div:g}, div_final {c.div_final:g}, pct_start "
+                          f"{c.pct_start:g}, moms {'/'.join(f'{m:g}' for m in c.moms)}",
+             "clr": f"{c.clr_mode}, div {c.div:g}"}.get(c.schedule)  # fmt: skip
+    sched = f"{c.schedule} ({shape})" if shape else c.schedule
+    wd = c.wd if isinstance(c.wd, str) else f"{c.wd:g}"
+    extra = [f"accumulate {c.accumulate}"] if c.accumulate > 1 else []
+    extra += [f"clip {c.clip:g}"] if c.clip else []
+    return ", ".join([f"config: {data}", f"model {c.model}", str(c.opt), f"lr_max {lr}",
+                      f"batch {c.bs}", f"wd {wd}", length, sched, *extra,
+                      f"amp {'on' if c.amp else 'off'}",
+                      f"label smoothing {c.label_smoothing:g}", f"seed {c.seed}"])  # fmt: skip
 
 
 def native_mixed_precision(device: str | None = None) -> bool:

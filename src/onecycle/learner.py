@@ -24,17 +24,18 @@ import torch
 from torch import nn
 
 from onecycle import batch as B
+from onecycle import inference, persist, recipes
 from onecycle import params as P
-from onecycle import recipes
 from onecycle import schedules as S
+from onecycle import summary as summary_
 from onecycle.budget import TimeBudget, check_fit
 from onecycle.callbacks import (
     Callback,
     CancelBatch,
     CancelEpoch,
     CancelFit,
-    NonFiniteGuard,
     Recorder,
+    default_callbacks,
     event_table,
 )
 from onecycle.data.loader import to_device
@@ -65,7 +66,9 @@ def accuracy(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 
 
 class Learner:
-    """Train ``model`` on ``train_data``, evaluate on ``valid_data``.
+    """Train ``model`` on ``train_data``, evaluate on ``valid_data``. The defaults are generic
+    (SGD, ``wd=5e-4``, ``lr_max=1e-2``); ``onecycle.recipe("mnist1d").learner()`` is the
+    Learner ``onecycle fit --dataset mnist1d`` trains, with that data set's tuned recipe.
 
     Args:
         model: any ``nn.Module``; by default batches are ``(x, y)`` (or dicts with
@@ -91,6 +94,8 @@ class Learner:
             pairs or dicts (``onecycle.batch``): the model is called as ``model(x)``,
             ``model(*inputs)`` or ``model(**inputs)``; a tuple or dict output gives its
             first element or ``"logits"`` to the loss and metrics.
+        progress: None (default): show a fit's progress where a person watches (a terminal,
+            a notebook; silent in pipes and CI); False: never; True: always (``ProgressBar``).
 
     Under ``torchrun`` (a process group of several processes) the Learner wraps the model
     in DDP, shards ``onecycle.data.Loader`` data per rank and reduces losses and metrics
@@ -99,7 +104,7 @@ class Learner:
     Attributes callbacks read or set: ``model, opt, scheduler, loss_func, epoch, n_epoch,
     iter, n_iter, batch, pred, loss, loss_global, will_step, accumulate, autocast, scaler,
     valid_results, epoch_completed, step_values, recorder, fit_signature, resuming, run_config,
-    lr_find_result, auto_result, auto_wd_result, replicas, ddp_model, fit_plan, budget,
+    lr_find_result, auto_result, auto_wd_result, replicas, ddp_model, fit_plan, fit_cbs, budget,
     clock``. ``clock`` (``time.monotonic``) is what a time budget counts: set a fake one
     for reproducible budgeted runs (``onecycle.budget``).
 
@@ -131,6 +136,7 @@ class Learner:
         train_bn: bool = True,
         device: torch.device | str | None = None,
         split_batch: Callable[[Any], tuple[Any, Any]] | None = None,
+        progress: bool | None = None,
     ) -> None:
         metrics = _check_args(model, train_data, valid_data, loss_func, opt_func, metrics, wd)
         self.device = check_device("device", device) if device is not None else model_device(model)
@@ -146,9 +152,7 @@ class Learner:
         self.param_groups, self._norm_ids = P.split(self.model, self.splitter)
         self.opt: torch.optim.Optimizer | None = None
         self.recorder = Recorder()
-        # a NonFiniteGuard is always on; pass your own (check_grads=True) to configure it
-        guard = [] if any(isinstance(c, NonFiniteGuard) for c in cbs) else [NonFiniteGuard()]
-        self.cbs: list[Callback] = [*guard, self.recorder, *cbs]
+        self.cbs: list[Callback] = [self.recorder, *default_callbacks(cbs, progress), *cbs]
         self._cb_table = self._bind(self.cbs)
         # loop state, readable by callbacks
         self.scheduler: Scheduler | None = None
@@ -421,22 +425,14 @@ class Learner:
             raise ConfigError("data", None, "validation batches (none given to the Learner)")
         return self._do_validate(data)
 
-    @torch.no_grad()
-    def get_preds(self, data: Iterable[Any] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Model outputs and targets over ``data`` (default: ``valid_data``), on the CPU."""
-        data = data if data is not None else self.valid_data
-        if data is None:
-            raise ConfigError("data", None, "batches to predict on (no valid_data given)")
-        self.model.eval()
-        preds, targets = [], []
-        for batch in data:
-            inputs, yb = self.split_batch(to_device(batch, self.device))
-            with self.autocast():
-                preds.append(B.prediction(B.call_model(self.model, inputs)).float().cpu())
-            if yb is None:
-                raise ConfigError("data", "batches without a target", "batches with targets")
-            targets.append(yb.cpu())
-        return torch.cat(preds), torch.cat(targets)
+    # --- predictions, saving, at a glance (onecycle.inference, persist, summary) --------------
+
+    get_preds = inference.get_preds
+    predict = inference.predict
+    save = persist.save
+    load = persist.load
+    summary = summary_.summary
+    __repr__ = summary_.describe
 
     # --- the method's fits: fit + a schedule (onecycle.recipes) ------------------------------
 
@@ -452,6 +448,7 @@ class Learner:
     # --- events -------------------------------------------------------------------------------
 
     def _bind(self, cbs: Sequence[Callback]) -> dict[str, list[Callable[[Learner], None]]]:
+        self.fit_cbs = list(cbs)  # this fit's callbacks (checkpoints keep their state)
         return event_table(cbs)
 
     def _event(self, name: str) -> None:

@@ -146,11 +146,19 @@ def make_optimizer(
     lrs: list[float],
     wd: float,
 ) -> torch.optim.Optimizer:
-    """``opt_func`` over ``groups`` with one LR each; warns when the optimizer brings its
-    own weight decay on top of the Learner's decoupled ``wd``."""
+    """``opt_func`` over ``groups`` with one LR each. An optimizer that brings its own
+    weight decay (``torch.optim.AdamW`` does, 0.01 by default) while the Learner's
+    decoupled ``wd`` is set too is refused: the weights would decay twice."""
     opt = opt_func([{"params": g, "lr": lr} for g, lr in zip(groups, lrs)], lrs[-1])
-    if any(g.get("weight_decay", 0) for g in opt.param_groups) and wd:
-        log.warning("opt_func set its own weight_decay and the Learner adds wd=%g", wd)
+    own = max((float(g.get("weight_decay", 0) or 0) for g in opt.param_groups), default=0.0)
+    if own and wd:
+        name = getattr(opt_func, "__name__", type(opt).__name__)
+        raise ConfigError(
+            "opt_func", f"{name} with weight_decay={own:g}",
+            f"an optimizer without its own weight decay while the Learner's wd={wd:g} is set "
+            "(both would decay the weights): Learner(..., wd=0) to keep the optimizer's, or "
+            f"weight_decay=0 in it (functools.partial({name}, weight_decay=0)) to keep wd",
+        )  # fmt: skip
     return opt
 
 

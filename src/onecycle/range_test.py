@@ -37,7 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -50,6 +50,9 @@ from onecycle.errors import ConfigError, check_int, check_positive, check_range
 from onecycle.scheduler import Scheduler
 from onecycle.schedules import Exp, Lin
 from onecycle.suggest import Suggestion, suggest
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["RangeTestResult", "Snapshot", "Step", "preserve_state", "range_test"]
 
@@ -92,6 +95,56 @@ class RangeTestResult:
     recommended: Suggestion | None = None
     analysis_curve: list[float] = field(default_factory=list)
 
+    @property
+    def lr_max(self) -> float | None:
+        """The recommended 1cycle ``lr_max``, or None (``reason`` says why)."""
+        return self.recommended.lr if self.recommended is not None else None
+
+    @property
+    def reason(self) -> str:
+        """Why ``recommended`` is what it is: its rule's reason, or why there is none (the
+        curve too short, flat or noisy, still falling at the end, ...)."""
+        if self.recommended is not None:
+            return self.recommended.reason
+        bounds = self.suggestions.get("clr_bounds")
+        if bounds is not None and bounds.lr is None:
+            return bounds.reason  # every "none" of the suggestion rules ends up here
+        if not self.suggestions:
+            return "not analysed: the result holds no suggestions"
+        return "no reliable lr_max on this curve"
+
+    def __repr__(self) -> str:
+        lo, hi = (self.lrs[0], self.lrs[-1]) if self.lrs else (math.nan, math.nan)
+        pick = f"{self.lr_max:.3g}" if self.lr_max is not None else "none"
+        lines = [f"RangeTestResult: {len(self.lrs)} steps, lr {lo:.3g} to {hi:.3g} "
+                 f"({self.mode}); {self.stop_reason}",
+                 f"  lr_max      {pick:>9}  {self.reason}"]  # fmt: skip
+        for name, sug in self.suggestions.items():
+            if sug.bounds:
+                value = f"{sug.bounds[0]:.3g} .. {sug.bounds[1]:.3g}"
+            else:
+                value = f"{sug.lr:>9.3g}" if sug.lr is not None else f"{'-':>9}"
+            why = "" if sug.lr is None and sug.reason == self.reason else f"  {sug.reason}"
+            lines.append(f"  {name:<11} {value}{why}")
+        if self.valid_losses:
+            lines.append(f"  validation after each step: {len(self.valid_losses)} points")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str | None:
+        """In a notebook: the curve with its suggestions marked, above the text summary
+        (the text alone without matplotlib)."""
+        import html
+
+        text = f"<pre>{html.escape(repr(self))}</pre>"
+        try:
+            png = self.plot()._repr_png_()
+        except ImportError:
+            return None
+        import base64
+
+        img = base64.b64encode(png).decode("ascii")
+        return f'<img src="data:image/png;base64,{img}" alt="range test"/>{text}'
+
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-ready content: the curve, the suggestions, the recommendation."""
         return {
@@ -104,12 +157,20 @@ class RangeTestResult:
             "analysis_curve": [None if v != v else v for v in self.analysis_curve],
         }  # fmt: skip
 
-    def plot(self, path: str | Path, *, marks: dict[str, float] | None = None) -> Path:
-        """PNG of loss against LR (log scale for an exponential sweep), suggestions marked,
-        plus labelled vertical lines at ``marks`` (name -> lr)."""
+    def plot(
+        self,
+        path: str | Path | None = None,
+        *,
+        marks: dict[str, float] | None = None,
+        ax: Any = None,
+    ) -> Figure:
+        """Loss against LR (log scale for an exponential sweep), suggestions marked, plus
+        labelled vertical lines at ``marks`` (name -> lr): the matplotlib ``Figure``, drawn
+        into ``ax`` if given, written to ``path`` if given (``onecycle.plots``). In a
+        notebook it shows inline as a cell's value."""
         from onecycle.plots import plot_range_test
 
-        return plot_range_test(self, path, marks=marks)
+        return plot_range_test(self, path, marks=marks, ax=ax)
 
 
 class Snapshot:

@@ -86,7 +86,8 @@ def lr_find(
     the callbacks marked ``affects_update`` in ``learn.cbs`` and ``cbs``: clipping,
     accumulation, mixed precision), with momentum (or beta1) held at ``moms[1]``
     (default the Learner's, 0.85): the value 1cycle uses when its LR peaks, which is
-    what the sweep is read for. Everything is restored afterwards.
+    what the sweep is read for. Everything is restored afterwards; the result is also
+    kept in ``learn.lr_find_result``.
 
     The sweep's LRs apply to the last param group; the others keep their ratio to it.
     ``valid_batches``: the validation loss (and ``metric``) after every step. Options
@@ -103,10 +104,11 @@ def lr_find(
     extra = list(cbs)
     if accumulate is not None and accumulate > 1:
         extra.append(GradientAccumulation(accumulate))
-    return lr_sweep(
+    learn.lr_find_result = lr_sweep(
         learn, start_lr, end_lr, num_it, mode, smooth, stop_div, div_factor,
         moms=moms, wd=wd, cbs=extra, valid_batches=valid_batches, metric=metric,
     )  # fmt: skip
+    return learn.lr_find_result
 
 
 def steps_per_epoch(learn: Learner, cbs: Sequence[Callback] = ()) -> int:

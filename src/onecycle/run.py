@@ -21,7 +21,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
@@ -40,7 +40,7 @@ from onecycle.callbacks import (
     ProgressBar,
 )
 from onecycle.checkpoint import Checkpoint, checkpoints, clear
-from onecycle.config import RECIPES, FitConfig, check_out
+from onecycle.config import RECIPES, FitConfig, check_out, describe
 from onecycle.errors import ConfigError
 from onecycle.learner import Learner, accuracy, adamw, sgd
 from onecycle.lock import FolderLock, on_main
@@ -49,11 +49,13 @@ from onecycle.range_test import RangeTestResult
 __all__ = [
     "RECIPES",
     "FitConfig",
+    "Recipe",
     "RunResult",
     "auto_report",
     "build_learner",
     "check_out",
     "own_out",
+    "recipe",
     "run_fit",
     "run_lr_find",
     "schedules_for",
@@ -224,10 +226,12 @@ def _batch_norm_over_processes(model: torch.nn.Module, cfg: FitConfig) -> torch.
     return model
 
 
-def build_learner(cfg: FitConfig) -> tuple[Learner, dict[str, Any]]:
-    """The Learner ``cfg`` describes (data, model, optimizer, wd), and facts about them.
-
-    ``cfg`` must be ``resolved()``.
+def build_learner(
+    cfg: FitConfig, cbs: Sequence[Callback] = (), progress: bool | None = False
+) -> tuple[Learner, dict[str, Any]]:
+    """The Learner ``cfg`` describes (data, model, optimizer, wd), and facts about them;
+    ``cbs``: the Learner's callbacks; ``progress``: the Learner's (the commands give each
+    fit their own ``ProgressBar``). ``cfg`` must be ``resolved()``.
     """
     model, train, valid, loss, facts = _build(cfg)
     model = _batch_norm_over_processes(model, cfg)
@@ -238,9 +242,67 @@ def build_learner(cfg: FitConfig) -> tuple[Learner, dict[str, Any]]:
         opt_func=sgd if cfg.opt == "sgd" else adamw,
         # wd="auto": the range test and LR probes run at the recipe's wd
         wd=RECIPES.get(cfg.dataset or "", {}).get("wd", 0.0) if cfg.wd == "auto" else cfg.wd or 0.0,
-        moms=cfg.moms, device=cfg.device,
+        moms=cfg.moms, device=cfg.device, cbs=cbs, progress=progress,
     )  # fmt: skip
     return learn, facts
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What ``onecycle fit --dataset NAME`` trains with, from Python: ``recipe(NAME)``.
+
+    The fields are the data set's recipe (``onecycle.config.RECIPES``, measured in
+    docs/benchmarks.md); ``amp`` is the recipe's wish, on only where the hardware runs it
+    natively. ``learner()`` builds the Learner the command trains (the same data, model,
+    seed, optimizer, ``wd``, loss with its label smoothing, mixed precision), so that
+    ``learn.fit_one_cycle(r.epochs, r.lr_max)`` is the command's run, weight for weight.
+
+    >>> r = recipe("mnist1d")
+    >>> r.model, r.opt, r.lr_max, r.bs, r.wd, r.epochs
+    ('cnn1d-bn', 'adamw', 0.01, 100, 0.01, 15)
+    >>> learn = r.learner(train_samples=500)
+    >>> type(learn.model).__name__, learn.wd
+    ('Sequential', 0.01)
+    """
+
+    dataset: str
+    model: str
+    opt: str
+    lr_max: float
+    bs: int
+    wd: float
+    epochs: int
+    amp: bool
+    channels_last: bool
+    label_smoothing: float
+
+    def config(self, **overrides: Any) -> FitConfig:
+        """The ``FitConfig`` of ``onecycle fit --dataset NAME`` (``overrides``: any of its
+        fields, e.g. ``seed=1``, ``train_samples=2000``), resolved; no output folder."""
+        overrides.setdefault("out", None)
+        return FitConfig(dataset=self.dataset, **overrides).resolved()
+
+    def learner(self, **overrides: Any) -> Learner:
+        """The Learner ``onecycle fit --dataset NAME`` trains (``overrides`` as
+        ``config``); with the recipe's mixed precision where the hardware has it."""
+        cfg = self.config(**overrides)
+        cbs: list[Callback] = [MixedPrecision()] if cfg.amp else []  # the command adds these
+        cbs += [GradientAccumulation(cfg.accumulate)] if cfg.accumulate > 1 else []
+        cbs += [GradientClip(cfg.clip)] if cfg.clip else []
+        learn, _ = build_learner(cfg, cbs, progress=None)  # progress where someone watches
+        learn.run_config = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"}
+        return learn
+
+
+def recipe(dataset: str) -> Recipe:
+    """The recipe ``onecycle fit --dataset DATASET`` trains with (``Recipe``), and the
+    Learner built from it: ``recipe("mnist1d").learner()``."""
+    if dataset not in RECIPES:
+        raise ConfigError("dataset", dataset, f"one of {', '.join(RECIPES)}")
+    r = RECIPES[dataset]
+    return Recipe(dataset, r["model"], r["opt"], float(r["lr_max"]), int(r["bs"]),
+                  float(r["wd"]), int(r["epochs"]), bool(r["amp"]), bool(r["channels_last"]),
+                  float(r["label_smoothing"]))  # fmt: skip
 
 
 def _write_json(path: Path, content: Any) -> None:
@@ -284,7 +346,8 @@ def _run_lr_find(
         _write_json(out / "lr_find.json", res.to_dict())
         files["lr_find"] = str(out / "lr_find.json")
         try:
-            files["lr_find_plot"] = str(res.plot(out / "lr_find.png"))
+            res.plot(out / "lr_find.png")
+            files["lr_find_plot"] = str(out / "lr_find.png")
         except ImportError as e:
             log.warning("no plot: %s", e)
     return res, files
@@ -308,6 +371,8 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
     cfg = cfg.resolved()
     t_start = time.perf_counter()
     with own_out(cfg.out, fresh=not (cfg.resume or cfg.resume_from), overwrite=cfg.overwrite):
+        if stream is not None and D.is_main():  # what is about to train, before it does
+            stream.write(describe(cfg) + "\n")
         return _run_fit(cfg, stream, t_start)
 
 
@@ -409,8 +474,8 @@ def _run_fit(cfg: FitConfig, stream: TextIO | None, t_start: float) -> RunResult
             cfg.div = bounds[1] / bounds[0]
         if cfg.out and main and lr_find is not None:
             try:
-                files["lr_find_plot"] = str(lr_find.plot(Path(cfg.out) / "lr_find.png",
-                                                         marks={"lr_max (auto)": lr}))  # fmt: skip
+                lr_find.plot(Path(cfg.out) / "lr_find.png", marks={"lr_max (auto)": lr})
+                files["lr_find_plot"] = str(Path(cfg.out) / "lr_find.png")
             except ImportError as e:
                 log.warning("no plot: %s", e)
     if cfg.wd == "auto":
@@ -501,8 +566,12 @@ def _run_fit(cfg: FitConfig, stream: TextIO | None, t_start: float) -> RunResult
         _write_json(out / "metrics.json", metrics)
         files["metrics"] = str(out / "metrics.json")
         try:
-            files["loss_plot"] = rec.plot_loss(str(out / "loss.png"))
-            files["schedule_plot"] = rec.plot_sched(str(out / "schedule.png"))
+            for kind, name, plot in (
+                ("loss_plot", "loss.png", rec.plot_loss),
+                ("schedule_plot", "schedule.png", rec.plot_sched),
+            ):
+                plot(out / name)
+                files[kind] = str(out / name)
         except ImportError as e:
             log.warning("no plots: %s", e)
     return RunResult(metrics, files, learn)

@@ -8,8 +8,10 @@ PyTorch's ``LRScheduler`` interface for plain loops, Lightning and HF users.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
+import numbers
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -21,7 +23,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from onecycle.errors import ConfigError, ScheduleWarning, check_int, check_range
-from onecycle.schedules import Schedule, progress
+from onecycle.schedules import Const, Schedule, progress
 
 __all__ = ["ScheduleLR", "Scheduler", "momentum_key"]
 
@@ -74,6 +76,13 @@ def _set(group: dict[str, Any], key: str, value: float) -> None:
         group[key] = value
 
 
+def _constant(spec: Any) -> Any:
+    """A number given for a schedule: the constant schedule of that value."""
+    if isinstance(spec, numbers.Real) and not isinstance(spec, bool):
+        return Const(float(spec))  # refuses NaN and inf, naming "value"
+    return spec
+
+
 @dataclass(frozen=True)
 class Follow:
     """The schedule of a param group added after the scheduler was built
@@ -92,7 +101,8 @@ class Scheduler:
 
     Args:
         optimizer: any ``torch.optim.Optimizer``; only its ``param_groups`` are touched.
-        schedules: ``{key: schedule}`` or ``{key: [schedule per param group]}``. Keys are
+        schedules: ``{key: schedule}`` or ``{key: [schedule per param group]}``; a number
+            is a constant (``{"lr": 0.1}`` is ``{"lr": const(0.1)}``). Keys are
             ``"lr"``, ``"momentum"`` (SGD/RMSprop ``momentum`` or Adam-style ``betas[0]``),
             ``"weight_decay"``, or any other key the param groups already have.
         total_steps: number of optimizer steps in the run, >= 1. Step ``i`` uses progress
@@ -148,6 +158,7 @@ class Scheduler:
         for key, spec in schedules.items():
             self._check_key(key)
             per_group = tuple(spec) if isinstance(spec, Sequence) else (spec,) * n_groups
+            per_group = tuple(_constant(s) for s in per_group)  # {"lr": 0.1}: a constant
             if len(per_group) != n_groups:
                 raise ConfigError(
                     f"schedules[{key!r}]",
@@ -181,6 +192,12 @@ class Scheduler:
             groups[0][key], bool
         ):
             raise ConfigError("schedules", key, "a numeric param-group key")
+
+    def __repr__(self) -> str:
+        return _describe(self, "Scheduler")
+
+    def _repr_html_(self) -> str:
+        return _picture(self, repr(self))
 
     @property
     def step_count(self) -> int:
@@ -372,8 +389,8 @@ class ScheduleLR(LRScheduler):
         *,
         new_groups: NewGroups = "error",
     ) -> None:
-        # a function of the step count (CLR's cycles are in steps) or a fixed mapping
-        self._plan = schedules if callable(schedules) else (lambda _: schedules)
+        # a fixed mapping, or a function of the step count (CLR's cycles are in steps)
+        self._plan = _plan(schedules)
         self._new_groups = new_groups
         self.core = Scheduler(optimizer, self._plan(total_steps), total_steps,
                               new_groups=new_groups)  # fmt: skip
@@ -390,8 +407,18 @@ class ScheduleLR(LRScheduler):
 
         self._hook = optimizer.register_step_post_hook(count)
         self._box = [self.core]  # the finalizer's view: load_state_dict may replace the core
-        weakref.finalize(self, _check_finished, self._box, self._hook)
+        # a newer ScheduleLR over parameters of the same shapes supersedes this one: a
+        # notebook cell run again, not a run that stopped short (see _check_finished)
+        shapes = tuple(tuple(p.shape) for g in optimizer.param_groups for p in g["params"])
+        serial = _NEWEST[shapes] = next(_SERIALS)
+        weakref.finalize(self, _check_finished, self._box, self._hook, shapes, serial)
         super().__init__(optimizer, last_epoch)
+
+    def __repr__(self) -> str:
+        return _describe(self.core, "ScheduleLR")
+
+    def _repr_html_(self) -> str:
+        return _picture(self.core, repr(self))
 
     def step(self, epoch: int | None = None, metric: Any = None) -> None:  # type: ignore[override]
         """Advance one optimizer step (call it after each ``optimizer.step()``).
@@ -492,11 +519,80 @@ class ScheduleLR(LRScheduler):
         self._offset = self.last_epoch - self._opt_steps
 
 
-def _check_finished(box: list[Scheduler], hook: Any) -> None:
-    """At collection or exit: a schedule stepped but stopped far short of its end."""
+def _describe(core: Scheduler, name: str) -> str:
+    """A few lines: where the run is, and each key's value now and its schedule."""
+    groups = len(core.optimizer.param_groups)
+    step, total = core.step_count, core.total_steps
+    lines = [
+        f"{name}: step {step} of {total} ({100 * min(step, total) / total:.0f}%) on "
+        f"{type(core.optimizer).__name__}, {groups} param group{'s' * (groups > 1)}"
+    ]
+    for key, per_group in core.schedules.items():
+        now = core.applied.get(key, [])
+        value = (
+            f"{now[0]:.4g}"
+            if len(set(now)) <= 1
+            else "[" + ", ".join(f"{v:.3g}" for v in now) + "]"
+        )
+        shape = repr(per_group[0]) if len(set(per_group)) == 1 else f"{len(per_group)} schedules"
+        shape = shape if len(shape) <= 72 else shape[:71] + "…"
+        lines.append(f"  {key:<12} {value:>9}  {shape}")
+    return "\n".join(lines)
+
+
+def _picture(core: Scheduler, text: str) -> str:
+    """Each key's schedule (the last param group's) over the run, a dot where it is now."""
+    from onecycle.svg import curves_html
+
+    n = min(core.total_steps, 200)
+    ts = [i / max(1, n - 1) for i in range(n)]
+    at = round(progress(core.step_count, core.total_steps) * (n - 1))
+    panels = [
+        (key, [float(per_group[-1](t)) for t in ts]) for key, per_group in core.schedules.items()
+    ]
+    return curves_html(panels, text, at=at)
+
+
+def _plan(
+    schedules: Mapping[str, ScheduleSpec] | Callable[[int], Mapping[str, ScheduleSpec]],
+) -> Callable[[int], Mapping[str, ScheduleSpec]]:
+    """``ScheduleLR``'s schedules as a function of the step count, checked when called: a
+    bare schedule (``one_cycle(0.1)``, a function of progress) is not a plan."""
+    if isinstance(schedules, Mapping) or not callable(schedules):
+        return lambda _: schedules  # type: ignore[return-value]  # Scheduler checks it
+
+    def plan(total_steps: int) -> Mapping[str, ScheduleSpec]:
+        spec = schedules(total_steps)
+        if not isinstance(spec, Mapping):
+            raise ConfigError(
+                "schedules", schedules,
+                "a mapping {hyper: schedule}, e.g. {'lr': one_cycle(0.1)}, or a function "
+                f"total_steps -> such a mapping (called with {total_steps} it gave "
+                f"{spec!r})",
+            )  # fmt: skip
+        return spec
+
+    return plan
+
+
+# Each ScheduleLR's serial number, and the newest one's per parameter shapes.
+_SERIALS = itertools.count()
+_NEWEST: dict[tuple[tuple[int, ...], ...], int] = {}
+
+
+def _check_finished(
+    box: list[Scheduler], hook: Any, shapes: tuple[tuple[int, ...], ...], serial: int
+) -> None:
+    """At collection or exit: a schedule stepped but stopped far short of its end. Not
+    when a newer ScheduleLR over parameters of the same shapes was made since: this one
+    was replaced (a notebook cell run again, a new attempt), not left unfinished."""
     hook.remove()
     core = box[0]
     if core.step_count == 0:
+        return
+    if _NEWEST.get(shapes, serial) > serial:
+        log.debug("a ScheduleLR stopped at step %d of %d was replaced by a newer one",
+                  core.step_count, core.total_steps)  # fmt: skip
         return
     if core.step_count < 0.99 * (core.total_steps - 1):
         log.warning(

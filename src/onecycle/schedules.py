@@ -82,6 +82,16 @@ class Schedule(Protocol):
     def __call__(self, t: float) -> float: ...
 
 
+class _Shape:
+    """What every schedule class here shares: in a notebook, a picture of its shape over a
+    run (``_repr_html_``, an SVG of 200 steps), above its ``repr``."""
+
+    def _repr_html_(self) -> str:
+        from onecycle.svg import curves_html
+
+        return curves_html([("", sample(self, 200))], repr(self))  # type: ignore[arg-type]
+
+
 def _clamp(t: float) -> float:
     return 0.0 if t < 0.0 else 1.0 if t > 1.0 else float(t)
 
@@ -115,7 +125,7 @@ def sample(schedule: Schedule, n: int) -> list[float]:
 
 
 @dataclass(frozen=True)
-class Const:
+class Const(_Shape):
     """The same value at every step.
 
     >>> const(0.9)(0.3)
@@ -132,7 +142,7 @@ class Const:
 
 
 @dataclass(frozen=True)
-class Lin:
+class Lin(_Shape):
     """Linear from ``start`` (t=0) to ``end`` (t=1).
 
     >>> lin(1.0, 3.0)(0.5)
@@ -153,7 +163,7 @@ class Lin:
 
 
 @dataclass(frozen=True)
-class Cos:
+class Cos(_Shape):
     """Half a cosine from ``start`` (t=0) to ``end`` (t=1): flat at both ends.
 
     >>> cos(1.0, 0.0)(0.5)
@@ -173,7 +183,7 @@ class Cos:
 
 
 @dataclass(frozen=True)
-class Sqrt:
+class Sqrt(_Shape):
     """From ``start`` to ``end`` along ``sqrt(t)``: fast at first, then slower. From a peak to
     0 it is the "1-sqrt" cooldown, ``peak * (1 - sqrt(t))`` (Hägele et al. 2024).
 
@@ -193,7 +203,7 @@ class Sqrt:
 
 
 @dataclass(frozen=True)
-class Exp:
+class Exp(_Shape):
     """Geometric from ``start`` to ``end`` (both > 0): a straight line on a log scale.
 
     >>> round(exp(1e-7, 10.0)(0.5), 12), exp(1e-7, 10.0)(1.0)
@@ -214,7 +224,7 @@ class Exp:
 
 
 @dataclass(frozen=True)
-class Poly:
+class Poly(_Shape):
     """Polynomial decay ``end + (start - end) * (1 - t) ** power``; ``power=1`` is linear.
 
     >>> poly(1.0, 0.0, 2.0)(0.5)
@@ -235,7 +245,7 @@ class Poly:
 
 
 @dataclass(frozen=True)
-class Join:
+class Join(_Shape):
     """Schedules run one after another, schedule ``k`` over a fraction ``pcts[k]`` of training.
 
     Each piece sees its own progress from 0 to 1. ``pcts`` must be positive and sum to 1.
@@ -278,7 +288,7 @@ class Join:
 
 
 @dataclass(frozen=True)
-class Hyperbolic:
+class Hyperbolic(_Shape):
     """Time-based decay ``start / (1 + k t)``, with ``k`` chosen so that t=1 gives ``end``.
 
     >>> time_decay(1.0, 0.5)(0.5)  # k = 1
@@ -298,7 +308,7 @@ class Hyperbolic:
 
 
 @dataclass(frozen=True)
-class StepDecay:
+class StepDecay(_Shape):
     """``start`` multiplied by ``gamma`` at each milestone (fractions of training) passed.
 
     >>> s = step_decay(0.1, gamma=0.1, milestones=(0.5, 0.75))
@@ -324,7 +334,7 @@ class StepDecay:
 
 
 @dataclass(frozen=True)
-class Cyclic:
+class Cyclic(_Shape):
     """Smith's cyclical schedule in iterations: from ``start`` to ``peak`` and back.
 
     One cycle is ``step_size`` iterations towards ``peak`` and ``step_size_down``
@@ -376,7 +386,11 @@ class Cyclic:
 
 
 # Lower-case names read as a small algebra: join([lin(a, b), cos(b, c)], [0.3, 0.7]).
-const, lin, cos, exp, poly = Const, Lin, Cos, Exp, Poly
+const = Const
+lin = Lin
+cos = Cos
+exp = Exp
+poly = Poly
 time_decay = Hyperbolic
 step_decay = StepDecay
 
@@ -626,7 +640,7 @@ def wsd(
 
 
 @dataclass(frozen=True)
-class Extended:
+class Extended(_Shape):
     """``schedule`` (planned over ``old_total`` steps) run for ``new_total`` steps instead:
     steps ``0..at`` unchanged, then the value of step ``at`` held for the
     ``new_total - old_total`` extra steps, then the rest of the plan as it was. Built by

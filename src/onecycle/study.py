@@ -401,11 +401,14 @@ def _run_study(cfg: StudyConfig, out: Path, t_start: float, stream: TextIO | Non
     try:
         from onecycle import plots
 
-        files["accuracy_plot"] = str(plots.plot_study_accuracy(data, out / "accuracy.png"))
-        files["lr_plot"] = str(plots.plot_study_lrs(data, out / "lrs.png"))
+        plots.plot_study_accuracy(data, out / "accuracy.png")
+        files["accuracy_plot"] = str(out / "accuracy.png")
+        plots.plot_study_lrs(data, out / "lrs.png")
+        files["lr_plot"] = str(out / "lrs.png")
         marks = {k: v for k, v in lrs["fixed"].items()}
         marks["CLR low"], marks["CLR high"] = lrs["clr"]
-        files["range_test_plot"] = str(res.plot(out / "range_test.png", marks=marks))
+        res.plot(out / "range_test.png", marks=marks)
+        files["range_test_plot"] = str(out / "range_test.png")
     except ImportError as e:
         log.warning("no plots: %s", e)
     return StudyResult(data, files)
