@@ -253,6 +253,15 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _partial(args: argparse.Namespace, results: list[dict[str, Any]], t0: float) -> None:
+    """With ``--only``: the runs so far, after each one (``<json>.partial``), so that a
+    suite stopped early keeps what it measured."""
+    if args.only and args.json:
+        Path(args.json + ".partial").write_text(json.dumps(
+            {"args": vars(args), "runs": results, "seconds": time.perf_counter() - t0},
+            default=str))  # fmt: skip
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--pairs", nargs="*", default=None)
@@ -291,6 +300,7 @@ def main() -> None:
             with mp.get_context("spawn").Pool(args.workers) as pool:
                 for r in pool.imap_unordered(_job, jobs):
                     results.append(r)
+                    _partial(args, results, t0)
                     print(json.dumps({k: r.get(k) for k in ("pair", "arm", "param", "seed",
                                                             "lr", "score", "error")}),
                           flush=True)  # fmt: skip
@@ -300,6 +310,7 @@ def main() -> None:
                 results.append(r)
                 keys = ("pair", "arm", "param", "seed", "lr", "score", "error")
                 print(json.dumps({k: r.get(k) for k in keys}), flush=True)
+                _partial(args, results, t0)
         if phase == 0 and not args.only:
             grid_best = {p: v["grid_best"]["lr"] for p, v in summarise(results).items()}
     if args.only:  # no grid to compare with: merge.py combines this with a full run
