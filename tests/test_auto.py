@@ -401,3 +401,21 @@ def test_probe_on_a_loader_too_small_to_set_samples_aside_still_scores():
     learn = Learner(model, Loader(x, y, 32, seed=0), loss_func=F.cross_entropy)
     p = probe(learn, 0.1, 3)  # 2 batches (32 + 8): the first is held back, as before
     assert p.steps == 3 and math.isfinite(p.loss)
+
+
+def test_wd_auto_says_too_close_to_call_when_the_probes_cannot_be_told_apart(monkeypatch, caplog):
+    import onecycle.auto as A
+
+    noise = {0.0: (0.20, 0.22, 0.21, 0.2133), 1e-4: (0.21, 0.21, 0.22, 0.2035)}
+
+    def probe(learn, lr, steps, *, wd=None, **kw):  # 0.02% apart, well within the noise
+        b = noise.get(wd, (0.5, 0.5, 0.5, 0.5))
+        return A.ProbeResult(0.1, steps, sum(b) / 4, wd=wd, batch_losses=b)
+
+    monkeypatch.setattr(A, "probe", probe)
+    res = A.wd_range_test(_learner(), 0.1, 1000, values=(0.0, 1e-4, 1e-2))
+    assert res.wd == 0.0 and "too close to call" in res.reason
+    assert any("too close to call" in r.message for r in caplog.records)
+    noise[1e-4] = (0.31, 0.32, 0.33, 0.31)  # clearly worse: no doubt to report
+    res = A.wd_range_test(_learner(), 0.1, 1000, values=(0.0, 1e-4, 1e-2))
+    assert res.wd == 0.0 and "too close" not in res.reason

@@ -66,6 +66,7 @@ from __future__ import annotations
 import itertools
 import logging
 import math
+import statistics
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -99,6 +100,7 @@ __all__ = [
     "momentum_range_test",
     "plan",
     "probe",
+    "too_close",
     "wd_range_test",
 ]
 
@@ -651,8 +653,37 @@ def wd_range_test(
         "wd",
     )  # fmt: skip
     why = f"lowest held-back loss of wd in {list(values)} after {steps} steps at lr_max"
+    close = too_close(probes, list(values).index(wd))
+    if close:
+        runner = float(values[close[0]])
+        why = (f"too close to call: wd={float(wd):g} and wd={runner:g} probed "
+               f"{close[1]:.2g}% apart, within their batch-to-batch noise; {why} (the "
+               "first given of the two)")  # fmt: skip
+        log.warning("wd=auto: %s", why)
     peak = lr_max if isinstance(lr_max, float) else float(list(lr_max)[-1])
     return AutoResult(peak, why, None, [], probes, used, total_steps, wd=float(wd))
+
+
+def too_close(probes: Sequence[ProbeResult], best: int) -> tuple[int, float] | None:
+    """The runner-up whose probe the best cannot be told from (``(index, % apart)``), or
+    None: the mean per-batch difference on the same held-back batches is under twice its
+    standard error (or both losses are equal to 4 digits when there is one batch).
+
+    >>> a = ProbeResult(0.1, 8, 0.2118369, batch_losses=(0.20, 0.22, 0.21, 0.2133476))
+    >>> b = ProbeResult(0.1, 8, 0.2118755, batch_losses=(0.21, 0.21, 0.22, 0.2035020))
+    >>> too_close([a, b], 0)[0]
+    1
+    """
+    order = sorted((i for i in range(len(probes)) if i != best), key=lambda i: probes[i].loss)
+    if not order or not math.isfinite(probes[order[0]].loss):
+        return None
+    i, a, b = order[0], probes[best], probes[order[0]]
+    pct = 100 * (b.loss - a.loss) / max(abs(a.loss), 1e-12)
+    d = [y - x for x, y in zip(a.batch_losses, b.batch_losses)]
+    if len(d) < 2 or len(d) != len(a.batch_losses):
+        return (i, pct) if pct < 0.01 else None
+    se = statistics.stdev(d) / math.sqrt(len(d))
+    return (i, pct) if statistics.mean(d) < 2 * se else None
 
 
 def momentum_range_test(
