@@ -121,15 +121,16 @@ def plot(rep: dict[str, Any], path: str) -> None:
     xs, ys = [], []
     for a, b in AUTO.items():
         comps = [v["compute"].get(a) for v in rep["pairs"].values() if v["compute"].get(a)]
-        if comps:
-            xs.append(1 + statistics.median(comps))
+        if a in allg["within"]:  # at the median compute measured, else at most the budget
+            xs.append(1 + (statistics.median(comps) if comps else b))
             ys.append(allg["within"][a])
             ax.annotate(f"budget {b:g}", (xs[-1], ys[-1]), textcoords="offset points",
                         xytext=(6, -10), fontsize=8)  # fmt: skip
-    ax.plot(xs, ys, "o-", color="C0", label='lr_max="auto" (median compute)')
+    ax.plot(xs, ys, "o-", color="C0", label='lr_max="auto" at three budgets')
     ax.plot([9], [n], "s", color="k", label="grid: 9 runs (the target itself)")
     for i, a in enumerate(LR_FREE):  # all at one run; spread a little to be seen apart
-        ax.plot([1.0 + 0.012 * i], [allg["within"][a]], "x", color=f"C{i + 1}", label=a)
+        if allg["within"].get(a) is not None:
+            ax.plot([1.0 + 0.012 * i], [allg["within"][a]], "x", color=f"C{i + 1}", label=a)
     ax.set_xscale("log")
     ax.set_xticks([1, 1.1, 1.3, 2, 3, 9], ["1", "1.1", "1.3", "2", "3", "9"])
     ax.set_xlabel("compute, in runs (the run + the search)")
@@ -145,10 +146,18 @@ def plot(rep: dict[str, Any], path: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("suite", help="a merged suite JSON (merge.py)")
+    ap.add_argument(
+        "--counts",
+        action="store_true",
+        help="SUITE holds counts already ({'groups': ..., 'pairs': {}}): plot them",
+    )
     ap.add_argument("--table", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None)
     args = ap.parse_args()
+    if args.counts:
+        plot(json.loads(Path(args.suite).read_text()), args.plot)
+        return
     summary = json.loads(Path(args.suite).read_text())["summary"]
     rep = report(summary)
     text = table(rep, summary)
