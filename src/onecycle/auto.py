@@ -100,6 +100,7 @@ __all__ = [
     "momentum_range_test",
     "plan",
     "probe",
+    "sweep_steps",
     "too_close",
     "wd_range_test",
 ]
@@ -295,7 +296,7 @@ def _cost(k: int, rungs: Sequence[int], sweep: int, evals: float, extend: bool =
     return cost - rungs[-1]
 
 
-def _sweep_steps(allowed: float) -> int:
+def sweep_steps(allowed: float) -> int:
     """The sweep's steps within ``allowed``: ``SWEEP_STEPS``, at most ``SWEEP_SHARE`` of
     it, none when that leaves fewer than ``MIN_SWEEP``."""
     sweep = min(SWEEP_STEPS, math.floor(SWEEP_SHARE * allowed))
@@ -315,7 +316,7 @@ def plan(total_steps: int, budget: float, evals: float) -> Plan:
     (2, 0)
     """
     allowed = budget * total_steps
-    sweep = _sweep_steps(allowed)
+    sweep = sweep_steps(allowed)
     options = [(MAX_CANDIDATES, 2, EXTEND), (3, 2, EXTEND), (3, 1, EXTEND), (2, 1, EXTEND),
                (2, 1, False)]  # fmt: skip
     for k, n_rungs, extend in options:
@@ -430,7 +431,7 @@ def auto_lr_max(
     n_sched = n_epoch if n_epoch is not None else math.ceil(total_steps / max(1, per_epoch))
     evals = EVAL_COST * len(held)
     p = plan(total_steps, budget, evals) if method == "prefixes" else Plan(
-        _sweep_steps(budget * total_steps), MAX_CANDIDATES, ())  # fmt: skip
+        sweep_steps(budget * total_steps), MAX_CANDIDATES, ())  # fmt: skip
     out = AutoResult(None, "", None, [], [], 0.0, total_steps, budget=budget,
                      held_batches=len(held) if not scored_on else 0,
                      held_samples=sum(len(b[1]) for b in held) if not scored_on else 0,

@@ -460,6 +460,12 @@ def _run_fit(cfg: FitConfig, stream: TextIO | None, t_start: float) -> RunResult
     # the pick's (a resumed run reads the pick from its checkpoint); otherwise the search's
     # pick (or the range test's bounds, for CLR) starts a run of its own
     in_run = cfg.lr_max == "auto" and cfg.schedule == "one-cycle" and cfg.wd != "auto"
+    if in_run and cfg.out and main:
+        from onecycle.auto import BUDGET, sweep_steps
+
+        budget = cfg.auto_budget if cfg.auto_budget is not None else BUDGET
+        if not sweep_steps(budget * total):  # a search too small for a sweep: one for the
+            lr_find = learn.lr_find()  # figure (lr_find.png), outside the search's budget
     if cfg.lr_max == "auto" and not in_run:
         try:
             lr = learn.auto_lr_max(total, moms=cfg.moms, pct_start=cfg.pct_start, cbs=cbs,
@@ -496,7 +502,7 @@ def _run_fit(cfg: FitConfig, stream: TextIO | None, t_start: float) -> RunResult
         auto = learn.auto_result
         assert auto is not None and auto.lr_max is not None
         cfg = dataclasses.replace(cfg, lr_max=auto.lr_max)
-        lr_find = auto.range_test
+        lr_find = auto.range_test or lr_find
         if lr_find is not None and cfg.out and main:
             mark = {"lr_max (auto)": auto.lr_max}
             try:
