@@ -270,21 +270,23 @@ def test_lr_max_auto_end_to_end(caplog):
         loss_func=F.cross_entropy,
         metrics=[accuracy],
     )
-    with caplog.at_level("INFO", logger="onecycle.learner"):
-        learn.fit_one_cycle(3, lr_max="auto")
+    with caplog.at_level("INFO", logger="onecycle"):
+        learn.fit_one_cycle(20, lr_max="auto")  # 320 steps: room for a sweep and probes
     assert any("lr_max=auto" in r.message for r in caplog.records)
-    rec = learn.auto_result.lr_max  # the probes' pick among the sweep's candidates
-    assert rec in learn.auto_result.candidates and learn.lr_find_result is not None
+    rec = learn.auto_result.lr_max  # the probes' pick, between the sweep's candidates
+    cands = learn.auto_result.candidates
+    assert min(cands) <= rec <= max(cands) and learn.lr_find_result is not None
     assert max(learn.recorder.lrs) == pytest.approx(rec, rel=1e-3)  # peak between two steps
     assert learn.recorder.rows[-1]["accuracy"] > 0.85
 
 
-def test_lr_max_auto_refuses_garbage():
-    x = torch.zeros(256, 8)  # no signal in the inputs: the loss cannot fall
+def test_lr_max_auto_on_garbage_says_what_it_did_instead_of_refusing():
+    x = torch.zeros(256, 8)  # no signal in the inputs: the loss cannot fall below chance
     y = torch.arange(256) % 2
     learn = Learner(_model(), Loader(x, y, 64), loss_func=F.cross_entropy)
-    with pytest.raises(ConfigError, match="lr_max='auto'"):
-        learn.fit_one_cycle(1, lr_max="auto")
+    learn.fit_one_cycle(1, lr_max="auto")  # 4 steps: no room to search (v6 never refuses
+    auto = learn.auto_result  # a model that trains, and cannot tell that this one won't)
+    assert auto.lr_max is not None and "no room" in auto.reason and auto.compute_ratio <= 0.3
 
 
 @pytest.mark.parametrize(

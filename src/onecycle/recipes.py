@@ -264,6 +264,8 @@ def fit_one_cycle(
                           "the lr_max it chose)")  # fmt: skip
     if wd == "auto" and resume is not None:
         raise ConfigError("wd", "auto", "a number when resuming (the run chose one)")
+    if auto_lr or wd == "auto":  # the search is sized in the run's steps: a real count
+        n_epoch = check_int("n_epoch", n_epoch)
 
     def spec(lrs: list[float]) -> dict[str, ScheduleSpec]:
         out: dict[str, ScheduleSpec] = {
@@ -288,7 +290,8 @@ def fit_one_cycle(
                  resume=resume)  # fmt: skip
         return
     learn.run_config.pop("auto", None)
-    total = (n_epoch - start_epoch) * learn.steps_per_epoch(cbs)
+    if auto_lr or wd == "auto":
+        total = (n_epoch - start_epoch) * learn.steps_per_epoch(cbs)
     if auto_lr:  # with wd="auto" the run's wd is chosen after the LR: no prefix to continue
         lrs = learn.auto_lr_max(total, moms=moms, budget=auto_budget, pct_start=pct_start,
                                cbs=cbs)  # fmt: skip
