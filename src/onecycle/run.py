@@ -506,8 +506,8 @@ def _run_fit(cfg: FitConfig, stream: TextIO | None, t_start: float) -> RunResult
         if lr_find is not None and cfg.out and main:
             mark = {"lr_max (auto)": auto.lr_max}
             try:
-                files["lr_find_plot"] = str(lr_find.plot(Path(cfg.out) / "lr_find.png",
-                                                         marks=mark))  # fmt: skip
+                lr_find.plot(Path(cfg.out) / "lr_find.png", marks=mark)
+                files["lr_find_plot"] = str(Path(cfg.out) / "lr_find.png")
             except ImportError as e:
                 log.warning("no plot: %s", e)
         if stream is not None and main:
