@@ -171,12 +171,18 @@ def _chars(device: str, quick: bool) -> Any:
         raw = torch.frombuffer(bytearray(stdlib_text(200_000 if quick else 600_000)),
                                dtype=torch.uint8).long()  # fmt: skip
         raw = torch.where(raw < 128, raw, torch.full_like(raw, 127))
-        n_seq = (len(raw) - 1) // (CONTEXT + 1)
-        seqs = raw[: n_seq * (CONTEXT + 1)].view(n_seq, CONTEXT + 1)
-        cut = int(n_seq * 0.9)  # the last 10% of the text is held out
-        tr, te = seqs[:cut], seqs[cut:]
-        _CACHE[key] = tuple(t.to(device) for t in (tr[:, :-1], tr[:, 1:], te[:, :-1], te[:, 1:]))
+        _CACHE[key] = _sequences(raw, device)
     return _CACHE[key]
+
+
+def _sequences(raw: torch.Tensor, device: str) -> tuple[torch.Tensor, ...]:
+    """Byte tokens cut into sequences of ``CONTEXT`` + 1: (inputs, next tokens) for the
+    first 90% and for the last 10% of the text, which is held out."""
+    n_seq = (len(raw) - 1) // (CONTEXT + 1)
+    seqs = raw[: n_seq * (CONTEXT + 1)].view(n_seq, CONTEXT + 1)
+    cut = int(n_seq * 0.9)
+    tr, te = seqs[:cut], seqs[cut:]
+    return tuple(t.to(device) for t in (tr[:, :-1], tr[:, 1:], te[:, :-1], te[:, 1:]))
 
 
 class CharTransformer(nn.Module):
@@ -591,11 +597,7 @@ def build_doclm(seed: int, device: str, quick: bool) -> Built:
     if key not in _CACHE:
         raw = torch.frombuffer(bytearray(english_text(150_000 if quick else 400_000)),
                                dtype=torch.uint8).long()  # fmt: skip
-        n_seq = (len(raw) - 1) // (CONTEXT + 1)
-        seqs = raw[: n_seq * (CONTEXT + 1)].view(n_seq, CONTEXT + 1)
-        cut = int(n_seq * 0.9)
-        tr, te = seqs[:cut], seqs[cut:]
-        _CACHE[key] = tuple(t.to(device) for t in (tr[:, :-1], tr[:, 1:], te[:, :-1], te[:, 1:]))
+        _CACHE[key] = _sequences(raw, device)
     x, y, xt, yt = _CACHE[key]
     torch.manual_seed(seed)
     return Built(CharTransformer(), Loader(x, y, 32, seed=seed),
