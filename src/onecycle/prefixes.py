@@ -58,10 +58,11 @@ if TYPE_CHECKING:
 
 __all__ = ["BRANCH", "Prefix", "advance", "held_loss", "validation_split"]
 
-# A cool-down branch anneals over this fraction of the prefix it starts from (at least
-# MIN_BRANCH steps): Hägele et al. found a cool-down of 10-20% of the steps matches a
-# full cosine; a quarter ranks peaks in our fidelity runs (docs/results/auto_lr_v6.md).
-BRANCH, MIN_BRANCH = 0.25, 2
+BRANCH = 0.25
+"""The fraction of a prefix that its cool-down branch anneals over (at least
+``MIN_BRANCH`` steps): Hägele et al. found a cool-down of 10-20% of the steps matches a
+full cosine; a quarter ranks peaks in our fidelity runs (docs/results/auto_lr_v6.md)."""
+MIN_BRANCH = 2
 
 
 @dataclass
