@@ -153,3 +153,69 @@ def test_import_onecycle_loads_no_heavy_library_and_no_cli():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[] []"
+
+
+def _every_import(path: Path) -> set[str]:
+    """Every onecycle module ``path`` imports: top level, inside functions and under
+    ``if TYPE_CHECKING:`` alike (a type hint is a dependency a reader must follow too)."""
+    out: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module != "onecycle":
+                out.add(node.module)
+                continue
+            for a in node.names:  # a submodule, or a name of the package (its __init__)
+                sub = f"onecycle.{a.name}"
+                out.add(sub if sub in MODULES else "onecycle")
+    return {m for m in out if m in MODULES}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan's algorithm)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                found.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_the_cycle_finder_finds_a_cycle():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circle_counting_every_import():
+    graph = {name: _every_import(_file(name)) for name in MODULES}
+    assert _cycles(graph) == []
+
+
+def test_the_loop_imports_none_of_what_is_built_on_it():
+    above = {"onecycle.learner", "onecycle.recipes", "onecycle.auto", "onecycle.probes",
+             "onecycle.prefixes", "onecycle.fallback", "onecycle.candidates",
+             "onecycle.sweeps", "onecycle.prefix_search"}  # fmt: skip
+    assert not _every_import(_file("onecycle.loop")) & above

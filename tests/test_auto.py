@@ -405,6 +405,7 @@ def test_probe_on_a_loader_too_small_to_set_samples_aside_still_scores():
 
 def test_wd_auto_says_too_close_to_call_when_the_probes_cannot_be_told_apart(monkeypatch, caplog):
     import onecycle.auto as A
+    import onecycle.sweeps as SW
 
     noise = {0.0: (0.20, 0.22, 0.21, 0.2133), 1e-4: (0.21, 0.21, 0.22, 0.2035)}
 
@@ -412,7 +413,7 @@ def test_wd_auto_says_too_close_to_call_when_the_probes_cannot_be_told_apart(mon
         b = noise.get(wd, (0.5, 0.5, 0.5, 0.5))
         return A.ProbeResult(0.1, steps, sum(b) / 4, wd=wd, batch_losses=b)
 
-    monkeypatch.setattr(A, "probe", probe)
+    monkeypatch.setattr(SW, "probe", probe)
     res = A.wd_range_test(_learner(), 0.1, 1000, values=(0.0, 1e-4, 1e-2))
     assert res.wd == 0.0 and "too close to call" in res.reason
     assert any("too close to call" in r.message for r in caplog.records)

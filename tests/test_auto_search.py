@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import onecycle.auto as A
+import onecycle.prefix_search as PS
 from onecycle import Callback, Checkpoint, Learner, accuracy
 from onecycle.data import Loader
 from onecycle.errors import ConfigError
@@ -98,7 +99,7 @@ def test_rungs_keep_the_better_half_and_the_pick_is_the_lowest_last_score(monkey
         return 0.1 + abs(math.log10(lr / best)) * (1.0 if to > 100 else 0.01)
 
     fake, calls = _fake_advance(score)
-    monkeypatch.setattr(A, "advance", fake)
+    monkeypatch.setattr(PS, "advance", fake)
     res = A.auto_lr_max(_learner(), 4000, budget=0.3)
     r1, r2 = res.rungs
     first = [lr for lr, to in calls if to == r1]
@@ -111,7 +112,7 @@ def test_rungs_keep_the_better_half_and_the_pick_is_the_lowest_last_score(monkey
 
 def test_a_winning_top_candidate_brings_in_the_lattice_point_above(monkeypatch, prefixes):
     fake, calls = _fake_advance(lambda lr, to: 1.0 / (1 + lr))  # the larger, the better
-    monkeypatch.setattr(A, "advance", fake)
+    monkeypatch.setattr(PS, "advance", fake)
     res = A.auto_lr_max(_learner(), 4000, budget=1.0)
     top = max(lr for lr, _ in calls[: A.MAX_CANDIDATES])
     assert res.lr_max == pytest.approx(top * 10**0.5)  # beyond the sweep's window
@@ -139,7 +140,7 @@ def test_a_flat_sweep_probes_the_default_lattice_instead_of_refusing(monkeypatch
 
 def test_only_a_search_where_everything_diverged_is_refused(monkeypatch, prefixes):
     fake, calls = _fake_advance(lambda lr, to: math.inf)
-    monkeypatch.setattr(A, "advance", fake)
+    monkeypatch.setattr(PS, "advance", fake)
     learn = _learner()
     with pytest.raises(ConfigError, match="every candidate diverged"):
         learn.fit_one_cycle(20, "auto")
@@ -189,7 +190,7 @@ def test_when_nothing_trains_the_largest_that_did_not_get_worse_runs(
     monkeypatch.setattr(A, "held_loss", held_loss)
     monkeypatch.setattr(A, "lr_sweep", _flat_sweep)
     fake, _ = _fake_advance(score)
-    monkeypatch.setattr(A, "advance", fake)
+    monkeypatch.setattr(PS, "advance", fake)
     res = A.auto_lr_max(_learner(), 2000)
     assert res.lr_max == pytest.approx(top / 10**0.5 if worse else top), res.candidates
     assert "no candidate had trained" in res.reason
@@ -301,7 +302,7 @@ def test_a_newcomers_cnn_on_mnist1d_is_never_refused(seed):
 
 
 def test_horizon_moves_the_pick_to_the_nearest_lower_candidate(monkeypatch, prefixes):
-    monkeypatch.setattr(A, "HORIZON_BETA", 0.5)
+    monkeypatch.setattr(PS, "HORIZON_BETA", 0.5)
     ps = [Prefix(1.0, 100, {}, {100: 0.1}), Prefix(10**-0.5, 100, {}, {100: 0.2}),
           Prefix(0.1, 30, {}, {30: 0.3}), Prefix(10**-1.5, 30, {}, {30: 0.4})]  # fmt: skip
     # 1.0 * (100/1000)**0.5 = 0.316: one lattice step down, a candidate with a state
@@ -311,7 +312,7 @@ def test_horizon_moves_the_pick_to_the_nearest_lower_candidate(monkeypatch, pref
     # far below every candidate: the lowest; a diverged (inf) one is never chosen
     ps[3].scores = {30: math.inf}
     assert A.horizon(ps[0], ps, 10**8).lr_max == pytest.approx(0.1)
-    monkeypatch.setattr(A, "HORIZON_BETA", 0.0)
+    monkeypatch.setattr(PS, "HORIZON_BETA", 0.0)
     assert A.horizon(ps[0], ps, 1000) is ps[0]
 
 

@@ -345,10 +345,10 @@ def test_disk_full_during_a_checkpoint_stops_cleanly_and_resume_continues(tmp_pa
             raise OSError(errno.ENOSPC, "No space left on device")
         return real_fsync(fd)
 
-    monkeypatch.setattr(ck.os, "fsync", full)
+    monkeypatch.setattr(os, "fsync", full)
     out = tmp_path / "run"
     rc, lines, _ = _cli(*args, "--out", str(out))
-    monkeypatch.setattr(ck.os, "fsync", real_fsync)
+    monkeypatch.setattr(os, "fsync", real_fsync)
     assert rc == 1 and len(lines) == 1, lines
     assert "No space left on device" in lines[0] and "resume" in lines[0]
     folder = out / "checkpoints"

@@ -6,6 +6,7 @@ momentum, as pure schedules applied to any ``torch.optim`` optimizer, and a
 """
 
 from onecycle import schedules
+from onecycle._version import __version__
 from onecycle.callbacks import (
     Callback,
     CancelBatch,
@@ -35,8 +36,6 @@ from onecycle.plots import plot_schedule
 from onecycle.range_test import RangeTestResult, Step, range_test
 from onecycle.run import Recipe, recipe
 from onecycle.scheduler import ScheduleLR, Scheduler
-
-__version__ = "0.1.0"
 
 __all__ = [
     "Callback",

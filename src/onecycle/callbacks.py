@@ -1,17 +1,13 @@
-"""Callbacks: small objects that react to the training loop's events.
+"""Callbacks: the built-in ones, and (re-exported from ``onecycle.events``) the loop's events
+and the ``Callback`` base every callback subclasses.
 
-Each event method receives the learner explicitly (``def after_step(self, learn)``),
-never through attribute delegation. ``order`` decides who runs first (lower first).
-The events, in the order the loop fires them:
+- ``Recorder``: every step's hyper-parameters and loss, every epoch's row (always there);
+- ``ProgressBar``: a fit's progress where a person watches (a terminal or a notebook);
+- ``GradientClip``, ``GradientAccumulation``, ``MixedPrecision``: they change the update
+  (``affects_update``), so the range test and the auto search run them too;
+- ``NonFiniteGuard``: stops before the step a NaN or infinite loss would take.
 
-``before_fit`` > [``before_epoch`` > ``before_train`` > [``before_batch`` > ``after_loss``
-> ``after_backward`` > ``after_step`` > ``after_batch``]* > ``after_train`` >
-``before_validate`` > ``after_validate`` > ``after_epoch``]* > ``after_fit``
-
-``after_step`` fires only when the optimizer really stepped (not on accumulation
-micro-batches, not when a gradient scaler skipped the step). ``after_batch``,
-``after_epoch`` and ``after_fit`` always fire, also after a cancellation or an error.
-Raise ``CancelBatch``, ``CancelEpoch`` or ``CancelFit`` to stop cleanly.
+The events, their order and what ``after_step`` means are in ``onecycle.events``.
 """
 
 from __future__ import annotations
@@ -19,7 +15,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
@@ -28,11 +24,20 @@ import torch
 
 from onecycle import distributed as D
 from onecycle.errors import check_int, check_positive
+from onecycle.events import (
+    EVENTS,
+    Callback,
+    CancelBatch,
+    CancelEpoch,
+    CancelFit,
+    NonFiniteLossError,
+    event_table,
+)
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from onecycle.learner import Learner
+    from onecycle.state import TrainState
 
 __all__ = [
     "EVENTS",
@@ -50,86 +55,6 @@ __all__ = [
     "default_callbacks",
     "event_table",
 ]
-
-EVENTS = (
-    "before_fit", "before_epoch", "before_train", "before_batch", "after_loss",
-    "after_backward", "after_step", "after_batch", "after_train", "before_validate",
-    "after_validate", "after_epoch", "after_fit",
-)  # fmt: skip
-
-
-class CancelBatch(Exception):
-    """Skip the rest of this batch: no optimizer step; its gradients are discarded."""
-
-
-class CancelEpoch(Exception):
-    """Skip the rest of this epoch (training and validation); ``after_epoch`` still runs."""
-
-
-class CancelFit(Exception):
-    """Stop training now; ``after_fit`` still runs."""
-
-
-class NonFiniteLossError(RuntimeError):
-    """The loss (or a gradient) became NaN or infinite; training stopped before the step."""
-
-    def __init__(self, what: str, value: float, epoch: int, step: int, lr: float) -> None:
-        self.what, self.value, self.epoch, self.step, self.lr = what, value, epoch, step, lr
-        super().__init__(
-            f"non-finite {what} ({value}) at epoch {epoch}, optimizer step {step}, lr={lr:.4g}: "
-            f"stopped before the optimizer step; weights are "
-            f"{'the initial ones' if step == 0 else f'those after step {step - 1}'}. "
-            "Lower lr_max, clip gradients, or check the data."
-        )
-
-
-class Callback:
-    """Base class: every event is a no-op; override the ones you need.
-
-    >>> class CountSteps(Callback):
-    ...     def before_fit(self, learn): self.n = 0
-    ...     def after_step(self, learn): self.n += 1
-    """
-
-    order: int = 50
-
-    #: True for callbacks that change the update itself (clipping, accumulation, mixed
-    #: precision): they also run during the range test and the probes of ``lr_max="auto"``,
-    #: so that those sweep exactly the update rule ``fit`` trains with. Loggers,
-    #: checkpoints and progress bars leave it False and never see those side runs.
-    affects_update: bool = False
-
-    def before_fit(self, learn: Learner) -> None: ...
-    def before_epoch(self, learn: Learner) -> None: ...
-    def before_train(self, learn: Learner) -> None: ...
-    def before_batch(self, learn: Learner) -> None: ...
-    def after_loss(self, learn: Learner) -> None: ...
-    def after_backward(self, learn: Learner) -> None: ...
-    def after_step(self, learn: Learner) -> None: ...
-    def after_batch(self, learn: Learner) -> None: ...
-    def after_train(self, learn: Learner) -> None: ...
-    def before_validate(self, learn: Learner) -> None: ...
-    def after_validate(self, learn: Learner) -> None: ...
-    def after_epoch(self, learn: Learner) -> None: ...
-    def after_fit(self, learn: Learner) -> None: ...
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}()"
-
-
-def event_table(cbs: Sequence[Callback]) -> dict[str, list[Callable[[Learner], None]]]:
-    """Per event, the bound methods of the callbacks that override it, in ``order``:
-    precomputed, so that an event nobody listens to costs the loop one empty loop.
-
-    >>> [type(f.__self__).__name__ for f in event_table([Recorder()])["after_step"]]
-    ['Recorder']
-    """
-    ordered = sorted(cbs, key=lambda c: c.order)
-    return {
-        name: [getattr(cb, name) for cb in ordered
-               if getattr(type(cb), name) is not getattr(Callback, name)]
-        for name in EVENTS
-    }  # fmt: skip
 
 
 def default_callbacks(cbs: Sequence[Callback], progress: bool | None) -> list[Callback]:
@@ -166,13 +91,13 @@ class Recorder(Callback):
         self._resumed_start: int | None = None
         self._epoch_start = 0
 
-    def before_fit(self, learn: Learner) -> None:
+    def before_fit(self, learn: TrainState) -> None:
         self.losses, self.hypers, self.rows, self.train_seconds = [], {}, [], []
         self._pending: list[torch.Tensor] = []
         self._resumed_start: int | None = None
         self._epoch_start = 0
 
-    def before_epoch(self, learn: Learner) -> None:
+    def before_epoch(self, learn: TrainState) -> None:
         self._t0 = time.perf_counter()
         # a resumed epoch began before the checkpoint: its row covers all its batches
         self._epoch_start = (
@@ -180,12 +105,12 @@ class Recorder(Callback):
         )
         self._resumed_start = None
 
-    def after_loss(self, learn: Learner) -> None:
+    def after_loss(self, learn: TrainState) -> None:
         # Keep tensors; convert once per epoch, so a GPU is not synchronised each batch.
         # Under DDP, the loss averaged over ranks: the same history on every rank.
         self._pending.append(learn.loss_global.detach().float())
 
-    def after_step(self, learn: Learner) -> None:
+    def after_step(self, learn: TrainState) -> None:
         for key, vals in learn.step_values.items():
             self.hypers.setdefault(key, []).append(vals)
 
@@ -194,11 +119,11 @@ class Recorder(Callback):
             self.losses.extend(torch.stack(self._pending).tolist())
             self._pending = []
 
-    def after_train(self, learn: Learner) -> None:
+    def after_train(self, learn: TrainState) -> None:
         self.train_seconds.append(time.perf_counter() - self._t0)
         self._flush()
 
-    def after_epoch(self, learn: Learner) -> None:
+    def after_epoch(self, learn: TrainState) -> None:
         self._flush()
         epoch_losses = self.losses[self._epoch_start :]
         row: dict[str, Any] = {
@@ -212,7 +137,7 @@ class Recorder(Callback):
         # resume with this epoch's losses in the next one's row
         self._epoch_start = len(self.losses)
 
-    def after_fit(self, learn: Learner) -> None:
+    def after_fit(self, learn: TrainState) -> None:
         self._flush()
 
     def state_dict(self) -> dict[str, Any]:
@@ -330,7 +255,7 @@ class ProgressBar(Callback):
     def _out(self) -> TextIO:
         return self.stream if self.stream is not None else sys.stderr
 
-    def before_fit(self, learn: Learner) -> None:
+    def before_fit(self, learn: TrainState) -> None:
         from onecycle.progress import NotebookView, watching
 
         self._header_done = False
@@ -348,12 +273,12 @@ class ProgressBar(Callback):
             except ImportError:
                 self._use_bar = False
 
-    def _what(self, learn: Learner) -> str:
+    def _what(self, learn: TrainState) -> str:
         b = learn.budget  # a time budget: n_epoch is only a cap, the time left counts
         of = f"/{learn.n_epoch}" if b is None else f", {b.seconds - b.elapsed():.0f}s left"
         return f"epoch {learn.epoch + 1}{of}"
 
-    def before_train(self, learn: Learner) -> None:
+    def before_train(self, learn: TrainState) -> None:
         self._t0 = time.perf_counter()
         if self._use_bar:
             from tqdm.auto import tqdm
@@ -361,18 +286,18 @@ class ProgressBar(Callback):
             self._pbar = tqdm(total=learn.n_iter, leave=False, file=sys.stderr,
                               desc=self._what(learn))  # fmt: skip
 
-    def after_batch(self, learn: Learner) -> None:
+    def after_batch(self, learn: TrainState) -> None:
         if self._pbar is not None:
             self._pbar.update(1)
         elif self._view is not None:
             self._view.batch(learn.iter + 1, learn.n_iter, self._what(learn), self._t0)
 
-    def after_train(self, learn: Learner) -> None:
+    def after_train(self, learn: TrainState) -> None:
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
 
-    def after_epoch(self, learn: Learner) -> None:
+    def after_epoch(self, learn: TrainState) -> None:
         if not self.table or self._silent or not learn.recorder.rows:
             return
         row = learn.recorder.rows[-1]
@@ -391,7 +316,7 @@ class ProgressBar(Callback):
         out.write("  ".join(cells) + "\n")
         out.flush()
 
-    def after_fit(self, learn: Learner) -> None:
+    def after_fit(self, learn: TrainState) -> None:
         self.after_train(learn)
         if self._view is not None:
             self._view.close()
@@ -407,7 +332,7 @@ class GradientClip(Callback):
     def __init__(self, max_norm: float = 1.0) -> None:
         self.max_norm = check_positive("max_norm", max_norm)
 
-    def after_backward(self, learn: Learner) -> None:
+    def after_backward(self, learn: TrainState) -> None:
         if not learn.will_step:
             return
         if learn.scaler is not None:
@@ -429,10 +354,10 @@ class GradientAccumulation(Callback):
     def __init__(self, n: int = 2) -> None:
         self.n = check_int("n", n)
 
-    def before_fit(self, learn: Learner) -> None:
+    def before_fit(self, learn: TrainState) -> None:
         learn.accumulate = self.n
 
-    def after_fit(self, learn: Learner) -> None:
+    def after_fit(self, learn: TrainState) -> None:
         learn.accumulate = 1
 
 
@@ -453,14 +378,14 @@ class MixedPrecision(Callback):
             raise ConfigError("dtype", dtype, "torch.float16, torch.bfloat16 or None")
         self.dtype = dtype
 
-    def before_fit(self, learn: Learner) -> None:
+    def before_fit(self, learn: TrainState) -> None:
         dev = learn.device.type
         dtype = self.dtype or (torch.float16 if dev == "cuda" else torch.bfloat16)
         learn.autocast = lambda: torch.autocast(dev, dtype=dtype)
         if dtype == torch.float16 and dev == "cuda":
             learn.scaler = torch.amp.GradScaler("cuda")
 
-    def after_fit(self, learn: Learner) -> None:
+    def after_fit(self, learn: TrainState) -> None:
         learn.autocast = nullcontext
         learn.scaler = None
 
@@ -477,10 +402,10 @@ class NonFiniteGuard(Callback):
     def __init__(self, check_grads: bool = False) -> None:
         self.check_grads = check_grads
 
-    def _lr(self, learn: Learner) -> float:
+    def _lr(self, learn: TrainState) -> float:
         return float(learn.opt.param_groups[-1]["lr"])
 
-    def after_loss(self, learn: Learner) -> None:
+    def after_loss(self, learn: TrainState) -> None:
         # under DDP the loss averaged over ranks: a NaN on any rank stops every rank
         loss = learn.loss_global.detach()
         # one scalar read: cheaper than isfinite().all() on the CPU, the same sync on a GPU
@@ -491,7 +416,7 @@ class NonFiniteGuard(Callback):
                 learn.scheduler.step_count, self._lr(learn),
             )  # fmt: skip
 
-    def after_backward(self, learn: Learner) -> None:
+    def after_backward(self, learn: TrainState) -> None:
         if not self.check_grads or not learn.will_step or learn.scaler is not None:
             return  # a GradScaler handles inf gradients itself by skipping the step
         grads = [p.grad for p in learn.trainable_params() if p.grad is not None]

@@ -1,12 +1,9 @@
 """Checkpoints that survive a kill, load safely and resume bit-exactly.
 
-A checkpoint is one ``torch.save`` file plus a manifest beside it (``<file>.manifest``,
-JSON: size, SHA-256, format). Both are written atomically: a temporary file in the same
-folder, ``fsync``, ``os.replace``, ``fsync`` of the folder. The manifest is written last,
-so a checkpoint without one is incomplete. Loading checks the manifest, then uses
-``torch.load(weights_only=True)``: nothing in a checkpoint can run code, and a file that
-would need arbitrary unpickling is refused. ``latest`` walks back from the newest file to
-the newest *good* one and says which it skipped and why.
+The files themselves (atomic writes with a manifest, safe loading, the newest good one in
+a folder) are ``onecycle.checkpoint_files``, re-exported here. This module holds what goes
+into them (``capture``, ``restore``) and the ``Checkpoint`` callback that writes them
+during a fit, stops cleanly on SIGINT/SIGTERM and keeps its folder for one run.
 
 What a checkpoint holds: model, optimizer, scheduler step, epoch and batches consumed,
 the loader's position, the torch/CUDA/numpy/python random states, the Recorder's history,
@@ -18,14 +15,8 @@ and tensors.
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
 import logging
-import os
-import pickle
 import random
-import re
 import signal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,12 +25,23 @@ import numpy as np
 import torch
 
 from onecycle import distributed as D
+from onecycle._version import __version__
 from onecycle.callbacks import Callback
+from onecycle.checkpoint_files import (
+    FORMAT_VERSION,
+    CheckpointError,
+    CheckpointWriteError,
+    checkpoints,
+    clear,
+    latest,
+    load,
+    save,
+)
 from onecycle.errors import ConfigError, check_int
 from onecycle.lock import FolderLock, on_main
 
 if TYPE_CHECKING:
-    from onecycle.learner import Learner
+    from onecycle.state import TrainState
 
 __all__ = [
     "FORMAT_VERSION",
@@ -55,18 +57,6 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-_NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.pt$")
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, torn, corrupt, unsafe, or does not fit this run."""
-
-
-class CheckpointWriteError(CheckpointError):
-    """A checkpoint could not be written (disk full, permissions): training stops; the
-    previous checkpoint is untouched and ``resume`` continues from it."""
-
 
 class TrainingInterrupted(Exception):
     """SIGINT/SIGTERM arrived: the step finished, a checkpoint was written, training stopped."""
@@ -79,146 +69,6 @@ class TrainingInterrupted(Exception):
             f"stopped by {name} after optimizer step {step} (epoch {epoch}); {where}; "
             "run again with resume to continue exactly"
         )
-
-
-def _fsync_dir(folder: Path) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:  # disk full, interrupted: no half-written file left behind
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(path.parent)
-
-
-def save(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` atomically to ``path`` with its manifest; refuse non-finite weights."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    for name, t in state.get("model", {}).items():
-        if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise CheckpointError(f"not saving {path.name}: model tensor {name!r} is not finite")
-    buf = io.BytesIO()
-    torch.save(state, buf)
-    data = buf.getvalue()
-    manifest = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest(),
-                "format": FORMAT_VERSION}  # fmt: skip
-    mpath = path.with_name(path.name + ".manifest")
-    try:
-        _write_atomic(path, data)
-        _write_atomic(mpath, json.dumps(manifest).encode())
-    except OSError as e:
-        for p in (mpath, path):  # the file without its manifest is incomplete: drop both
-            p.unlink(missing_ok=True)
-        previous = next((p.name for p in checkpoints(path.parent) if p != path), None)
-        kept = f"the previous checkpoint ({previous}) is intact" if previous else (
-            "no earlier checkpoint")  # fmt: skip
-        raise CheckpointWriteError(
-            f"could not write checkpoint {path.name} into {path.parent} "
-            f"({e.strerror or e}); training stopped, {kept}: free space there and run "
-            "again with resume"
-        ) from None
-    return path
-
-
-def load(path: str | Path, *, verify: bool = True) -> dict[str, Any]:
-    """Load a checkpoint: manifest check (unless ``verify=False``), then ``weights_only``.
-
-    Raises ``CheckpointError`` naming the file and what is wrong with it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    data = path.read_bytes()
-    if verify:
-        mpath = path.with_name(path.name + ".manifest")
-        if not mpath.exists() and not _NAME.match(path.name):
-            raise CheckpointError(
-                f"{path}: not a onecycle checkpoint (a checkpoint is a ckpt-eEEEE-sSSSSSSSS.pt "
-                "file with its .manifest beside it, written by the Checkpoint callback or "
-                "onecycle fit into OUT/checkpoints)"
-            )
-        try:
-            manifest = json.loads(mpath.read_text())
-        except (OSError, ValueError):
-            raise CheckpointError(
-                f"{path}: incomplete (no readable {mpath.name}: its write was interrupted); "
-                "resume from the folder to use the newest complete one"
-            ) from None
-        if manifest.get("size") != len(data):
-            raise CheckpointError(
-                f"{path}: torn or truncated ({len(data)} bytes, "
-                f"manifest says {manifest.get('size')})"
-            )
-        if manifest.get("sha256") != hashlib.sha256(data).hexdigest():
-            raise CheckpointError(f"{path}: corrupt (SHA-256 differs from its manifest)")
-    try:
-        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{path}: refused, it needs arbitrary unpickling ({first})") from None
-    except (RuntimeError, EOFError, ValueError) as e:
-        raise CheckpointError(f"{path}: unreadable ({e})") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
-        fmt = state.get("format") if isinstance(state, dict) else type(state).__name__
-        raise CheckpointError(f"{path}: format {fmt!r}, this onecycle reads {FORMAT_VERSION}")
-    return state
-
-
-def checkpoints(folder: str | Path) -> list[Path]:
-    """The checkpoint files in ``folder``, newest (highest step) first."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = []
-    for p in folder.iterdir():
-        m = _NAME.match(p.name)
-        if m:
-            found.append((int(m.group(2)), int(m.group(1)), p))
-    return [p for _, _, p in sorted(found, reverse=True)]
-
-
-def clear(folder: str | Path) -> list[Path]:
-    """Remove every checkpoint in ``folder``, with its manifest and any temporary file a
-    killed write left; returns the checkpoints removed (``overwrite=True``)."""
-    folder = Path(folder)
-    found = checkpoints(folder)
-    for p in found:
-        for f in (p, p.with_name(p.name + ".manifest")):
-            f.unlink(missing_ok=True)
-    if folder.is_dir():
-        for p in folder.iterdir():
-            if p.name.startswith(".ckpt-") and ".tmp-" in p.name:
-                p.unlink(missing_ok=True)
-    return found
-
-
-def latest(folder: str | Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest checkpoint in ``folder`` that loads and verifies; None if there is none.
-
-    Each newer one that fails is skipped with a warning that names it and the reason.
-    """
-    for path in checkpoints(folder):
-        try:
-            return path, load(path)
-        except CheckpointError as e:
-            log.warning("skipping checkpoint: %s; falling back to the previous one", e)
-    return None
 
 
 # --- what a learner's state is ------------------------------------------------------------------
@@ -308,7 +158,7 @@ def _stateful(cbs: list[Callback]) -> dict[str, Any]:
     return out
 
 
-def capture(learn: Learner, *, epoch: int, batches_done: int) -> dict[str, Any]:
+def capture(learn: TrainState, *, epoch: int, batches_done: int) -> dict[str, Any]:
     """The learner's full state at an optimizer-step boundary.
 
     ``epoch`` and ``batches_done`` say where the data order resumes.
@@ -342,7 +192,9 @@ def capture(learn: Learner, *, epoch: int, batches_done: int) -> dict[str, Any]:
     }
 
 
-def restore(learn: Learner, state: dict[str, Any], source: str = "checkpoint") -> tuple[int, int]:
+def restore(
+    learn: TrainState, state: dict[str, Any], source: str = "checkpoint"
+) -> tuple[int, int]:
     """Put ``state`` into ``learn`` (whose fit was set up with the same schedules).
 
     Returns ``(epoch, batches_done)``: where training continues. ``learn.load(path)`` puts
@@ -436,7 +288,7 @@ class Checkpoint(Callback):
         self.written: list[Path] = []  # by this callback, oldest first
         self._fit_start = 0  # where this fit's files begin in ``written``
 
-    def before_fit(self, learn: Learner) -> None:
+    def before_fit(self, learn: TrainState) -> None:
         self._signal = None
         self._fit_start = len(self.written)
         self._lock.acquire()  # released in after_fit, which runs however the fit ends
@@ -474,7 +326,7 @@ class Checkpoint(Callback):
         log.warning("%s received: finishing this step, then checkpoint and stop",
                     signal.Signals(signum).name)  # fmt: skip
 
-    def _save(self, learn: Learner, epoch: int, batches_done: int) -> Path:
+    def _save(self, learn: TrainState, epoch: int, batches_done: int) -> Path:
         assert learn.scheduler is not None
         step = learn.scheduler.step_count
         path = self.folder / f"ckpt-e{epoch:04d}-s{step:08d}.pt"
@@ -503,7 +355,7 @@ class Checkpoint(Callback):
         self._fit_start = min(self._fit_start, start)
         self.last = None
 
-    def _signalled(self, learn: Learner) -> bool:
+    def _signalled(self, learn: TrainState) -> bool:
         """Did this process (or, under DDP, any rank) receive SIGINT/SIGTERM?"""
         if not D.is_distributed():
             return self._signal is not None
@@ -513,11 +365,11 @@ class Checkpoint(Callback):
             self._signal = int(signal.SIGTERM)  # a peer was told to stop: stop with it
         return bool(flag.item())
 
-    def _stop(self, learn: Learner, path: Path | None) -> None:
+    def _stop(self, learn: TrainState, path: Path | None) -> None:
         assert learn.scheduler is not None and self._signal is not None
         raise TrainingInterrupted(self._signal, path, learn.epoch, learn.scheduler.step_count)
 
-    def after_step(self, learn: Learner) -> None:
+    def after_step(self, learn: TrainState) -> None:
         assert learn.scheduler is not None
         due = self.every is not None and learn.scheduler.step_count % self.every == 0
         stop = self._signalled(learn)  # under DDP: the same answer on every rank
@@ -525,14 +377,14 @@ class Checkpoint(Callback):
         if stop:
             self._stop(learn, path)
 
-    def after_epoch(self, learn: Learner) -> None:
+    def after_epoch(self, learn: TrainState) -> None:
         if not learn.epoch_completed:  # an error or an interruption is on its way up
             return
         path = self._save(learn, learn.epoch + 1, 0)
         if self._signalled(learn):
             self._stop(learn, path)
 
-    def after_fit(self, learn: Learner) -> None:
+    def after_fit(self, learn: TrainState) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old = {}
@@ -540,6 +392,4 @@ class Checkpoint(Callback):
 
 
 def _version() -> str:
-    from onecycle import __version__
-
     return __version__

@@ -48,7 +48,7 @@ from onecycle.probes import learner_snapshot
 
 if TYPE_CHECKING:
     from onecycle.auto import AutoResult
-    from onecycle.learner import Learner
+    from onecycle.loop import Loop
 
 __all__ = ["CollapseGuard", "fit_with_fallbacks"]
 
@@ -92,7 +92,7 @@ class CollapseGuard(Callback):
         self.losses: list[float] = []
         self._ema, self._start, self._best, self._bad = 0.0, math.nan, math.inf, 0
 
-    def before_fit(self, learn: Learner) -> None:
+    def before_fit(self, learn: Loop) -> None:
         if self.fired is not None or self.step >= self.total:
             done = f"it fired ({self.fired})" if self.fired else f"its {self.total} steps ran"
             raise ConfigError("cbs", "CollapseGuard", f"a new guard for a new run: {done}")
@@ -112,7 +112,7 @@ class CollapseGuard(Callback):
                 self.fired = None
                 self._bad = 0
 
-    def after_step(self, learn: Learner) -> None:
+    def after_step(self, learn: Loop) -> None:
         self._observe(float(learn.loss_global.detach().float().mean()))
 
     def _observe(self, loss: float) -> None:
@@ -147,7 +147,7 @@ class CollapseGuard(Callback):
 
 
 def fit_with_fallbacks(
-    learn: Learner,
+    learn: Loop,
     fit: Callable[[float, list[Callback]], Any],
     auto: AutoResult,
     total_steps: int,
@@ -219,7 +219,7 @@ def _continue(auto: AutoResult, peak: float, guard: CollapseGuard | None) -> int
 
 
 def fit_auto(
-    learn: Learner,
+    learn: Loop,
     n_epoch: int,
     spec: Callable[[list[float]], Mapping[str, Any]],
     fit: Callable[[list[float], list[Callback], Any], None],

@@ -29,12 +29,12 @@ from onecycle import distributed as D
 from onecycle.callbacks import Callback
 
 if TYPE_CHECKING:
-    from onecycle.learner import Learner
+    from onecycle.state import TrainState
 
 __all__ = ["CSVLogger", "TensorBoardLogger"]
 
 
-def _step_row(learn: Learner) -> dict[str, Any]:
+def _step_row(learn: TrainState) -> dict[str, Any]:
     step = learn.scheduler.step_count - 1 if learn.scheduler is not None else 0  # just taken
     row: dict[str, Any] = {"step": step, "epoch": learn.epoch,
                            "loss": float(learn.loss_global.detach().float())}  # fmt: skip
@@ -58,7 +58,7 @@ class CSVLogger(Callback):
         self._steps: Any = None
         self._writer: csv.DictWriter | None = None
 
-    def before_fit(self, learn: Learner) -> None:
+    def before_fit(self, learn: TrainState) -> None:
         if D.is_main():
             self.folder.mkdir(parents=True, exist_ok=True)
             self._epochs_path = self.folder / "epochs.csv"
@@ -70,7 +70,7 @@ class CSVLogger(Callback):
             self._writer = None
             self._has_header = keep
 
-    def after_step(self, learn: Learner) -> None:
+    def after_step(self, learn: TrainState) -> None:
         if self._steps is None:
             return
         row = _step_row(learn)
@@ -80,7 +80,7 @@ class CSVLogger(Callback):
                 self._writer.writeheader()
         self._writer.writerow(row)
 
-    def after_epoch(self, learn: Learner) -> None:
+    def after_epoch(self, learn: TrainState) -> None:
         if self._steps is None or not learn.recorder.rows:
             return
         self._steps.flush()
@@ -92,7 +92,7 @@ class CSVLogger(Callback):
                 w.writeheader()
             w.writerow(row)
 
-    def after_fit(self, learn: Learner) -> None:
+    def after_fit(self, learn: TrainState) -> None:
         if self._steps is not None:
             self._steps.close()
             self._steps = None
@@ -111,7 +111,7 @@ class TensorBoardLogger(Callback):
         self.log_dir, self.append = Path(log_dir), append
         self.writer: Any = None
 
-    def before_fit(self, learn: Learner) -> None:
+    def before_fit(self, learn: TrainState) -> None:
         if not D.is_main():
             return
         try:
@@ -123,7 +123,7 @@ class TensorBoardLogger(Callback):
                               f"the tensorboard package installed ({e})") from None  # fmt: skip
         self.writer = SummaryWriter(log_dir=str(self.log_dir))
 
-    def after_step(self, learn: Learner) -> None:
+    def after_step(self, learn: TrainState) -> None:
         if self.writer is None:
             return
         row = _step_row(learn)
@@ -133,7 +133,7 @@ class TensorBoardLogger(Callback):
             if key != "epoch":
                 self.writer.add_scalar(f"hp/{key}", value, step)
 
-    def after_epoch(self, learn: Learner) -> None:
+    def after_epoch(self, learn: TrainState) -> None:
         if self.writer is None:
             return
         step = learn.scheduler.step_count if learn.scheduler is not None else 0
@@ -141,7 +141,7 @@ class TensorBoardLogger(Callback):
             self.writer.add_scalar(f"valid/{name}", value, step)
         self.writer.flush()
 
-    def after_fit(self, learn: Learner) -> None:
+    def after_fit(self, learn: TrainState) -> None:
         if self.writer is not None:
             self.writer.close()
             self.writer = None

@@ -34,7 +34,7 @@ from onecycle.callbacks import Callback, CancelFit
 from onecycle.errors import ConfigError, check_finite, check_int
 
 if TYPE_CHECKING:
-    from onecycle.learner import Learner
+    from onecycle.state import TrainState
 
 __all__ = ["EarlyStopping", "SaveBest"]
 
@@ -63,11 +63,11 @@ class _Watch(Callback):
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch: int | None = None
 
-    def before_fit(self, learn: Learner) -> None:
+    def before_fit(self, learn: TrainState) -> None:
         self.best = math.inf if self.mode == "min" else -math.inf
         self.best_epoch = None
 
-    def _improved(self, learn: Learner) -> bool | None:
+    def _improved(self, learn: TrainState) -> bool | None:
         """Did this epoch beat the best by ``min_delta``? None: not a completed epoch."""
         if not learn.epoch_completed or not learn.recorder.rows:
             return None
@@ -119,11 +119,11 @@ class EarlyStopping(_Watch):
         self.wait = 0
         self.stopped_epoch: int | None = None
 
-    def before_fit(self, learn: Learner) -> None:
+    def before_fit(self, learn: TrainState) -> None:
         super().before_fit(learn)
         self.wait, self.stopped_epoch = 0, None
 
-    def before_epoch(self, learn: Learner) -> None:
+    def before_epoch(self, learn: TrainState) -> None:
         if self.wait >= self.patience:  # decided at the last epoch end (or before a resume)
             self.stopped_epoch = learn.epoch - 1
             log.info("early stopping after epoch %d: %s has not improved by more than %g "
@@ -131,7 +131,7 @@ class EarlyStopping(_Watch):
                      self.min_delta, self.wait, self.best, self.best_epoch)  # fmt: skip
             raise CancelFit
 
-    def after_epoch(self, learn: Learner) -> None:
+    def after_epoch(self, learn: TrainState) -> None:
         better = self._improved(learn)
         if better is not None:
             self.wait = 0 if better else self.wait + 1
@@ -169,16 +169,16 @@ class SaveBest(_Watch):
         self.restore = bool(restore)
         self.best_state: dict[str, torch.Tensor] | None = None
 
-    def before_fit(self, learn: Learner) -> None:
+    def before_fit(self, learn: TrainState) -> None:
         super().before_fit(learn)
         self.best_state = None
 
-    def after_epoch(self, learn: Learner) -> None:
+    def after_epoch(self, learn: TrainState) -> None:
         if self._improved(learn):
             self.best_state = {k: v.detach().cpu().clone()
                                for k, v in learn.model.state_dict().items()}  # fmt: skip
 
-    def after_fit(self, learn: Learner) -> None:
+    def after_fit(self, learn: TrainState) -> None:
         if self.restore and self.best_state is not None:
             with torch.no_grad():
                 learn.model.load_state_dict(self.best_state)

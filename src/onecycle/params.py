@@ -39,7 +39,7 @@ from torch import nn
 from onecycle.errors import ConfigError, check_int, check_positive
 
 if TYPE_CHECKING:
-    from onecycle.learner import Learner
+    from onecycle.state import TrainState
 
 __all__ = [
     "LR", "LRMax", "adamw", "decay_params", "freeze", "freeze_to", "group_values",
@@ -176,23 +176,23 @@ def weight_decay(opt: torch.optim.Optimizer, decay: list[list[nn.Parameter]]) ->
 # --- the Learner's methods (``Learner.freeze_to = freeze_to``, ...) ----------------------------
 
 
-def trainable_params(learn: Learner) -> list[nn.Parameter]:
+def trainable_params(learn: TrainState) -> list[nn.Parameter]:
     """Parameters that currently receive gradients."""
     return [p for g in learn.param_groups for p in g if p.requires_grad]
 
 
-def freeze_to(learn: Learner, n: int) -> None:
+def freeze_to(learn: TrainState, n: int) -> None:
     """Freeze the first ``n`` param groups (negative counts from the end); normalization
     layers stay trainable when the Learner's ``train_bn``."""
     set_trainable(learn.param_groups, n, learn._norm_ids, learn.train_bn)
 
 
-def freeze(learn: Learner) -> None:
+def freeze(learn: TrainState) -> None:
     """Train only the last param group (the head), as fastai's ``freeze``."""
     freeze_to(learn, -1)
 
 
-def unfreeze(learn: Learner) -> None:
+def unfreeze(learn: TrainState) -> None:
     """Train every param group."""
     freeze_to(learn, 0)
 
@@ -200,7 +200,7 @@ def unfreeze(learn: Learner) -> None:
 _told_one_group: weakref.WeakSet[Any] = weakref.WeakSet()  # learners warned of a lone group
 
 
-def group_values(learn: Learner, value: LR, name: str = "lr") -> list[float]:
+def group_values(learn: TrainState, value: LR, name: str = "lr") -> list[float]:
     """One value per param group (``spread``): a float for all, ``slice(lo, hi)``
     geometric from first to last group, ``slice(hi)`` as ``hi/10`` for all but the last,
     or a sequence with one value per group.

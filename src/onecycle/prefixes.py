@@ -54,7 +54,7 @@ from onecycle.probes import side_run
 from onecycle.scheduler import Scheduler, momentum_key
 
 if TYPE_CHECKING:
-    from onecycle.learner import Learner
+    from onecycle.loop import Loop
 
 __all__ = ["BRANCH", "Prefix", "advance", "held_loss", "validation_split"]
 
@@ -97,7 +97,7 @@ def validation_split(data: Any, n_batches: int) -> tuple[Any, list[Any]]:
     return first.held_out(n_batches)
 
 
-def held_loss(learn: Learner, held: Sequence[Any]) -> float:
+def held_loss(learn: Loop, held: Sequence[Any]) -> float:
     """Mean loss per sample on ``held`` (eval mode, no gradient); inf if not finite."""
     results = [learn._do_validate([b]) for b in held]
     sizes = [B.batch_size(*learn.split_batch(b)) for b in held]
@@ -119,7 +119,7 @@ class _Segment(Callback):
         self.diverged = False
         self._k = -1  # cool-down steps taken; -1: still on the prefix
 
-    def _start(self, learn: Learner) -> None:
+    def _start(self, learn: Loop) -> None:
         assert learn.opt is not None
         self.state = capture(learn, epoch=learn.epoch, batches_done=learn.iter + 1)
         # the optimizer's state_dict holds its live tensors: the next steps would change it
@@ -135,12 +135,12 @@ class _Segment(Callback):
             spec["momentum"] = [S.Lin(_mom(g, key), self.end_mom) for g in groups]
         learn.scheduler = Scheduler(learn.opt, spec, self.branch + 1)
 
-    def after_loss(self, learn: Learner) -> None:
+    def after_loss(self, learn: Loop) -> None:
         if not math.isfinite(float(learn.loss_global.detach().float())):
             self.diverged = True
             raise CancelFit
 
-    def after_step(self, learn: Learner) -> None:
+    def after_step(self, learn: Loop) -> None:
         assert learn.scheduler is not None
         if self._k < 0:
             if learn.scheduler.step_count >= self.to:
@@ -150,7 +150,7 @@ class _Segment(Callback):
         if self._k >= self.branch:
             self._finish(learn)
 
-    def _finish(self, learn: Learner) -> None:
+    def _finish(self, learn: Loop) -> None:
         self.score = held_loss(learn, self.held)
         learn.model.train()
         raise CancelFit
@@ -161,7 +161,7 @@ def _mom(group: Mapping[str, Any], key: str) -> float:
 
 
 def advance(
-    learn: Learner,
+    learn: Loop,
     prefix: Prefix,
     to: int,
     *,

@@ -43,7 +43,7 @@ from onecycle.scheduler import momentum_key
 from onecycle.suggest import suggest
 
 if TYPE_CHECKING:
-    from onecycle.learner import Learner
+    from onecycle.loop import Loop
 
 __all__ = [
     "ProbeResult", "held_count", "learner_snapshot", "lr_sweep", "probe", "probe_cost", "side_run",
@@ -84,7 +84,7 @@ class ProbeResult:
                 "batch_losses": list(self.batch_losses)}  # fmt: skip
 
 
-def learner_snapshot(learn: Learner) -> Snapshot:
+def learner_snapshot(learn: Loop) -> Snapshot:
     """A ``Snapshot`` of what a fit of ``learn`` changes: its model, its optimizer (made
     now if it has none yet) and its training data's position, after sharding under DDP
     (so that the restored loader is the sharded one)."""
@@ -96,7 +96,7 @@ def learner_snapshot(learn: Learner) -> Snapshot:
 
 
 @contextmanager
-def side_run(learn: Learner, cbs: Sequence[Callback] = ()) -> Iterator[None]:
+def side_run(learn: Loop, cbs: Sequence[Callback] = ()) -> Iterator[None]:
     """Run ``learn.fit`` as a sweep or probe: only the callbacks that affect the update
     (from ``learn.cbs`` and ``cbs``), no validation, and everything put back afterwards."""
     snap = learner_snapshot(learn)
@@ -114,12 +114,12 @@ def side_run(learn: Learner, cbs: Sequence[Callback] = ()) -> Iterator[None]:
         learn._cb_table = learn._bind(learn.cbs)
 
 
-def _epochs_for(learn: Learner, steps: int) -> int:
+def _epochs_for(learn: Loop, steps: int) -> int:
     per_epoch = math.ceil(len(learn.train_data) / max(1, learn.accumulate))  # type: ignore[arg-type]
     return max(1, math.ceil(steps / max(1, per_epoch)))
 
 
-def _peak_momentum(learn: Learner, moms: Sequence[float] | None) -> dict[str, S.Schedule]:
+def _peak_momentum(learn: Loop, moms: Sequence[float] | None) -> dict[str, S.Schedule]:
     assert learn.opt is not None
     if momentum_key(learn.opt) is None:
         return {}
@@ -148,7 +148,7 @@ class _Sweep(Callback):
         self.stop_reason = f"completed {num_it} steps"
         self._sum, self._n, self._avg, self._best = 0.0, 0, 0.0, math.inf
 
-    def after_loss(self, learn: Learner) -> None:
+    def after_loss(self, learn: Loop) -> None:
         value = float(learn.loss_global.detach().float())
         if not math.isfinite(value):
             lr = float(learn.opt.param_groups[-1]["lr"])  # type: ignore[union-attr]
@@ -160,7 +160,7 @@ class _Sweep(Callback):
         self._sum += value
         self._n += 1
 
-    def after_step(self, learn: Learner) -> None:
+    def after_step(self, learn: Loop) -> None:
         lr = float(learn.step_values["lr"][-1])
         loss = self._sum / max(1, self._n)
         self._sum, self._n = 0.0, 0
@@ -188,7 +188,7 @@ class _Sweep(Callback):
 
 
 def lr_sweep(
-    learn: Learner,
+    learn: Loop,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
     num_it: int = 100,
@@ -250,19 +250,19 @@ class _Probe(Callback):
         self.diverged = False
         self.taken = 0
 
-    def before_batch(self, learn: Learner) -> None:
+    def before_batch(self, learn: Loop) -> None:
         if len(self.held) < self.n_held and learn.epoch == 0:
             self.held.append(learn.batch)
             raise CancelBatch
         if self.steps == 0:  # only the held-back loss of the weights as they are
             raise CancelFit
 
-    def after_loss(self, learn: Learner) -> None:
+    def after_loss(self, learn: Loop) -> None:
         if not math.isfinite(float(learn.loss_global.detach().float())):
             self.diverged = True
             raise CancelFit
 
-    def after_step(self, learn: Learner) -> None:
+    def after_step(self, learn: Loop) -> None:
         self.taken += 1
         if self.taken >= self.steps:
             raise CancelFit
@@ -281,12 +281,12 @@ def _set_aside(data: Any, n_held: int) -> tuple[Any, list[Any]]:
     return data, []
 
 
-def held_count(learn: Learner) -> int:
+def held_count(learn: Loop) -> int:
     return max(1, min(HELD_BATCHES, len(learn.train_data) // 10))  # type: ignore[arg-type]
 
 
 def probe(
-    learn: Learner,
+    learn: Loop,
     lr_max: float | Sequence[float],
     steps: int,
     *,
@@ -338,5 +338,5 @@ def probe(
                        tuple(per_batch))  # fmt: skip
 
 
-def probe_cost(learn: Learner, steps: int) -> float:
+def probe_cost(learn: Loop, steps: int) -> float:
     return steps + EVAL_COST * held_count(learn)

@@ -1,15 +1,14 @@
 """The method's fits: ``fit`` plus a schedule, and the range test that chooses its LR.
 
-Each function takes the ``Learner`` first and is also a method of it
-(``Learner.fit_one_cycle = fit_one_cycle``): ``learn.fit_one_cycle(4, 0.1)`` is
+Each function takes the loop (``onecycle.loop.Loop``) first and is also a method of the
+``Learner`` (``Learner.fit_one_cycle = fit_one_cycle``): ``learn.fit_one_cycle(4, 0.1)`` is
 ``fit_one_cycle(learn, 4, 0.1)``. None of them touches the loop: they build schedules
 (``onecycle.schedules``), pick values (``onecycle.auto``) and call ``learn.fit``.
 
 - ``fit_one_cycle``: Smith's 1cycle, with ``lr_max="auto"`` and ``wd="auto"``;
 - ``fit_clr``: cyclical learning rates; ``fit_sgdr``: warm restarts;
 - ``fine_tune``: fastai's frozen-head-then-unfreeze recipe;
-- ``lr_find``, ``auto_lr_max``, ``auto_wd``: the range tests, through the Learner's loop;
-- ``steps_per_epoch``: optimizer steps per epoch (accumulation and sharding included).
+- ``lr_find``, ``auto_lr_max``, ``auto_wd``: the range tests, through the Learner's loop.
 
 >>> import torch
 >>> from onecycle import Learner
@@ -17,7 +16,7 @@ Each function takes the ``Learner`` first and is also a method of it
 >>> x = torch.randn(1024, 2); y = (x[:, 0] > 0).long()
 >>> ce = torch.nn.functional.cross_entropy
 >>> learn = Learner(torch.nn.Linear(2, 2), Loader(x, y, 64), loss_func=ce)
->>> steps_per_epoch(learn)
+>>> learn.steps_per_epoch()
 16
 >>> fit_one_cycle(learn, 1, lr_max=0.1)  # the same as learn.fit_one_cycle(1, lr_max=0.1)
 >>> learn.recorder.lrs[0], round(max(learn.recorder.lrs), 3)  # lr_max / 25 up to lr_max
@@ -27,7 +26,6 @@ Each function takes the ``Learner`` first and is also a method of it
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -41,19 +39,18 @@ from onecycle.params import LR, LRMax
 from onecycle.scheduler import ScheduleSpec, momentum_key
 
 if TYPE_CHECKING:
-    from onecycle.learner import Learner
+    from onecycle.loop import Loop
     from onecycle.range_test import RangeTestResult
 
 __all__ = [
     "auto_lr_max", "auto_wd", "fine_tune", "fit_clr", "fit_one_cycle", "fit_sgdr", "lr_find",
-    "steps_per_epoch",
 ]  # fmt: skip
 
 log = logging.getLogger("onecycle.learner")  # these are the Learner's methods
 
 
 def moms_schedules(
-    learn: Learner, moms: tuple[float, float, float] | None, make: Callable[[tuple], ScheduleSpec]
+    learn: Loop, moms: tuple[float, float, float] | None, make: Callable[[tuple], ScheduleSpec]
 ) -> dict[str, ScheduleSpec]:
     if learn.opt is None:
         learn._make_opt([1e-3] * len(learn.param_groups))
@@ -65,7 +62,7 @@ def moms_schedules(
 
 
 def lr_find(
-    learn: Learner,
+    learn: Loop,
     start_lr: float = 1e-7,
     end_lr: float = 10.0,
     num_it: int = 100,
@@ -111,19 +108,8 @@ def lr_find(
     return learn.lr_find_result
 
 
-def steps_per_epoch(learn: Learner, cbs: Sequence[Callback] = ()) -> int:
-    """Optimizer steps in one epoch of ``train_data`` (accumulation from ``cbs`` or
-    the Learner's callbacks included; under DDP, per rank)."""
-    acc = learn.accumulate
-    for cb in [*learn.cbs, *cbs]:
-        if isinstance(cb, GradientAccumulation):
-            acc = cb.n
-    learn._setup_distributed()
-    return math.ceil(len(learn.train_data) / acc)  # type: ignore[arg-type]
-
-
 def auto_lr_max(
-    learn: Learner,
+    learn: Loop,
     total_steps: int | None = None,
     *,
     budget: float | None = None,
@@ -144,7 +130,7 @@ def auto_lr_max(
     """
     from onecycle import auto as A
 
-    total = total_steps if total_steps is not None else steps_per_epoch(learn, cbs)
+    total = total_steps if total_steps is not None else learn.steps_per_epoch(cbs)
     res = A.auto_lr_max(learn, total, budget=A.BUDGET if budget is None else budget, moms=moms,
                         wd=wd, pct_start=pct_start, cbs=cbs)  # fmt: skip
     res.reuse(None)  # nothing continues the pick's prefix here
@@ -162,7 +148,7 @@ def auto_lr_max(
 
 
 def auto_wd(
-    learn: Learner,
+    learn: Loop,
     lr_max: LR,
     total_steps: int,
     values: Sequence[float] = (0.0, 1e-5, 1e-4, 1e-3, 1e-2),
@@ -185,7 +171,7 @@ def auto_wd(
 
 
 def fit_one_cycle(
-    learn: Learner,
+    learn: Loop,
     n_epoch: int,
     lr_max: LRMax = 1e-2,
     div: float = 25.0,
@@ -293,12 +279,12 @@ def fit_one_cycle(
     if auto_lr or wd == "auto":
         total = (n_epoch - start_epoch) * learn.steps_per_epoch(cbs)
     if auto_lr:  # with wd="auto" the run's wd is chosen after the LR: no prefix to continue
-        lrs = learn.auto_lr_max(total, moms=moms, budget=auto_budget, pct_start=pct_start,
-                               cbs=cbs)  # fmt: skip
+        lrs = auto_lr_max(learn, total, moms=moms, budget=auto_budget, pct_start=pct_start,
+                          cbs=cbs)  # fmt: skip
     else:
         lrs = learn.group_values(lr_max, "lr_max")  # type: ignore[arg-type]
     if wd == "auto":
-        wd = learn.auto_wd(lrs, total, moms=moms, cbs=cbs)
+        wd = auto_wd(learn, lrs, total, moms=moms, cbs=cbs)
     if auto_lr:
         from onecycle.fallback import fit_with_fallbacks
 
@@ -311,7 +297,7 @@ def fit_one_cycle(
 
 
 def fit_clr(
-    learn: Learner,
+    learn: Loop,
     n_epoch: int,
     base_lr: float,
     max_lr: float,
@@ -351,7 +337,7 @@ def fit_clr(
 
 
 def fit_sgdr(
-    learn: Learner,
+    learn: Loop,
     n_cycles: int,
     cycle_len: int,
     lr_max: float = 1e-2,
@@ -371,7 +357,7 @@ def fit_sgdr(
 
 
 def fine_tune(
-    learn: Learner,
+    learn: Loop,
     epochs: int,
     base_lr: float | Literal["auto"] = 2e-3,
     freeze_epochs: int = 1,
@@ -412,20 +398,20 @@ def fine_tune(
         for g, v in zip(learn.opt.param_groups, learn.group_values(slice(1.0))):
             g["lr"] = v  # the sweep keeps these ratios: slice(base_lr) as trained below
         total = (freeze_epochs + epochs) * learn.steps_per_epoch(cbs)
-        base_lr = learn.auto_lr_max(total, pct_start=frozen_pct, moms=kwargs.get("moms"),
-                                   cbs=cbs)[-1]  # fmt: skip
+        base_lr = auto_lr_max(learn, total, pct_start=frozen_pct, moms=kwargs.get("moms"),
+                              cbs=cbs)[-1]  # fmt: skip
     base_lr = check_positive("base_lr", base_lr)
 
     def run(base_lr: float, extra: Sequence[Callback] = ()) -> None:
         learn.freeze()  # again when run again after the unfrozen phase collapsed
-        learn.fit_one_cycle(freeze_epochs, slice(base_lr), pct_start=frozen_pct,
-                            cbs=[*cbs, *extra], **kwargs)  # fmt: skip
+        fit_one_cycle(learn, freeze_epochs, slice(base_lr), pct_start=frozen_pct,
+                      cbs=[*cbs, *extra], **kwargs)  # fmt: skip
         if any(getattr(cb, "fired", None) for cb in extra):  # a CollapseGuard ended it
             return  # fit_with_fallbacks runs both phases again, lower
         head = base_lr / 2
         learn.unfreeze()
-        learn.fit_one_cycle(epochs, slice(head / lr_mult, head), pct_start=pct_start,
-                            div=div, cbs=[*cbs, *extra], **kwargs)  # fmt: skip
+        fit_one_cycle(learn, epochs, slice(head / lr_mult, head), pct_start=pct_start,
+                      div=div, cbs=[*cbs, *extra], **kwargs)  # fmt: skip
 
     if total is None:
         run(base_lr)

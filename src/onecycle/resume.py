@@ -25,7 +25,7 @@ from onecycle.checkpoint import Checkpoint, latest, load, restore
 from onecycle.errors import ConfigError
 
 if TYPE_CHECKING:
-    from onecycle.learner import Learner
+    from onecycle.state import TrainState
 
 __all__ = ["find_checkpoint", "fit_signature", "resume_from"]
 
@@ -33,7 +33,7 @@ log = logging.getLogger("onecycle.checkpoint")  # the resume messages users know
 
 
 def resume_from(
-    learn: Learner,
+    learn: TrainState,
     resume: str | Path | Mapping[str, Any],
     cbs: Sequence[Callback] = (),
     *,
@@ -76,7 +76,7 @@ def resume_from(
 
 
 def find_checkpoint(
-    learn: Learner, resume: str | Path, cbs: Sequence[Callback] = ()
+    learn: TrainState, resume: str | Path, cbs: Sequence[Callback] = ()
 ) -> tuple[Path, dict[str, Any]] | None:
     """The newest good checkpoint of ``resume`` (a file, a folder, or ``"auto"``: the
     folder of the ``Checkpoint`` in ``learn.cbs`` or ``cbs``) and its state; None when
@@ -128,8 +128,9 @@ def _plan_of(state: dict[str, Any]) -> dict[str, Any] | None:
     return {"n_epoch": n, "total_steps": total, "base_total": total, "extends": []}
 
 
-def _rebuild_plan(learn: Learner, state: dict[str, Any], plan: Callable[[int], Mapping[str, Any]],
-                  extend: bool, source: str) -> None:  # fmt: skip
+def _rebuild_plan(learn: TrainState, state: dict[str, Any],
+                  plan: Callable[[int], Mapping[str, Any]], extend: bool,
+                  source: str) -> None:  # fmt: skip
     """Set up ``learn`` as the saved fit was (its length, its extensions) so that
     ``restore`` can check and load it; refuse what cannot be extended."""
     from onecycle.scheduler import Scheduler
@@ -169,7 +170,7 @@ def _rebuild_plan(learn: Learner, state: dict[str, Any], plan: Callable[[int], M
     learn.fit_signature = fit_signature(saved, learn.accumulate, base)
 
 
-def _check_accumulation(learn: Learner, state: Mapping[str, Any], source: str) -> None:
+def _check_accumulation(learn: TrainState, state: Mapping[str, Any], source: str) -> None:
     """A resume with the same step count but another accumulation: say so, not the two
     signatures (``restore`` compares them)."""
     m = _ACCUMULATE.search(str(state.get("fit") or ""))
@@ -188,7 +189,9 @@ def _length(plan: Mapping[str, Any]) -> str:
 _ACCUMULATE = re.compile(r"; accumulate=(\d+);")
 
 
-def what_changed(learn: Learner, state: Mapping[str, Any], saved: Mapping[str, Any]) -> list[str]:
+def what_changed(
+    learn: TrainState, state: Mapping[str, Any], saved: Mapping[str, Any]
+) -> list[str]:
     """Why a checkpoint's run takes other steps per epoch than this fit: ``["batch size 100
     -> 50", "processes 1 -> 2", ...]``; empty when only the number of epochs differs."""
     now = learn.fit_plan
@@ -217,7 +220,7 @@ def what_changed(learn: Learner, state: Mapping[str, Any], saved: Mapping[str, A
     return changed
 
 
-def _lengthen(learn: Learner, plan: Callable[[int], Mapping[str, Any]],
+def _lengthen(learn: TrainState, plan: Callable[[int], Mapping[str, Any]],
               target: dict[str, Any], step: int) -> None:  # fmt: skip
     """After restoring a shorter run: extend its schedule to ``target`` from ``step``."""
     assert learn.scheduler is not None

@@ -1,0 +1,232 @@
+"""``lr_max="auto"`` on prefixes of the run itself (``auto.METHOD = "prefixes"``).
+
+Each candidate trains its own 1cycle over all of the run's steps (``onecycle.prefixes.
+advance``) and is scored after a short cool-down branch on a validation split held back
+for the whole run; the better half goes on to a longer prefix (successive halving over
+the rungs ``plan`` sizes to the budget), the lattice point above joins when the top
+candidate wins, the pick is corrected for the horizon (``horizon``), and the run
+*continues* the pick's prefix, so that the finished run equals a plain run at the pick
+bit for bit. Measured on the suite it ranks worse than the probes at the default budget
+(prefixes of 3-9% of a run end inside the warm-up and never meet the peak:
+docs/results/auto_lr_v6.md); kept to be developed, not the default.
+
+>>> plan(1200, 0.3, 8 / 3)
+Plan(sweep=60, k=4, rungs=(33, 99), note='', extend=True)
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from onecycle.callbacks import Callback
+from onecycle.candidates import MAX_CANDIDATES, TRAINS, AutoResult, lattice, sweep_steps
+from onecycle.prefixes import BRANCH, MIN_BRANCH, Prefix, advance, validation_split
+from onecycle.probes import held_count
+
+if TYPE_CHECKING:
+    from onecycle.loop import Loop
+
+__all__ = ["HORIZON_BETA", "Plan", "held_batches", "horizon", "plan", "scoring_batches", "search"]
+
+log = logging.getLogger("onecycle.auto")  # the messages users know from lr_max="auto"
+
+# The best KEEP of a rung go on, to RUNG_GROWTH x as many steps.
+KEEP, RUNG_GROWTH = 2, 3
+# The second rung ends at most here (a fraction of the run): past the warm-up's peak.
+MAX_RUNG = 0.5
+# Shortest prefix worth scoring (optimizer steps); a first rung of a two-rung search is
+# also at least MIN_RUNG of the run (shorter, fewer candidates on one rung rank better).
+MIN_PREFIX, MIN_RUNG = 8, 0.02
+# Validation split: HELD_BATCHES batches at most, and at most this share of the samples.
+HELD_FRACTION = 0.1
+EXTEND = True
+HORIZON_BETA = 0.0
+"""The horizon correction's exponent (``horizon``): set on the suite's calibration and seen
+pairs from the rung scores of an uncorrected search (docs/results/auto_lr_v6.md)."""
+
+
+def held_batches(learn: Loop) -> int:
+    """Batches of training samples held back for scoring: ``held_count`` (8, or a tenth
+    of the batches), at most ``HELD_FRACTION`` of the samples, at least one."""
+    n = len(learn.train_data)  # type: ignore[arg-type]
+    return max(1, min(held_count(learn), math.floor(HELD_FRACTION * n)))
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How a budget is spent: a sweep of ``sweep`` steps (0: none), ``k`` candidates to
+    ``rungs[0]`` steps, the best ``KEEP`` on to ``rungs[1]`` (when there are two)."""
+
+    sweep: int
+    k: int
+    rungs: tuple[int, ...]
+    note: str = ""
+    extend: bool = True
+
+
+def _cost(k: int, rungs: Sequence[int], sweep: int, evals: float, extend: bool = True) -> float:
+    """Steps beyond the run: the sweep, every prefix but the pick's, every branch and
+    held-back pass (the untrained model's included), and room for the extension upward
+    (``EXTEND``: one more prefix on the first rung, or, with two, one from the start)."""
+    branch = [max(MIN_BRANCH, round(BRANCH * r)) for r in rungs]
+    n = [k] + [min(k, KEEP)] * (len(rungs) - 1)
+    cost = sweep + evals * (1 + sum(n))
+    prev = 0
+    for r, b, m in zip(rungs, branch, n):
+        cost += m * (r - prev) + m * b
+        prev = r
+    if extend:
+        cost += rungs[0] + (0 if len(rungs) > 1 else branch[0] + evals)
+    return cost - rungs[-1]
+
+
+def plan(total_steps: int, budget: float, evals: float) -> Plan:
+    """The largest search that fits ``budget`` x ``total_steps`` steps beyond the run
+    (``evals``: the cost of one held-back evaluation), in this order of preference:
+    ``MAX_CANDIDATES`` candidates and two rungs, three and two, three and one, two and
+    one (room kept for the extension upward), two and one without it; with a sweep when
+    it can have ``MIN_SWEEP`` steps, else from ``DEFAULT_TOP``.
+
+    >>> plan(1200, 0.3, 8 / 3)
+    Plan(sweep=60, k=4, rungs=(33, 99), note='', extend=True)
+    >>> plan(120, 0.3, 4 / 3).k, plan(120, 0.3, 4 / 3).sweep  # a 3-epoch run: cheaper
+    (2, 0)
+    """
+    allowed = budget * total_steps
+    sweep = sweep_steps(allowed)
+    options = [(MAX_CANDIDATES, 2, EXTEND), (3, 2, EXTEND), (3, 1, EXTEND), (2, 1, EXTEND),
+               (2, 1, False)]  # fmt: skip
+    for k, n_rungs, extend in options:
+        # the cost grows with r1: take the largest r1 that fits, within MAX_RUNG
+        growth = [RUNG_GROWTH**i for i in range(n_rungs)]
+        cap = math.floor(MAX_RUNG * total_steps / growth[-1])
+        best = None
+        lo = MIN_PREFIX if n_rungs == 1 else max(MIN_PREFIX, math.ceil(MIN_RUNG * total_steps))
+        hi = cap
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            if _cost(k, [mid * g for g in growth], sweep, evals, extend) <= allowed:
+                best, lo = mid, mid + 1
+            else:
+                hi = mid - 1
+        if best is not None:
+            note = "" if (k, n_rungs) == (MAX_CANDIDATES, 2) else (
+                f"a budget of {budget:g} x {total_steps} steps: {k} candidates, "
+                f"{n_rungs} rung{'s' if n_rungs > 1 else ''}")  # fmt: skip
+            return Plan(sweep, k, tuple(best * g for g in growth), note, extend)
+    return Plan(0, 0, (), f"a budget of {budget:g} x {total_steps} steps leaves no room for "
+                f"a prefix of {MIN_PREFIX} steps")  # fmt: skip
+
+
+def scoring_batches(learn: Loop, n: int) -> tuple[Any, list[Any], str]:
+    """(the data the run trains on, the batches the search scores on, what they are)."""
+    rest, held = validation_split(learn.train_data, n)
+    if held:
+        return rest, held, ""
+    if learn.valid_data is not None:
+        return (
+            learn.train_data,
+            list(learn.valid_data),
+            "scored on valid_data (the training data is not a onecycle.data.Loader: no split)",
+        )
+    held = [b for _, b in zip(range(n), learn.train_data)]
+    return learn.train_data, held, ("scored on training batches the run also trains on "
+                                    "(no onecycle.data.Loader, no valid_data): over-fitting "
+                                    "is not seen")  # fmt: skip
+
+
+def horizon(best: Prefix, prefixes: Sequence[Prefix], total: int) -> Prefix:
+    """The candidate for the whole run, from the best at ``best.steps``: short horizons
+    favour larger peaks (Wu et al. 2018; Bjorck et al. 2025: the best LR falls with the
+    run's length as ``D**-beta``), and a prefix inside the warm-up has not met its peak
+    yet. The target ``best.lr_max * (best.steps / total) ** HORIZON_BETA``, rounded to
+    the nearest candidate the search trained (the lower on a tie, the lowest if below
+    them all), so that the run still continues a prefix.
+
+    >>> ps = [Prefix(1.0, 100), Prefix(10**-0.5, 100), Prefix(0.1, 30)]
+    >>> round(horizon(ps[0], ps, 1000).lr_max, 3) if HORIZON_BETA else 0.316
+    0.316
+    """
+    if not HORIZON_BETA or best.steps >= total:
+        return best
+    target = math.log10(best.lr_max) - HORIZON_BETA * math.log10(total / best.steps)
+    ok = [q for q in prefixes if q.state is not None and math.isfinite(q.score)]
+    below = [q for q in ok if q.lr_max <= best.lr_max]
+    return min(below or [best], key=lambda q: (abs(math.log10(q.lr_max) - target), q.lr_max))
+
+
+def search(learn: Loop, out: AutoResult, cands: list[float], p: Plan, n_epoch: int,
+            make_spec: Callable[[list[float]], Mapping[str, Any]], ratios: list[float],
+            held: list[Any], wd: float | None, end_mom: float | None,
+            cbs: Sequence[Callback], evals: float) -> None:  # fmt: skip
+    """The rungs (module docstring, step 3) and the pick (step 4), into ``out``."""
+    total = out.total_steps
+    prefixes = {c: Prefix(c) for c in cands}
+
+    def run(pre: Prefix, to: int) -> float:
+        before = pre.steps
+        peaks = [pre.lr_max * r for r in ratios]
+        score = advance(learn, pre, to, n_epoch=n_epoch, lrs=peaks, spec=make_spec(peaks),
+                        total=total, held=held, wd=wd, end_mom=end_mom, cbs=cbs)  # fmt: skip
+        branch = min(max(MIN_BRANCH, round(BRANCH * to)), total - to)
+        out.steps_used += (to - before) + branch + evals
+        return score
+
+    r1 = p.rungs[0]
+    for c in cands:
+        run(prefixes[c], r1)
+    order = sorted(prefixes.values(), key=lambda q: q.score)
+    extended: Prefix | None = None
+    start = out.start_loss if out.start_loss is not None else math.inf
+    if p.extend and order[0].lr_max == max(cands) and order[0].score < start - TRAINS * abs(start):
+        # the highest won, and trained: the lattice point above joins (the plan keeps room
+        # for it). With two rungs it goes straight to the second, beside the winner
+        up = lattice(max(cands) * 10**0.5 * (1 + 1e-9), 1)[0]
+        extended = prefixes[up] = Prefix(up)
+        if len(p.rungs) == 1:
+            run(extended, r1)
+            order = sorted(prefixes.values(), key=lambda q: q.score)
+    if all(math.isinf(q.score) for q in order):  # everything diverged: two steps lower
+        for c in lattice(min(cands) / 10**0.5 * (1 + 1e-9), 2):
+            prefixes[c] = Prefix(c)
+            run(prefixes[c], r1)
+        order = sorted(prefixes.values(), key=lambda q: q.score)
+    for r in p.rungs[1:]:
+        going = [q for q in order if math.isfinite(q.score)][:KEEP]
+        if extended is not None and extended.steps == 0:
+            going = [*going[: KEEP - 1], extended]
+        for q in going:
+            run(q, r)
+        order = sorted(prefixes.values(), key=lambda q: (-q.steps, q.score))
+    out.prefixes = sorted(prefixes.values(), key=lambda q: -q.lr_max)
+    out.candidates = [q.lr_max for q in out.prefixes]
+    out.rungs = list(p.rungs)
+    best = order[0]
+    if math.isinf(best.score):
+        out.reason = (f"every candidate diverged ({', '.join(f'{c:.3g}' for c in out.candidates)}"
+                      f") within {r1} steps: give lr_max")  # fmt: skip
+        return
+    rung = f"after {best.steps} steps ({100 * best.steps / total:.0f}% of the run) and a cool-down"
+    if best.score < start - TRAINS * abs(start):
+        pick = horizon(best, list(prefixes.values()), total)
+        out.lr_max = pick.lr_max
+        out.reason = (f"{best.lr_max:.3g}: lowest held-back loss ({best.score:.4g}, untrained "
+                      f"{start:.4g}) {rung}")  # fmt: skip
+        if pick is not best:
+            out.reason = (f"{pick.lr_max:.3g}: corrected for the horizon from {out.reason} "
+                          f"(x ({best.steps}/{total})^{HORIZON_BETA:g}, to the nearest "
+                          "candidate)")  # fmt: skip
+    else:  # a plateau (nothing moved yet: the largest that stays finite moves first) or a
+        # model already trained (the run's guard falls back lower when it makes no progress)
+        ok = [q for q in order if math.isfinite(q.score) and q.score <= start + TRAINS * abs(start)]
+        pick = max(ok or [best], key=lambda q: q.lr_max)
+        out.lr_max = pick.lr_max
+        out.reason = (f"{pick.lr_max:.3g}: no candidate had trained {rung} (best held-back loss "
+                      f"{best.score:.4g}, untrained {start:.4g}); the largest that did not get "
+                      "worse is used, and the run is watched for collapse")  # fmt: skip
+        log.warning("lr_max=auto: %s", out.reason)
+    out.reuse(out.lr_max)
