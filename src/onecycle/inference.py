@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from onecycle import batch as B
+from onecycle import tta as T
 from onecycle.data.loader import to_device
 from onecycle.errors import ConfigError
 
@@ -125,6 +126,7 @@ def get_preds(
     *,
     activation: Activation = None,
     with_decoded: bool = False,
+    tta: T.TTA = None,
 ) -> tuple[torch.Tensor, ...]:
     """Model outputs and targets over ``data`` (default: ``valid_data``), on the CPU, in
     evaluation mode (the model's mode is put back afterwards).
@@ -133,11 +135,15 @@ def get_preds(
     for cross-entropy, sigmoid for BCE on logits), ``"softmax"``, ``"sigmoid"``, or a
     callable. ``with_decoded=True`` adds a third tensor, the decoded classes (see the
     module's docstring). Returns ``(preds, targets)`` or ``(preds, targets, decoded)``.
+    ``tta``: test-time augmentation, the raw outputs averaged over views of each input
+    (``"flip"``, ``"flip+shift"`` or a list of callables: ``onecycle.tta``) before the
+    activation and decoding.
     """
     data = data if data is not None else learn.valid_data
     if data is None:
         raise ConfigError("data", None, "batches to predict on (no valid_data given)")
     act = _activation(learn, activation)
+    views = T.views(tta) if tta is not None else None
     was_training = learn.model.training
     learn.model.eval()
     preds, targets = [], []
@@ -145,7 +151,10 @@ def get_preds(
         for batch in data:
             inputs, yb = learn.split_batch(to_device(batch, learn.device))
             with learn.autocast():
-                preds.append(B.prediction(B.call_model(learn.model, inputs)).float().cpu())
+                if views is not None:
+                    preds.append(T.outputs(learn.model, inputs, views).cpu())
+                else:
+                    preds.append(B.prediction(B.call_model(learn.model, inputs)).float().cpu())
             if yb is None:
                 raise ConfigError("data", "batches without a target", "batches with targets")
             targets.append(yb.cpu())

@@ -55,6 +55,7 @@ from onecycle.errors import ConfigError, check_finite, check_int
 from onecycle.params import LR, sgd
 from onecycle.resume import fit_signature, resume_from
 from onecycle.scheduler import Scheduler, ScheduleSpec
+from onecycle.tta import TTA, evaluate
 
 if TYPE_CHECKING:
     from onecycle.range_test import RangeTestResult
@@ -390,12 +391,13 @@ class Loop:
         self._event("after_validate")
         return results
 
-    def validate(self, data: Iterable[Any] | None = None) -> dict[str, float]:
-        """Loss and metrics on ``data`` (default: ``valid_data``), averaged per sample."""
+    def validate(self, data: Iterable[Any] | None = None, *, tta: TTA = None) -> dict[str, float]:
+        """Loss and metrics on ``data`` (default: ``valid_data``), averaged per sample;
+        ``tta``: from the outputs averaged over views of each input (``onecycle.tta``)."""
         data = data if data is not None else self.valid_data
         if data is None:
             raise ConfigError("data", None, "validation batches (none given to the Learner)")
-        return self._do_validate(data)
+        return self._do_validate(data) if tta is None else evaluate(self, data, tta)
 
     # --- predictions, saving, at a glance (onecycle.inference, persist, summary) --------------
 
