@@ -5,32 +5,26 @@ This is what ``onecycle fit`` and ``onecycle lr-find`` execute; from Python::
     result = run_fit(FitConfig(dataset="mnist1d", epochs=10, lr_max="auto", out="runs/x"))
     result.metrics["final"]["test_accuracy"], result.files["loss_plot"]
 
-(exercised end to end by ``tests/test_cli.py``).
+(exercised end to end by ``tests/test_cli.py``). Here: running the config (``run_fit``,
+``run_lr_find``), what it reports and writes (``metrics.json``, plots, ``auto_report``).
+The Learner and schedules a config describes are built in ``onecycle.run_build``
+(``build_learner``, ``schedules_for``, ``Recipe``); the output folder is held by
+``onecycle.run_folder`` (``own_out``). Both are re-exported here.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import functools
 import hashlib
-import importlib
-import importlib.util
-import json
 import logging
-import os
-import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import torch
-import torch.nn.functional as F
 
 from onecycle import distributed as D
-from onecycle import schedules as S
 from onecycle.auto import AutoResult
 from onecycle.callbacks import (
     Callback,
@@ -39,12 +33,12 @@ from onecycle.callbacks import (
     MixedPrecision,
     ProgressBar,
 )
-from onecycle.checkpoint import Checkpoint, checkpoints, clear
+from onecycle.checkpoint import Checkpoint
 from onecycle.config import RECIPES, FitConfig, check_out, describe
-from onecycle.errors import ConfigError
-from onecycle.learner import Learner, accuracy, adamw, sgd
-from onecycle.lock import FolderLock, on_main
+from onecycle.learner import Learner
 from onecycle.range_test import RangeTestResult
+from onecycle.run_build import Recipe, build_learner, recipe, schedules_for
+from onecycle.run_folder import _write_json, own_out
 
 __all__ = [
     "RECIPES",
@@ -68,69 +62,6 @@ log = logging.getLogger(__name__)
 NO_EPOCH_CAP = 1_000_000
 
 
-def _load_factory(spec: str) -> Callable[[], Any]:
-    """``module:function`` or ``path/to/file.py:function``."""
-    if ":" not in spec:
-        raise ConfigError("factory", spec, "'module:function' or 'file.py:function'")
-    mod_name, fn_name = spec.rsplit(":", 1)
-    try:
-        if mod_name.endswith(".py"):
-            loader_spec = importlib.util.spec_from_file_location("_onecycle_factory", mod_name)
-            if loader_spec is None or loader_spec.loader is None:
-                raise ImportError(f"cannot load {mod_name}")
-            module = importlib.util.module_from_spec(loader_spec)
-            loader_spec.loader.exec_module(module)
-        else:
-            if os.getcwd() not in sys.path:
-                sys.path.insert(0, os.getcwd())
-            module = importlib.import_module(mod_name)
-    except (ImportError, OSError) as e:
-        raise ConfigError("factory", spec, f"an importable module ({e})") from None
-    fn = getattr(module, fn_name, None)
-    if not callable(fn):
-        raise ConfigError("factory", spec, f"a function named {fn_name!r} in {mod_name}")
-    return fn
-
-
-def _build(cfg: FitConfig) -> tuple[torch.nn.Module, Any, Any, Any, dict[str, Any]]:
-    """Model, train data, valid data, loss function, and facts about them."""
-    from onecycle.data import Loader, load_dataset
-    from onecycle.models import count_params, get_model
-
-    torch.manual_seed(cfg.seed)
-    if cfg.factory:
-        made = _load_factory(cfg.factory)()
-        if isinstance(made, dict):
-            made = (made.get("model"), made.get("train"), made.get("valid"), made.get("loss"))
-        if not isinstance(made, (tuple, list)) or len(made) != 4:
-            raise ConfigError(
-                "factory", cfg.factory, "a function returning (model, train, valid, loss_func)"
-            )
-        model, train, valid, loss = made
-        facts = {"factory": cfg.factory, "params": sum(p.numel() for p in model.parameters())}
-        return model, train, valid, loss, facts
-    assert cfg.dataset is not None and cfg.model is not None and cfg.bs is not None
-    data = load_dataset(cfg.dataset, cfg.data_dir, download=cfg.download)
-    x, y = data.x_train, data.y_train
-    if cfg.train_samples is not None and cfg.train_samples < len(x):
-        pick = torch.randperm(len(x), generator=torch.Generator().manual_seed(cfg.seed))
-        x, y = x[pick[: cfg.train_samples]], y[pick[: cfg.train_samples]]
-    train = Loader(
-        x, y, cfg.bs, shuffle=True, seed=cfg.seed, crop_pad=cfg.crop_pad, hflip=cfg.hflip,
-        device=cfg.device,
-    )  # fmt: skip
-    valid = Loader(data.x_test, data.y_test, 1000, shuffle=False, device=cfg.device)
-    model = get_model(cfg.model, data.input_shape, len(data.classes))
-    facts = {
-        "dataset": data.name, "train_samples": len(x), "test_samples": len(data.x_test),
-        "model": cfg.model, "params": count_params(model),
-    }  # fmt: skip
-    loss: Callable[..., torch.Tensor] = F.cross_entropy
-    if cfg.label_smoothing:  # the loss trained on, and the valid_loss reported
-        loss = functools.partial(F.cross_entropy, label_smoothing=cfg.label_smoothing)
-    return model, train, valid, loss, facts
-
-
 def weights_sha256(model: torch.nn.Module) -> str:
     """SHA-256 over the model's ``state_dict``: for each entry in order, its name, dtype,
     shape and raw bytes (contiguous, on the CPU). Equal hashes mean bit-identical weights."""
@@ -140,39 +71,6 @@ def weights_sha256(model: torch.nn.Module) -> str:
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()
-
-
-def schedules_for(cfg: FitConfig, total_steps: int) -> dict[str, S.Schedule]:
-    """The ``{hyper: schedule}`` a fit with ``cfg`` runs over ``total_steps`` optimizer steps
-    (one param group): what ``onecycle schedule`` previews and ``onecycle fit`` trains with.
-
-    >>> spec = schedules_for(FitConfig(schedule="step", lr_max=0.1), 100)
-    >>> spec["lr"]
-    StepDecay(start=0.1, gamma=0.1, milestones=(0.5, 0.75))
-    """
-    c = cfg.resolved() if cfg.div_final is None else cfg
-    lr = float(c.lr_max)  # type: ignore[arg-type]
-    assert c.div_final is not None
-    if c.schedule == "one-cycle":
-        return {
-            "lr": S.one_cycle(lr, c.div, c.div_final, c.pct_start, c.anneal, c.three_phase),
-            "momentum": S.one_cycle_moms(c.moms, c.pct_start, c.anneal, c.three_phase),
-        }
-    if c.schedule == "clr":
-        per_epoch = max(1, total_steps // c.epochs)
-        step = c.step_size if c.step_size is not None else max(1, 2 * per_epoch)
-        if c.clr_mode == "exp_range":
-            return {"lr": S.exp_range(lr / c.div, lr, step, total_steps, c.gamma)}
-        return {"lr": getattr(S, c.clr_mode)(lr / c.div, lr, step, total_steps)}
-    fixed = {
-        "wsd": lambda: S.wsd(lr, c.warmup, c.cooldown_pct, c.cooldown),
-        "sgdr": lambda: S.sgdr(lr, 0.0, c.cycles, c.cycle_mult),
-        "const": lambda: S.const(lr),
-        "step": lambda: S.step_decay(lr, 0.1, (0.5, 0.75)),
-        "exp": lambda: S.exp_decay(lr, lr / c.div_final),  # type: ignore[operator]
-        "time": lambda: S.time_decay(lr, lr / c.div_final),  # type: ignore[operator]
-    }
-    return {"lr": fixed[c.schedule]()}
 
 
 def _fit(learn: Learner, cfg: FitConfig, cbs: list[Callback]) -> None:
@@ -205,115 +103,6 @@ class RunResult:
     metrics: dict[str, Any]
     files: dict[str, str]
     learner: Learner
-
-
-def _batch_norm_over_processes(model: torch.nn.Module, cfg: FitConfig) -> torch.nn.Module:
-    """Under torchrun with the recipe's batch split over the processes, batch norm would
-    see each process's share only. On CUDA it becomes ``SyncBatchNorm`` (statistics over
-    the global batch: the run one process makes); PyTorch has no CPU ``SyncBatchNorm``, so
-    there the difference is said, not hidden."""
-    world = D.world_size()
-    if world == 1 or cfg.global_bs is None:
-        return model
-    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return model
-    if cfg.device is not None and torch.device(cfg.device).type == "cuda":
-        log.info("batch norm synchronised over the %d processes (SyncBatchNorm)", world)
-        return torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    log.warning("batch norm normalises each process's %d samples, not the global batch of "
-                "%d: PyTorch has no SyncBatchNorm on the CPU, so this run differs slightly "
-                "from one process's", cfg.bs, (cfg.bs or 0) * world)  # fmt: skip
-    return model
-
-
-def build_learner(
-    cfg: FitConfig, cbs: Sequence[Callback] = (), progress: bool | None = False
-) -> tuple[Learner, dict[str, Any]]:
-    """The Learner ``cfg`` describes (data, model, optimizer, wd), and facts about them;
-    ``cbs``: the Learner's callbacks; ``progress``: the Learner's (the commands give each
-    fit their own ``ProgressBar``). ``cfg`` must be ``resolved()``.
-    """
-    model, train, valid, loss, facts = _build(cfg)
-    model = _batch_norm_over_processes(model, cfg)
-    if cfg.channels_last:  # 4-D weights in NHWC: oneDNN's fast convolutions (and cuDNN's)
-        model = model.to(memory_format=torch.channels_last)
-    learn = Learner(
-        model, train, valid, loss_func=loss, metrics=[accuracy],
-        opt_func=sgd if cfg.opt == "sgd" else adamw,
-        # wd="auto": the range test and LR probes run at the recipe's wd
-        wd=RECIPES.get(cfg.dataset or "", {}).get("wd", 0.0) if cfg.wd == "auto" else cfg.wd or 0.0,
-        moms=cfg.moms, device=cfg.device, cbs=cbs, progress=progress,
-    )  # fmt: skip
-    return learn, facts
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """What ``onecycle fit --dataset NAME`` trains with, from Python: ``recipe(NAME)``.
-
-    The fields are the data set's recipe (``onecycle.config.RECIPES``, measured in
-    docs/benchmarks.md); ``amp`` is the recipe's wish, on only where the hardware runs it
-    natively. ``learner()`` builds the Learner the command trains (the same data, model,
-    seed, optimizer, ``wd``, loss with its label smoothing, mixed precision), so that
-    ``learn.fit_one_cycle(r.epochs, r.lr_max)`` is the command's run, weight for weight.
-
-    >>> r = recipe("mnist1d")
-    >>> r.model, r.opt, r.lr_max, r.bs, r.wd, r.epochs
-    ('cnn1d-bn', 'adamw', 0.01, 100, 0.01, 15)
-    >>> learn = r.learner(train_samples=500)
-    >>> type(learn.model).__name__, learn.wd
-    ('Sequential', 0.01)
-    """
-
-    dataset: str
-    model: str
-    opt: str
-    lr_max: float
-    bs: int
-    wd: float
-    epochs: int
-    amp: bool
-    channels_last: bool
-    label_smoothing: float
-
-    def config(self, **overrides: Any) -> FitConfig:
-        """The ``FitConfig`` of ``onecycle fit --dataset NAME`` (``overrides``: any of its
-        fields, e.g. ``seed=1``, ``train_samples=2000``), resolved; no output folder."""
-        overrides.setdefault("out", None)
-        return FitConfig(dataset=self.dataset, **overrides).resolved()
-
-    def learner(self, **overrides: Any) -> Learner:
-        """The Learner ``onecycle fit --dataset NAME`` trains (``overrides`` as
-        ``config``); with the recipe's mixed precision where the hardware has it."""
-        cfg = self.config(**overrides)
-        cbs: list[Callback] = [MixedPrecision()] if cfg.amp else []  # the command adds these
-        cbs += [GradientAccumulation(cfg.accumulate)] if cfg.accumulate > 1 else []
-        cbs += [GradientClip(cfg.clip)] if cfg.clip else []
-        learn, _ = build_learner(cfg, cbs, progress=None)  # progress where someone watches
-        learn.run_config = {k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"}
-        return learn
-
-
-def recipe(dataset: str) -> Recipe:
-    """The recipe ``onecycle fit --dataset DATASET`` trains with (``Recipe``), and the
-    Learner built from it: ``recipe("mnist1d").learner()``."""
-    if dataset not in RECIPES:
-        raise ConfigError("dataset", dataset, f"one of {', '.join(RECIPES)}")
-    r = RECIPES[dataset]
-    return Recipe(dataset, r["model"], r["opt"], float(r["lr_max"]), int(r["bs"]),
-                  float(r["wd"]), int(r["epochs"]), bool(r["amp"]), bool(r["channels_last"]),
-                  float(r["label_smoothing"]))  # fmt: skip
-
-
-def _write_json(path: Path, content: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    try:
-        tmp.write_text(json.dumps(content, indent=1, default=str))
-        os.replace(tmp, path)
-    except OSError as e:  # disk full: no half-written file left (the CLI says it in one line)
-        tmp.unlink(missing_ok=True)
-        raise OSError(e.errno, e.strerror, str(path)) from None
 
 
 def run_lr_find(
@@ -374,54 +163,6 @@ def run_fit(cfg: FitConfig, *, stream: TextIO | None = None) -> RunResult:
         if stream is not None and D.is_main():  # what is about to train, before it does
             stream.write(describe(cfg) + "\n")
         return _run_fit(cfg, stream, t_start)
-
-
-# what a run writes into its folder: cleared by overwrite (checkpoints/ apart)
-RUN_FILES = ("metrics.json", "metrics.json.tmp", "loss.png", "schedule.png", "lr_find.png",
-             "logs/steps.csv", "logs/epochs.csv")  # fmt: skip
-
-
-@contextlib.contextmanager
-def own_out(
-    out: str | Path | None, *, fresh: bool = False, overwrite: bool = False
-) -> Iterator[Path | None]:
-    """Hold ``out`` for a command: checked writable (``check_out``), locked
-    (``onecycle.lock.FolderLock``: another process's command on it is refused, naming its
-    pid). With ``fresh`` (a run that starts from scratch), ``out/checkpoints`` must hold
-    none of another run's checkpoints, or ``overwrite`` clears them, with the earlier
-    run's metrics, plots and logs (logged). Under torchrun rank 0 checks and locks, and
-    every rank gets its answer. ``out=None``: nothing to hold."""
-    if not out:
-        yield None
-        return
-    folder = Path(out)
-    on_main(lambda: check_out(folder))  # refused now, not after hours of training
-    with FolderLock(folder):
-        if fresh:
-            on_main(lambda: _claim_fresh(folder, overwrite))
-        yield folder
-
-
-def _claim_fresh(folder: Path, overwrite: bool) -> None:
-    found = checkpoints(folder / "checkpoints")
-    if found and not overwrite:
-        raise ConfigError(
-            "out", str(folder),
-            f"a folder without another run's checkpoints: {folder / 'checkpoints'} holds "
-            f"{len(found)} (newest {found[0].name}); resume=True (--resume) to continue "
-            "that run, overwrite=True (--overwrite) to clear its checkpoints and metrics "
-            "first, or another folder",
-        )  # fmt: skip
-    if not overwrite:
-        return
-    removed = [f"{len(clear(folder / 'checkpoints'))} checkpoints"] if found else []
-    files = [*(folder / n for n in RUN_FILES), *(folder / "logs").glob("events.out.tfevents.*")]
-    for f in files:
-        if f.is_file():
-            f.unlink()
-            removed.append(str(f.relative_to(folder)))
-    if removed:
-        log.info("overwrite: cleared the earlier run in %s (%s)", folder, ", ".join(removed))
 
 
 def _run_fit(cfg: FitConfig, stream: TextIO | None, t_start: float) -> RunResult:

@@ -41,7 +41,8 @@ from onecycle.callbacks import Callback, NonFiniteLossError
 from onecycle.config import FitConfig, check_out
 from onecycle.errors import ConfigError, check_int, check_positive
 from onecycle.lock import FolderLock
-from onecycle.run import _write_json, build_learner, schedules_for
+from onecycle.run_build import build_learner, schedules_for
+from onecycle.run_folder import _write_json
 from onecycle.study_report import iters_to_reach, markdown, speedup, speedup_report, summarize
 
 __all__ = [
