@@ -20,8 +20,8 @@ def _learner() -> Learner:
     y = (x[:, 0, :, :3].sum((1, 2)) > x[:, 0, :, 3:].sum((1, 2))).long()  # left vs right
     model = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
                           nn.Linear(64, 2))  # fmt: skip
-    learn = Learner(model, Loader(x, y, 32), Loader(x, y, 40, shuffle=False), loss_func=F.cross_entropy,
-                    metrics=[accuracy], progress=False)  # fmt: skip
+    learn = Learner(model, Loader(x, y, 32), Loader(x, y, 40, shuffle=False),
+                    loss_func=F.cross_entropy, metrics=[accuracy], progress=False)  # fmt: skip
     learn.fit_one_cycle(2, 0.05)
     return learn
 

@@ -25,6 +25,7 @@ from typing import Any, Literal, TextIO
 import torch
 
 from onecycle import distributed as D
+from onecycle._version import __version__
 from onecycle.auto import AutoResult
 from onecycle.callbacks import (
     Callback,
@@ -362,6 +363,4 @@ def auto_report(auto: AutoResult) -> str:
 
 
 def _version() -> str:
-    from onecycle import __version__
-
     return __version__
