@@ -74,7 +74,10 @@ def test_schedules_import_only_the_standard_library():
         assert outside <= {"onecycle.errors", "onecycle.svg", "onecycle.shapes"}, (name, outside)
 
 
-@pytest.mark.parametrize("name", ["onecycle.scheduler", "onecycle.suggest", "onecycle.range_test"])
+@pytest.mark.parametrize(
+    "name",
+    ["onecycle.scheduler", "onecycle.hyperparams", "onecycle.suggest", "onecycle.range_test"],
+)
 def test_the_scheduler_and_range_test_work_without_the_learner(name):
     learner_side = {"onecycle.learner", "onecycle.recipes", "onecycle.probes", "onecycle.auto"}
     assert not _internal(name) & learner_side
