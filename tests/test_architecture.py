@@ -63,12 +63,21 @@ def test_the_rules_see_every_module():
 
 
 def test_schedules_import_only_the_standard_library():
-    for name in ("onecycle.schedules", "onecycle.errors", "onecycle.budget", "onecycle.svg"):
+    for name in (
+        "onecycle.schedules",
+        "onecycle.shapes",
+        "onecycle.errors",
+        "onecycle.budget",
+        "onecycle.svg",
+    ):
         outside = {m for m in MODULES[name] if m.split(".")[0] not in STDLIB}
-        assert outside <= {"onecycle.errors", "onecycle.svg"}, (name, outside)
+        assert outside <= {"onecycle.errors", "onecycle.svg", "onecycle.shapes"}, (name, outside)
 
 
-@pytest.mark.parametrize("name", ["onecycle.scheduler", "onecycle.suggest", "onecycle.range_test"])
+@pytest.mark.parametrize(
+    "name",
+    ["onecycle.scheduler", "onecycle.hyperparams", "onecycle.suggest", "onecycle.range_test"],
+)
 def test_the_scheduler_and_range_test_work_without_the_learner(name):
     learner_side = {"onecycle.learner", "onecycle.recipes", "onecycle.probes", "onecycle.auto"}
     assert not _internal(name) & learner_side
