@@ -181,3 +181,10 @@ def test_invalid_parameters_raise_a_clear_error(name, make):
     msg = str(e.value)
     assert msg.startswith(f"{e.value.name}=") and "expected" in msg
     assert isinstance(e.value, ValueError)
+
+
+def test_step_decay_refuses_a_gamma_that_overflows_its_start():
+    # found by the fuzz test: start * gamma past the largest float was inf after a milestone
+    with pytest.raises(ConfigError, match="gamma"):
+        S.step_decay(1.4e154, gamma=1.4e154, milestones=(0.5,))
+    assert S.step_decay(1e3, gamma=10.0, milestones=(0.5,))(0.9) == pytest.approx(1e4)

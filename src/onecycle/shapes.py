@@ -308,6 +308,10 @@ class StepDecay(_Shape):
         if list(ms) != sorted(set(ms)):
             raise ConfigError("milestones", self.milestones, "strictly increasing fractions")
         object.__setattr__(self, "milestones", ms)
+        last = self.start * self.gamma ** len(ms)  # the value after every milestone
+        if not (math.isfinite(last) and last > 0):
+            raise ConfigError("gamma", self.gamma, f"a factor that keeps start={self.start:g} "
+                              f"finite and positive over {len(ms)} milestone(s)")  # fmt: skip
 
     def __call__(self, t: float) -> float:
         t = _clamp(t)
