@@ -22,6 +22,7 @@ from torch import nn
 
 from onecycle import Checkpoint, ConfigError, Learner
 from onecycle import checkpoint as ck
+from onecycle import checkpoint_files as ck_files
 from onecycle import distributed as D
 from onecycle.cli import main
 from onecycle.data import Loader
@@ -267,7 +268,7 @@ def test_disk_full_at_the_write_half_writes_nothing_a_resume_could_pick(tmp_path
     def fake_open(file, mode="r", *a, **kw):
         return Full(file, "wb") if mode == "wb" else real_open(file, mode, *a, **kw)
 
-    monkeypatch.setattr(ck, "open", fake_open, raising=False)
+    monkeypatch.setattr(ck_files, "open", fake_open, raising=False)  # where files are written
     out = tmp_path / "run"
     rc, lines, _ = _cli(*args, "--out", str(out))
     monkeypatch.undo()
