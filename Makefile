@@ -41,9 +41,9 @@ bench-deps: $(STAMP)
 		schedulefree==1.4.1 dadaptation==3.2 torch-lr-finder==0.2.2
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c .ci/constraints.txt lightning
 
-# The lr_max="auto" suite, every pair and arm (hours on a 2-core CPU; see docs/lr_find.md).
+# The lr_max="auto" suite, every pair and arm (6-7 hours on a 2-core CPU; benchmarks/README.md).
 auto-suite: bench-deps
-	$(BIN)/python benchmarks/auto_lr/suite.py --workers 2 \
+	$(BIN)/python benchmarks/auto_lr/suite.py run --workers 2 \
 		--json docs/results/auto_lr_suite.json --table docs/results/auto_lr_suite.md
 
 # The guides and the API reference (from the docstrings) into site/, warnings as errors;

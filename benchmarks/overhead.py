@@ -29,7 +29,9 @@ from onecycle.data import Loader, load_dataset
 from onecycle.models import get_model
 
 
-def hand_written(model, loader, epochs, lr_max, wd):
+def hand_written(model, loader, epochs, lr_max, wd, after_epoch=None):
+    """The yardstick loop: SGD (Nesterov, L2 weight decay) and ``OneCycleLR`` at its
+    defaults, fp32 (``time_to_accuracy.py`` runs it too, scoring after each epoch)."""
     opt = torch.optim.SGD(
         model.parameters(), lr=lr_max, momentum=0.9, nesterov=True, weight_decay=wd
     )
@@ -41,11 +43,12 @@ def hand_written(model, loader, epochs, lr_max, wd):
         opt.zero_grad(set_to_none=True)
         sched.step()
 
-    return _epoch_times(model, loader, epochs, step)
+    return _epoch_times(model, loader, epochs, step, after_epoch)
 
 
-def _epoch_times(model, loader, epochs, step):
-    """Training seconds of each epoch of ``step(xb, yb)`` over ``loader``."""
+def _epoch_times(model, loader, epochs, step, after_epoch=None):
+    """Training seconds of each epoch of ``step(xb, yb)`` over ``loader``;
+    ``after_epoch()``, if given, runs after each epoch, untimed."""
     times = []
     for epoch in range(epochs):
         model.train()
@@ -54,6 +57,8 @@ def _epoch_times(model, loader, epochs, step):
         for xb, yb in loader:
             step(xb, yb)
         times.append(time.perf_counter() - t)
+        if after_epoch is not None:
+            after_epoch()
     return times
 
 

@@ -25,14 +25,15 @@ after each epoch is kept for the plot; what a budget reaches is its final accura
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import platform
 import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
+import overhead  # benchmarks/overhead.py (a script's own folder is on sys.path)
 import torch
 import torch.nn.functional as F
 
@@ -56,16 +57,12 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, autocast:
 
 
 def _timed_epochs(
-    epochs: int, loader: Loader, step: Callable[[Any, Any], None], score: Callable[[], float]
-) -> dict[str, Any]:
-    seconds, accs = [], []
-    for epoch in range(epochs):
-        loader.set_epoch(epoch)
-        t0 = time.perf_counter()
-        for xb, yb in loader:
-            step(xb, yb)
-        seconds.append(time.perf_counter() - t0)
-        accs.append(score())  # not timed
+    model: torch.nn.Module, loader: Loader, epochs: int, step: Callable[[Any, Any], None],
+    score: Callable[[], float],
+) -> dict[str, Any]:  # fmt: skip
+    """Training seconds per epoch (``overhead.py``'s timing) and ``score()`` after each."""
+    accs: list[float] = []
+    seconds = overhead._epoch_times(model, loader, epochs, step, lambda: accs.append(score()))
     return {"epoch_seconds": seconds, "acc_per_epoch": accs, "test_accuracy": accs[-1]}
 
 
@@ -74,22 +71,13 @@ def hand_written(data: Any, epochs: int, seed: int) -> dict[str, Any]:
     torch.manual_seed(seed)
     model = get_model("cnn", data.input_shape, 10)
     loader = Loader(data.x_train, data.y_train, 256, seed=seed)
-    opt = torch.optim.SGD(model.parameters(), lr=0.2, momentum=0.9, nesterov=True,
-                          weight_decay=5e-4)  # fmt: skip
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 0.2, total_steps=epochs * len(loader))
+    accs: list[float] = []
 
-    def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
-        F.cross_entropy(model(xb), yb).backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
+    def score() -> None:  # not timed
+        accs.append(evaluate(model, data.x_test, data.y_test, contextlib.nullcontext))
 
-    from contextlib import nullcontext
-
-    def score() -> float:
-        return evaluate(model, data.x_test, data.y_test, nullcontext)
-
-    return _timed_epochs(epochs, loader, step, score)
+    seconds = overhead.hand_written(model, loader, epochs, 0.2, 5e-4, after_epoch=score)
+    return {"epoch_seconds": seconds, "acc_per_epoch": accs, "test_accuracy": accs[-1]}
 
 
 def cli_recipe(epochs: int, seed: int, **overrides: Any) -> dict[str, Any]:
@@ -141,7 +129,7 @@ def schedule_free(data: Any, epochs: int, seed: int, lr: float) -> dict[str, Any
         return acc
 
     opt.train()
-    return _timed_epochs(epochs, loader, step, score)
+    return _timed_epochs(model, loader, epochs, step, score)
 
 
 def reach(runs: list[dict[str, Any]], target: float) -> dict[str, Any] | None:

@@ -38,58 +38,39 @@ def test_quick_suite_runs_two_pairs_and_reports_gaps(tmp_path):
     assert "held out" in text and "calibration" in text and "charlm-tf-adamw" in text
 
 
-def test_rules_score_fixed_choices_among_the_recorded_candidates(tmp_path):
-    """picks.py --rules on a hand-made suite JSON: each choice's regret is the grid's run
-    at that LR and seed against the grid's best mean (accuracy points)."""
-    grid = {1.0: 50.0, 0.316228: 90.0, 0.1: 97.0, 0.031623: 96.0, 0.01: 80.0}
-    runs = [{"pair": "digits-mlp-sgd", "arm": "grid", "param": lr, "seed": s, "score": acc}
-            for lr, acc in grid.items() for s in (0, 1)]  # fmt: skip
-    probes = [{"lr_max": c, "loss": loss} for c, loss in ((1.0, 2.0), (0.316228, 0.5), (0.1, 0.6))]
-    runs.append({"pair": "digits-mlp-sgd", "arm": "auto", "seed": 0, "score": 95.0,
-                 "candidates": [1.0, 0.316228, 0.1], "probes": probes})  # fmt: skip
-    src = tmp_path / "suite.json"
-    src.write_text(json.dumps({"runs": runs}))
-    out, md = tmp_path / "rules.json", tmp_path / "rules.md"
-    r = subprocess.run(
-        [sys.executable, str(SUITE.parent / "picks.py"), "--rules", str(src), "--json", str(out),
-         "--table", str(md)],
-        capture_output=True, text=True, timeout=300,
+def _suite(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(SUITE), *args], capture_output=True, text=True, timeout=300,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
     )  # fmt: skip
-    assert r.returncode == 0, r.stderr[-2000:]
-    got = {row["rule"]: row["regret"] for row in json.loads(out.read_text())["runs"]}
-    assert got == pytest.approx({"top": 47.0, "second": 7.0, "third": 0.0,
-                                 "best probe": 7.0, "best probe x3.16": 47.0})  # fmt: skip
-    assert "| **within target** | | 0/1 | 0/1 | 1/1 | 0/1 | 0/1 |" in md.read_text()
 
 
-def test_compare_scores_both_arms_on_the_seeds_both_ran(tmp_path):
+def test_merge_replaces_a_rerun_and_report_counts_it(tmp_path):
+    """``suite.py merge``: a later file's run replaces the same pair/arm/seed/parameter and
+    adds other seeds; ``suite.py report`` counts the pairs within target (trains nothing)."""
     grid = {0.1: (90.0, 92.0), 0.01: (80.0, 80.0)}
     runs = [{"pair": "digits-mlp-sgd", "arm": "grid", "param": lr, "seed": s, "score": acc}
             for lr, accs in grid.items() for s, acc in enumerate(accs)]  # fmt: skip
-    for s, acc in enumerate((91.0, 90.8, 60.0, 60.0, 60.0)):  # seeds 2-4: not compared
-        runs.append({"pair": "digits-mlp-sgd", "arm": "auto", "seed": s, "score": acc,
-                     "lr": 0.1, "compute_ratio": 0.2, "rollbacks": []})  # fmt: skip
-    for s, acc in enumerate((85.0, 89.0)):
-        runs.append({"pair": "digits-mlp-sgd", "arm": "auto_top", "seed": s, "score": acc,
-                     "lr": 0.1, "compute_ratio": 0.05,
-                     "rollbacks": [{"lr_max": 1.0, "step": 9}] if s else []})  # fmt: skip
-    src = tmp_path / "suite.json"
-    src.write_text(json.dumps({"runs": runs}))
-    out, md = tmp_path / "cmp.json", tmp_path / "cmp.md"
-    r = subprocess.run(
-        [sys.executable, str(SUITE.parent / "compare.py"), str(src), "auto", "auto_top",
-         "--json", str(out), "--table", str(md)],
-        capture_output=True, text=True, timeout=300,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    )  # fmt: skip
+    runs += [{"pair": "digits-mlp-sgd", "arm": "auto", "param": None, "seed": s, "score": 60.0,
+              "lr": 1.0, "compute_ratio": 0.2} for s in (0, 1)]  # fmt: skip
+    rerun = [{"pair": "digits-mlp-sgd", "arm": "auto", "param": None, "seed": s, "score": acc,
+              "lr": 0.1, "compute_ratio": 0.25} for s, acc in ((0, 91.0), (1, 90.8))]  # fmt: skip
+    for name, rs in (("grid", runs), ("rerun", rerun)):
+        (tmp_path / f"{name}.json").write_text(json.dumps(
+            {"args": {}, "seconds": 1.0, "torch": "x", "runs": rs}))  # fmt: skip
+    merged, md = tmp_path / "merged.json", tmp_path / "merged.md"
+    r = _suite("merge", str(tmp_path / "grid.json"), str(tmp_path / "rerun.json"),
+               "--json", str(merged), "--table", str(md))  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
-    row = json.loads(out.read_text())["pairs"]["digits-mlp-sgd"]
-    assert row["seeds"] == [0, 1]
-    assert row["auto"]["gap"] == pytest.approx(0.1) and row["auto"]["within"]
-    assert row["auto_top"]["gap"] == pytest.approx(4.0) and not row["auto_top"]["within"]
-    assert row["auto_top"]["rollbacks"] == 1
-    assert "| auto | 0/0 | 1/1 | 0/0 | 1/1 |" in md.read_text()
+    auto = json.loads(merged.read_text())["summary"]["digits-mlp-sgd"]["arms"]["auto"]
+    assert auto["n"] == 2 and auto["lrs"] == [0.1, 0.1]
+    assert auto["gap"] == pytest.approx(0.1) and auto["compute_ratio"] == pytest.approx(0.25)
+    assert "| digits-mlp-sgd | 91 @ 0.1 | 90.9 (+0.10) |" in md.read_text()
+    out = tmp_path / "report.json"
+    r = _suite("report", str(merged), "--json", str(out), "--table", str(tmp_path / "r.md"))
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(out.read_text())
+    assert rep["groups"]["seen"]["within"]["auto"] == 1 and rep["groups"]["all"]["pairs"] == 1
 
 
 def test_a_clipped_pair_clips_the_gradient_in_every_arm(monkeypatch):

@@ -1,42 +1,208 @@
-"""The v6 report of the lr_max="auto" suite: every pair x arm, the counts per group, the
-budget curve (pairs within target against compute), from one merged suite JSON.
+"""From the suite's runs to its numbers: summaries, merges, tables and the budget plot.
 
-    .venv/bin/python benchmarks/auto_lr/report.py docs/results/auto_lr_suite_v6.json \\
-        --table docs/results/auto_lr_v6_table.md --plot docs/img/auto_lr_budget.png
+Nothing here trains; ``suite.py`` (the one entry point) calls it:
 
-The arms it reads: ``auto`` (the default budget, 0.3), ``auto_b0.1`` and ``auto_b1``
-(budgets 0.1 and 1.0), ``auto_v5`` (the version before, where it ran), and the
-learning-rate-free arms. "Within target" is the suite's (``Task.within_target``: 0.5
-points, or 2% of bits/char or MSE, of the grid's best mean); a failed run (refused or
-non-finite) is a miss. Spread: max/min of the picks over the seeds run. "Ties or beats
-schedule-free AdamW": auto's mean against the better of ``sf_adamw`` and
-``sf_adamw_10x``, a tie within the larger seed-to-seed standard deviation.
+- ``summarise`` and ``table``: per pair, each arm's mean, spread of picks and compute
+  ratio, and its gap to the grid's best; the table ``suite.py run`` and ``merge`` write;
+- ``merge``: several suite JSONs into one (``suite.py merge``);
+- ``counts``, ``counts_table`` and ``plot``: the v6 report (``suite.py report``): every
+  pair x the auto arms at three budgets and the learning-rate-free arms, the counts per
+  group and the budget curve (pairs within target against compute);
+- ``yardstick_rows`` and ``yardstick_table``: the grid's best LR re-run at fresh seeds
+  against auto at the same seeds (``suite.py yardstick``).
+
+"Within target" is the suite's (``Task.within_target``: 0.5 points, or 2% of bits/char or
+MSE, of the grid's best mean); a failed run (refused or non-finite) is a miss. Spread:
+max/min of the picks over the seeds run. "Ties or beats schedule-free AdamW": auto's mean
+against the better of ``sf_adamw`` and ``sf_adamw_10x``, a tie within the larger
+seed-to-seed standard deviation.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
+import math
 import statistics
-import sys
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from tasks import TASKS
 
-AUTO = {"auto_b0.1": 0.1, "auto": 0.3, "auto_b1": 1.0}
 LR_FREE = ("sf_adamw", "sf_adamw_10x", "sf_sgd", "prodigy_cos", "prodigy_probe", "dadapt_adam")
+AUTO = {"auto_b0.1": 0.1, "auto": 0.3, "auto_b1": 1.0}  # the auto arms and their budgets
 GROUPS = ("held out v6", "held out", "seen", "calibration")
+
+
+def gap(metric: str, sign: int, ref: float, value: float) -> float:
+    """Positive: ``value`` is worse than ``ref`` (accuracy points, or % of a loss)."""
+    g = sign * (ref - value)
+    return g if metric == "accuracy" else 100 * g / abs(ref)
+
+
+# --- the summary of a suite's runs ------------------------------------------------------------
+
+
+def beats_lr_free(sign: int, arms: dict[str, Any]) -> dict[str, bool] | None:
+    """Per learning-rate-free arm that ran: does auto beat or tie it? A tie is a gap
+    within the larger of the two arms' seed-to-seed standard deviations (in the order of
+    ``arms``: the table's columns)."""
+    auto = arms.get("auto")
+    if not auto or auto["mean"] is None:
+        return None
+    out = {}
+    for name in (a for a in arms if a in LR_FREE):
+        other = arms[name]
+        if other["n"] == 0 or (other.get("errors") and other["mean"] is None):
+            continue
+        if other["mean"] is None:  # it failed on some seed: auto beats it
+            out[name] = True
+            continue
+        noise = max(auto["sd"], other["sd"])
+        out[name] = sign * (auto["mean"] - other["mean"]) >= -noise
+    return out
+
+
+def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per pair: the grid's mean per LR and its best, and each other arm's summary."""
+    out: dict[str, Any] = {}
+    for pair in dict.fromkeys(r["pair"] for r in results):
+        task = TASKS[pair]
+        sign = 1 if task.higher_is_better else -1
+        rows = [r for r in results if r["pair"] == pair]
+        grid: dict[float, list[float]] = {}
+        for r in rows:
+            if r["arm"] == "grid":
+                grid.setdefault(r["param"], []).append(
+                    r["score"] if r["score"] is not None else -sign * math.inf
+                )
+        grid_mean = {lr: statistics.mean(v) for lr, v in grid.items()}
+        if not grid_mean:  # no grid (yet) for this pair: nothing to measure against
+            continue
+        best_lr = max(grid_mean, key=lambda k: sign * grid_mean[k])
+        best = grid_mean[best_lr]
+        arms_out: dict[str, Any] = {}
+        for arm in dict.fromkeys(r["arm"] for r in rows if r["arm"] not in ("grid", "wd")):
+            rs = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["seed"])
+            scores = [r["score"] for r in rs if r["score"] is not None]
+            lrs = [r["lr"] for r in rs if r.get("lr")]
+            failed = len(rs) - len(scores)
+            mean = statistics.mean(scores) if scores and not failed else None
+            arm_gap = None if mean is None else gap(task.metric, sign, best, mean)
+            arms_out[arm] = {
+                "mean": mean, "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
+                "n": len(rs), "failed": failed, "gap": arm_gap,
+                "lrs": lrs, "lr_spread": max(lrs) / min(lrs) if lrs else None,
+                "compute_ratio": statistics.mean(r["compute_ratio"] for r in rs
+                                                 if "compute_ratio" in r) if any(
+                    "compute_ratio" in r for r in rs) else None,
+                "errors": sorted({r.get("error") or r.get("skipped") for r in rs
+                                  if r.get("error") or r.get("skipped")}),
+            }  # fmt: skip
+        wd_rows = [r for r in rows if r["arm"] == "wd"]
+        wd_mean: dict[float, float] = {}
+        for wd in dict.fromkeys(r["param"][1] for r in wd_rows):
+            v = [r["score"] for r in wd_rows if r["param"][1] == wd and r["score"] is not None]
+            if v:
+                wd_mean[wd] = statistics.mean(v)
+        out[pair] = {
+            "group": task.group, "calibration": task.calibration, "metric": task.metric,
+            "epochs": task.epochs,
+            "opt": task.opt, "grid": {f"{k:.4g}": v for k, v in sorted(grid_mean.items())},
+            "grid_best": {"lr": best_lr, "score": best}, "arms": arms_out,
+            "wd_grid": {f"{k:g}": v for k, v in wd_mean.items()},
+            "auto_beats_lr_free": beats_lr_free(sign, arms_out),
+        }  # fmt: skip
+    return out
+
+
+def _cell(arm: dict[str, Any] | None, bold: bool = False) -> str:
+    """An arm's mean and its gap to the grid's best; "failed k/n" if a run failed."""
+    if not arm or arm["n"] == 0:
+        return "–"
+    if arm["mean"] is None:
+        return f"failed {arm['failed']}/{arm['n']}"
+    mark = "**" if bold else ""
+    return f"{mark}{arm['mean']:.4g} ({arm['gap']:+.2f}){mark}"
+
+
+def table(summary: dict[str, Any]) -> str:
+    """Every pair x every arm, per group; then auto's picks, spread, compute and the wd grid."""
+    arm_names = list(dict.fromkeys(a for p in summary.values() for a in p["arms"]))
+    lines = []
+    for group in GROUPS:
+        lines.append(f"\n**{group}** (gap to the grid's best: accuracy points, or % of "
+                     "bits/char or MSE; positive = worse than the grid)\n")  # fmt: skip
+        lines.append("| pair | grid best | " + " | ".join(arm_names) + " |")
+        lines.append("|---" * (len(arm_names) + 2) + "|")
+        for pair, p in summary.items():
+            if p.get("group", "calibration" if p["calibration"] else "held out") != group:
+                continue
+            cells = [_cell(p["arms"].get(a)) for a in arm_names]
+            gb = p["grid_best"]
+            lines.append(
+                f"| {pair} | {gb['score']:.4g} @ {gb['lr']:.3g} | " + " | ".join(cells) + " |"
+            )
+    lines.append(
+        "\n| pair | auto picks (per seed) | spread (max/min) | auto compute ratio | "
+        "auto beats/ties LR-free arms | auto_wd | wd grid (at the grid's best lr) |"
+    )
+    lines.append("|---|---|---|---|---|---|---|")
+    for pair, p in summary.items():
+        a = p["arms"].get("auto", {})
+        picks = ", ".join(f"{v:.3g}" for v in a.get("lrs", []))
+        spread = f"{a['lr_spread']:.2f}" if a.get("lr_spread") else "–"
+        ratio = f"{a['compute_ratio']:.3f}" if a.get("compute_ratio") else "–"
+        w = ", ".join(f"{k}: {v:.4g}" for k, v in p["wd_grid"].items()) or "–"
+        aw = p["arms"].get("auto_wd", {})
+        b = p.get("auto_beats_lr_free")
+        beats = "–" if not b else f"{sum(b.values())}/{len(b)}" + (
+            f" (loses to {', '.join(k for k, v in b.items() if not v)})"
+            if not all(b.values()) else "")  # fmt: skip
+        awd = "–" if not aw.get("mean") else f"{aw['mean']:.4g}"
+        lines.append(f"| {pair} | {picks} | {spread} | {ratio} | {beats} | {awd} | {w} |")
+    return "\n".join(lines) + "\n"
+
+
+def merge(paths: list[str], legacy: int = 0, legacy_name: str = "auto_v3") -> dict[str, Any]:
+    """Several suite JSONs as one (``parts``, ``summary``, ``runs``); the sweep curves are
+    dropped (the probes and picks are kept). A run of a later file replaces the run of an
+    earlier one with the same pair, arm, seed and parameter (``--only`` re-runs); other
+    seeds are added. The first ``legacy`` files ran an earlier rule: their arm ``auto``
+    becomes ``legacy_name``, a column beside the current ``auto``."""
+    runs: list[dict[str, Any]] = []
+    parts: list[dict[str, Any]] = []
+
+    def key(r: dict[str, Any]) -> tuple:
+        return r["pair"], r["arm"], r["seed"], json.dumps(r["param"])
+
+    for i, path in enumerate(paths):
+        d = json.loads(Path(path).read_text())
+        if i < legacy:
+            for r in d["runs"]:
+                if r["arm"] == "auto":
+                    r["arm"] = legacy_name
+        if "parts" in d:  # an earlier merge: its parts, then its runs
+            parts.extend(d["parts"])
+        else:
+            parts.append({"file": path, "args": d["args"], "seconds": d["seconds"],
+                          "torch": d["torch"]})  # fmt: skip
+        new = {key(r) for r in d["runs"]}
+        runs = [r for r in runs if key(r) not in new]
+        for r in d["runs"]:
+            r.pop("sweep", None)
+            runs.append(r)
+    return {"parts": parts, "summary": summarise(runs), "runs": runs}
+
+
+# --- the v6 report: auto at three budgets against the learning-rate-free arms -----------------
 
 
 def _within(task: Any, arm: dict[str, Any] | None) -> bool:
     return bool(arm) and arm["mean"] is not None and task.within_target(arm["gap"])
 
 
-def report(summary: dict[str, Any]) -> dict[str, Any]:
-    """Per pair and per group: what the table and the plot show."""
-    from tasks import TASKS
-
+def counts(summary: dict[str, Any]) -> dict[str, Any]:
+    """Per pair and per group: what ``counts_table`` and ``plot`` show."""
     pairs: dict[str, Any] = {}
     for pair, p in summary.items():
         task, arms = TASKS[pair], p["arms"]
@@ -73,22 +239,15 @@ def report(summary: dict[str, Any]) -> dict[str, Any]:
     return {"pairs": pairs, "groups": groups}
 
 
-def table(rep: dict[str, Any], summary: dict[str, Any]) -> str:
+def counts_table(rep: dict[str, Any], summary: dict[str, Any]) -> str:
+    """Every pair x the auto arms (``auto_v5``: the version before, where it ran) and three
+    learning-rate-free arms, within target in bold; then the counts per group."""
     cols = ["auto_v5", "auto_b0.1", "auto", "auto_b1", "sf_adamw", "sf_adamw_10x", "prodigy_probe"]
     lines = ["| pair | group | grid best | " + " | ".join(cols) + " | auto picks | spread | "
              "compute (0.1 / 0.3 / 1.0) |", "|---" * (len(cols) + 6) + "|"]  # fmt: skip
     for pair, v in rep["pairs"].items():
         arms = summary[pair]["arms"]
-        cells = []
-        for a in cols:
-            r = arms.get(a)
-            if not r or r["n"] == 0:
-                cells.append("–")
-            elif r["mean"] is None:
-                cells.append(f"failed {r['failed']}/{r['n']}")
-            else:
-                mark = "**" if v["within"].get(a) else ""
-                cells.append(f"{mark}{r['mean']:.4g} ({r['gap']:+.2f}){mark}")
+        cells = [_cell(arms.get(a), bold=v["within"].get(a, False)) for a in cols]
         gb = v["grid_best"]
         picks = ", ".join(f"{x:.3g}" for x in v["picks"])
         spread = f"{v['spread']:.2f}" if v["spread"] else "–"
@@ -143,32 +302,67 @@ def plot(rep: dict[str, Any], path: str) -> None:
     fig.savefig(path, dpi=120)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("suite", help="a merged suite JSON (merge.py)")
-    ap.add_argument(
-        "--counts",
-        action="store_true",
-        help="SUITE holds counts already ({'groups': ..., 'pairs': {}}): plot them",
-    )
-    ap.add_argument("--table", default=None)
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--plot", default=None)
-    args = ap.parse_args()
-    if args.counts:
-        plot(json.loads(Path(args.suite).read_text()), args.plot)
-        return
-    summary = json.loads(Path(args.suite).read_text())["summary"]
-    rep = report(summary)
-    text = table(rep, summary)
-    print(text)
-    if args.table:
-        Path(args.table).write_text(text)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rep, indent=1))
-    if args.plot:
-        plot(rep, args.plot)
+# --- the noise-aware yardstick ----------------------------------------------------------------
 
 
-if __name__ == "__main__":
-    main()
+def yardstick_rows(
+    summary: dict[str, Any], runs: list[dict[str, Any]], fresh: list[dict[str, Any]],
+    pairs: list[str], seeds: list[int],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Per pair: the grid's best LR at fresh seeds (``fresh``: its runs there) against
+    auto's runs of the suite at the same seeds; a paired gap without the selection bias of
+    the grid's best of nine means, and that bias (``optimism``) beside it."""
+    rows = []
+    for p in pairs:
+        task, s = TASKS[p], summary[p]
+        sign = 1 if task.higher_is_better else -1
+        grid = [r["score"] for r in fresh if r["pair"] == p]
+        auto = {r["seed"]: r for r in runs if r["pair"] == p and r["arm"] == "auto"}
+        paired = [auto[k]["score"] for k in seeds if k in auto]
+        refused = sum(v is None for v in paired)
+        row: dict[str, Any] = {
+            "pair": p, "group": task.group, "metric": task.metric,
+            "grid_lr": s["grid_best"]["lr"], "grid_selected_score": s["grid_best"]["score"],
+            "grid_fresh_seeds": grid, "auto_same_seeds": paired, "auto_refused": refused,
+            "auto_picks_same_seeds": [auto[k].get("lr") for k in seeds if k in auto],
+            "suite_gap": s["arms"].get("auto", {}).get("gap"),
+        }  # fmt: skip
+        if None not in grid and grid and paired and not refused:
+            g_mean, a_mean = statistics.mean(grid), statistics.mean(paired)
+            diffs = [gap(task.metric, sign, g, a) for g, a in zip(grid, paired)]
+            row.update(grid_fresh_mean=g_mean, auto_mean=a_mean,
+                       fresh_gap=gap(task.metric, sign, g_mean, a_mean),
+                       optimism=gap(task.metric, sign, s["grid_best"]["score"], g_mean),
+                       per_seed_gaps=diffs)  # fmt: skip
+        rows.append(row)
+    return rows
+
+
+def yardstick_table(rows: list[dict[str, Any]], seeds: list[int]) -> str:
+    lines = [
+        f"Grid best re-run at fresh seeds {seeds} against auto at the same seeds "
+        "(positive gap = auto worse: accuracy points, or % of bits/char or MSE)\n",
+        "| pair | group | grid LR | suite gap | grid: selection score -> fresh seeds "
+        "(optimism) | auto, same seeds | fresh gap | per seed |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        if "fresh_gap" not in r:
+            if r["auto_refused"]:
+                why = f"auto refused {r['auto_refused']} of {len(r['auto_same_seeds'])}"
+            elif not r["auto_same_seeds"]:
+                why = "no auto run at these seeds"
+            else:
+                why = "a grid run failed"
+            lines.append(f"| {r['pair']} | {r['group']} | {r['grid_lr']:.3g} | – | – | – | "
+                         f"– ({why}) | – |")  # fmt: skip
+            continue
+        sg = "–" if r["suite_gap"] is None else f"{r['suite_gap']:+.2f}"
+        lines.append(
+            f"| {r['pair']} | {r['group']} | {r['grid_lr']:.3g} | {sg} | "
+            f"{r['grid_selected_score']:.4g} -> {r['grid_fresh_mean']:.4g} "
+            f"({r['optimism']:+.2f}) | {r['auto_mean']:.4g} | **{r['fresh_gap']:+.2f}** | "
+            + " ".join(f"{d:+.2f}" for d in r["per_seed_gaps"])
+            + " |"
+        )
+    return "\n".join(lines) + "\n"

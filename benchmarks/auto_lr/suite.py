@@ -1,15 +1,29 @@
-"""The lr_max="auto" suite: every pair x every arm, same model, data and budget; JSON + table.
+"""The lr_max="auto" suite, its one entry point: every pair x every arm, same model, data
+and budget, into a JSON and a table; and the steps that read those JSONs.
+
+    suite.py [run] [options]      train: the grid, auto and the other arms (the default)
+    suite.py merge IN... --json J --table T   several runs' JSONs into one
+    suite.py report SUITE [--table T] [--plot P]   the v6 report: auto at three budgets
+    suite.py yardstick --suite SUITE   the grid's best LR re-run at fresh seeds
+
+For example (``suite.py SUBCOMMAND --help`` lists each one's options):
 
     .venv/bin/python benchmarks/auto_lr/suite.py --quick --json runs/auto_quick.json
     .venv/bin/python benchmarks/auto_lr/suite.py --device cuda --workers 8 \\
         --json docs/results/auto_lr_suite.json --table docs/results/auto_lr_suite.md
+    .venv/bin/python benchmarks/auto_lr/suite.py merge runs/a.json runs/b.json \\
+        --json runs/merged.json --table runs/merged.md
+    .venv/bin/python benchmarks/auto_lr/suite.py report runs/merged.json \\
+        --table runs/report.md --plot runs/budget.png
 
-Per pair: the grid (1cycle at ``grid_lo * sqrt(10)**k``, k = 0..8, ``--seeds`` seeds),
-``auto`` over ``--auto-seeds`` seeds (its accuracy, the spread of its picks, its compute
-ratio), ``auto_wd`` and the weight-decay grid {0, 1e-5, 1e-4, 1e-3, 1e-2} at the grid's
-best LR, and the alternatives of ``arms.ALTERNATIVES`` whose packages import (optional
-extras: prodigyopt, schedulefree, dadaptation, torch-lr-finder; never test dependencies).
-Seeds change the initial weights and the data order; seed s of every arm shares them.
+``run``, per pair: the grid (1cycle at ``grid_lo * sqrt(10)**k``, k = 0..8, ``--seeds``
+seeds), ``auto`` over ``--auto-seeds`` seeds (its accuracy, the spread of its picks, its
+compute ratio), ``auto_wd`` and the weight-decay grid {0, 1e-5, 1e-4, 1e-3, 1e-2} at the
+grid's best LR, and the alternatives of ``arms.ALTERNATIVES`` whose packages import
+(optional extras: prodigyopt, schedulefree, dadaptation, torch-lr-finder; never test
+dependencies). Seeds change the initial weights and the data order; seed s of every arm
+shares them. The pairs are in ``tasks.py``, the arms in ``arms.py``, and the summaries,
+tables and plot in ``report.py``.
 """
 
 from __future__ import annotations
@@ -19,35 +33,15 @@ import json
 import math
 import multiprocessing as mp
 import os
-import statistics
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 WDS = (0.0, 1e-5, 1e-4, 1e-3, 1e-2)
-LR_FREE = ("prodigy_cos", "prodigy_probe", "sf_adamw", "sf_adamw_10x", "sf_sgd", "dadapt_adam")
-
-
-def beats_lr_free(sign: int, arms: dict[str, Any]) -> dict[str, bool] | None:
-    """Per learning-rate-free arm that ran: does auto beat or tie it? A tie is a gap
-    within the larger of the two arms' seed-to-seed standard deviations."""
-    auto = arms.get("auto")
-    if not auto or auto["mean"] is None:
-        return None
-    out = {}
-    for name in LR_FREE:
-        other = arms.get(name)
-        if not other or other["n"] == 0 or (other.get("errors") and other["mean"] is None):
-            continue
-        if other["mean"] is None:  # it failed on some seed: auto beats it
-            out[name] = True
-            continue
-        noise = max(auto["sd"], other["sd"])
-        out[name] = sign * (auto["mean"] - other["mean"]) >= -noise
-    return out
 
 
 def _job(job: tuple[str, str, Any, int, str, bool, int]) -> dict[str, Any]:
@@ -152,105 +146,13 @@ def plan(args: argparse.Namespace, phase: int, grid_best: dict[str, float]) -> l
                   reverse=True)  # fmt: skip
 
 
-def summarise(results: list[dict[str, Any]]) -> dict[str, Any]:
-    from tasks import TASKS
-
-    out: dict[str, Any] = {}
-    for pair in dict.fromkeys(r["pair"] for r in results):
-        task = TASKS[pair]
-        sign = 1 if task.higher_is_better else -1
-        rows = [r for r in results if r["pair"] == pair]
-        grid: dict[float, list[float]] = {}
-        for r in rows:
-            if r["arm"] == "grid":
-                grid.setdefault(r["param"], []).append(
-                    r["score"] if r["score"] is not None else -sign * math.inf
-                )
-        grid_mean = {lr: statistics.mean(v) for lr, v in grid.items()}
-        if not grid_mean:  # no grid (yet) for this pair: nothing to measure against
-            continue
-        best_lr = max(grid_mean, key=lambda k: sign * grid_mean[k])
-        best = grid_mean[best_lr]
-        arms_out: dict[str, Any] = {}
-        for arm in dict.fromkeys(r["arm"] for r in rows if r["arm"] not in ("grid", "wd")):
-            rs = sorted((r for r in rows if r["arm"] == arm), key=lambda r: r["seed"])
-            scores = [r["score"] for r in rs if r["score"] is not None]
-            lrs = [r["lr"] for r in rs if r.get("lr")]
-            failed = len(rs) - len(scores)
-            mean = statistics.mean(scores) if scores and not failed else None
-            gap = None if mean is None else sign * (best - mean)
-            if gap is not None and task.metric != "accuracy":
-                gap = 100 * gap / abs(best)  # relative, in %
-            arms_out[arm] = {
-                "mean": mean, "sd": statistics.stdev(scores) if len(scores) > 1 else 0.0,
-                "n": len(rs), "failed": failed, "gap": gap,
-                "lrs": lrs, "lr_spread": max(lrs) / min(lrs) if lrs else None,
-                "compute_ratio": statistics.mean(r["compute_ratio"] for r in rs
-                                                 if "compute_ratio" in r) if any(
-                    "compute_ratio" in r for r in rs) else None,
-                "errors": sorted({r.get("error") or r.get("skipped") for r in rs
-                                  if r.get("error") or r.get("skipped")}),
-            }  # fmt: skip
-        wd_rows = [r for r in rows if r["arm"] == "wd"]
-        wd_mean: dict[float, float] = {}
-        for wd in dict.fromkeys(r["param"][1] for r in wd_rows):
-            v = [r["score"] for r in wd_rows if r["param"][1] == wd and r["score"] is not None]
-            if v:
-                wd_mean[wd] = statistics.mean(v)
-        out[pair] = {
-            "group": task.group, "calibration": task.calibration, "metric": task.metric,
-            "epochs": task.epochs,
-            "opt": task.opt, "grid": {f"{k:.4g}": v for k, v in sorted(grid_mean.items())},
-            "grid_best": {"lr": best_lr, "score": best}, "arms": arms_out,
-            "wd_grid": {f"{k:g}": v for k, v in wd_mean.items()},
-            "auto_beats_lr_free": beats_lr_free(sign, arms_out),
-        }  # fmt: skip
-    return out
-
-
-def table(summary: dict[str, Any]) -> str:
-    arm_names = list(dict.fromkeys(a for p in summary.values() for a in p["arms"]))
-    lines = []
-    for group in ("held out v6", "held out", "seen", "calibration"):
-        lines.append(f"\n**{group}** (gap to the grid's best: accuracy points, or % of "
-                     "bits/char or MSE; positive = worse than the grid)\n")  # fmt: skip
-        lines.append("| pair | grid best | " + " | ".join(arm_names) + " |")
-        lines.append("|---" * (len(arm_names) + 2) + "|")
-        for pair, p in summary.items():
-            if p.get("group", "calibration" if p["calibration"] else "held out") != group:
-                continue
-            cells = []
-            for a in arm_names:
-                r = p["arms"].get(a)
-                if r is None or r["n"] == 0:
-                    cells.append("–")
-                elif r["mean"] is None:
-                    cells.append(f"failed {r['failed']}/{r['n']}")
-                else:
-                    cells.append(f"{r['mean']:.4g} ({r['gap']:+.2f})")
-            gb = p["grid_best"]
-            lines.append(
-                f"| {pair} | {gb['score']:.4g} @ {gb['lr']:.3g} | " + " | ".join(cells) + " |"
-            )
-    lines.append(
-        "\n| pair | auto picks (per seed) | spread (max/min) | auto compute ratio | "
-        "auto beats/ties LR-free arms | auto_wd | wd grid (at the grid's best lr) |"
-    )
-    lines.append("|---|---|---|---|---|---|---|")
-    for pair, p in summary.items():
-        a = p["arms"].get("auto", {})
-        picks = ", ".join(f"{v:.3g}" for v in a.get("lrs", []))
-        spread = f"{a['lr_spread']:.2f}" if a.get("lr_spread") else "–"
-        ratio = f"{a['compute_ratio']:.3f}" if a.get("compute_ratio") else "–"
-        w = ", ".join(f"{k}: {v:.4g}" for k, v in p["wd_grid"].items()) or "–"
-        aw = p["arms"].get("auto_wd", {})
-        b = p.get("auto_beats_lr_free")
-        beats = "–" if not b else f"{sum(b.values())}/{len(b)}" + (
-            f" (loses to {', '.join(k for k, v in b.items() if not v)})"
-            if not all(b.values()) else "")  # fmt: skip
-        awd = "–" if not aw.get("mean") else f"{aw['mean']:.4g}"
-        lines.append(f"| {pair} | {picks} | {spread} | {ratio} | {beats} | {awd} | {w} |")
-    return "\n".join(lines) + "\n"
+def _results(jobs: list[tuple], workers: int) -> Iterator[dict[str, Any]]:
+    """Each job's result as it finishes: in a pool of ``workers`` processes, or here."""
+    if workers > 1:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            yield from pool.imap_unordered(_job, jobs)
+    else:
+        yield from map(_job, jobs)
 
 
 def _partial(args: argparse.Namespace, results: list[dict[str, Any]], t0: float) -> None:
@@ -262,8 +164,13 @@ def _partial(args: argparse.Namespace, results: list[dict[str, Any]], t0: float)
             default=str))  # fmt: skip
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run(argv: list[str]) -> None:
+    from report import summarise, table
+
+    ap = argparse.ArgumentParser(
+        prog="suite.py [run]", description="Train every pair x every arm; JSON + table.",
+        epilog="Other subcommands: merge, report, yardstick (suite.py SUBCOMMAND --help).",
+    )  # fmt: skip
     ap.add_argument("--pairs", nargs="*", default=None)
     ap.add_argument("--quick", action="store_true", help="two tiny pairs, grid + auto only")
     ap.add_argument("--all-arms", action="store_true", help="with --quick: every arm")
@@ -273,7 +180,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="torch threads per worker")
     ap.add_argument("--skip", nargs="*", default=[], help="arms to leave out")
-    ap.add_argument("--only", nargs="*", default=[], help="run just these arms (needs --json)")
+    ap.add_argument("--only", nargs="*", default=[],
+                    help="run just these arms (needs --json; merge the result with a run "
+                         "that has the grid)")  # fmt: skip
     ap.add_argument("--first-seed", type=int, default=0, help="with --only: seeds from here")
     ap.add_argument(
         "--grid-best",
@@ -284,55 +193,167 @@ def main() -> None:
     )
     ap.add_argument("--json", default=None)
     ap.add_argument("--table", default=None)
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.quick:
         args.seeds, args.auto_seeds = 1, 1
     try:
         args.grid_best = {p: float(v) for p, v in (x.split("=") for x in args.grid_best)}
     except ValueError:
         ap.error("--grid-best: give PAIR=LR, e.g. fashion-cnn-sgd=0.1")
+    if args.only and not args.json:
+        ap.error("--only needs --json")
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     results: list[dict[str, Any]] = []
     grid_best: dict[str, float] = {}
+    keys = ("pair", "arm", "param", "seed", "lr", "score", "error")
     for phase in (0, 1):
-        jobs = plan(args, phase, grid_best)
-        if args.workers > 1:
-            with mp.get_context("spawn").Pool(args.workers) as pool:
-                for r in pool.imap_unordered(_job, jobs):
-                    results.append(r)
-                    _partial(args, results, t0)
-                    print(json.dumps({k: r.get(k) for k in ("pair", "arm", "param", "seed",
-                                                            "lr", "score", "error")}),
-                          flush=True)  # fmt: skip
-        else:
-            for j in jobs:
-                r = _job(j)
-                results.append(r)
-                keys = ("pair", "arm", "param", "seed", "lr", "score", "error")
-                print(json.dumps({k: r.get(k) for k in keys}), flush=True)
-                _partial(args, results, t0)
+        for r in _results(plan(args, phase, grid_best), args.workers):
+            results.append(r)
+            print(json.dumps({k: r.get(k) for k in keys}), flush=True)
+            _partial(args, results, t0)
         if phase == 0 and not args.only:
             grid_best = {p: v["grid_best"]["lr"] for p, v in summarise(results).items()}
-    if args.only:  # no grid to compare with: merge.py combines this with a full run
+    if args.only:  # no grid to compare with: `merge` combines this with a full run
         Path(args.json).write_text(json.dumps({"args": vars(args), "runs": results,
                                                "seconds": time.perf_counter() - t0,
                                                "torch": __import__("torch").__version__},
                                               indent=1, default=str))  # fmt: skip
         return
     summary = summarise(results)
-    report = {"args": vars(args), "seconds": time.perf_counter() - t0,
-              "torch": __import__("torch").__version__, "summary": summary,
-              "runs": results}  # fmt: skip
+    out = {"args": vars(args), "seconds": time.perf_counter() - t0,
+           "torch": __import__("torch").__version__, "summary": summary,
+           "runs": results}  # fmt: skip
     text = table(summary)
     print(text)
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(report, indent=1, default=str))
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
     if args.table:
         Path(args.table).write_text(text)
+
+
+def merge(argv: list[str]) -> None:
+    import report
+
+    ap = argparse.ArgumentParser(
+        prog="suite.py merge",
+        description="Merge suite runs (e.g. the small pairs and the Fashion-MNIST pairs, run "
+        "separately, or an --only re-run and the run with the grid) into one JSON and one "
+        "table. A run of a later file replaces the run of an earlier one with the same "
+        "pair, arm, seed and parameter; other seeds are added.",
+    )
+    ap.add_argument("inputs", nargs="+")
+    ap.add_argument("--json", required=True)
+    ap.add_argument("--table", required=True)
+    ap.add_argument("--legacy", type=int, default=0, metavar="K",
+                    help="the first K inputs ran an earlier rule: their arm 'auto' becomes "
+                         "--legacy-name, a column beside the current 'auto'")  # fmt: skip
+    ap.add_argument("--legacy-name", default="auto_v3")
+    args = ap.parse_args(argv)
+    merged = report.merge(args.inputs, args.legacy, args.legacy_name)
+    text = report.table(merged["summary"])
+    Path(args.json).write_text(json.dumps(merged, indent=0, default=str))
+    Path(args.table).write_text(text)
+    print(text)
+
+
+def report_(argv: list[str]) -> None:
+    import report
+
+    ap = argparse.ArgumentParser(
+        prog="suite.py report",
+        description="The v6 report of a (merged) suite JSON: every pair x the auto arms "
+        "(auto_b0.1, auto, auto_b1: budgets 0.1 / 0.3 / 1.0; auto_v5 where it ran) and the "
+        "learning-rate-free arms, the counts per group, and the budget curve.",
+    )
+    ap.add_argument("suite", help="a merged suite JSON (suite.py merge)")
+    ap.add_argument(
+        "--counts",
+        action="store_true",
+        help="SUITE holds counts already ({'groups': ..., 'pairs': {}}): plot them",
+    )
+    ap.add_argument("--table", default=None)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--plot", default=None)
+    args = ap.parse_args(argv)
+    if args.counts:
+        if not args.plot:
+            ap.error("--counts needs --plot")
+        report.plot(json.loads(Path(args.suite).read_text()), args.plot)
+        return
+    summary = json.loads(Path(args.suite).read_text())["summary"]
+    rep = report.counts(summary)
+    text = report.counts_table(rep, summary)
+    print(text)
+    if args.table:
+        Path(args.table).write_text(text)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rep, indent=1))
+    if args.plot:
+        report.plot(rep, args.plot)
+
+
+def yardstick(argv: list[str]) -> None:
+    import report
+    from tasks import TASKS
+
+    ap = argparse.ArgumentParser(
+        prog="suite.py yardstick",
+        description="A noise-aware yardstick: the suite's 'grid best' is the best of nine "
+        "2-seed means, biased in the grid's favour. The LR it selected is trained again at "
+        "seeds that played no part in selecting it (default 2, 3, 4) and compared with "
+        "auto's runs of the suite at the same seeds (run auto at seeds 0-4).",
+    )
+    ap.add_argument("--suite", required=True, help="a suite JSON (grid and auto runs)")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[2, 3, 4])
+    ap.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        help="pairs to leave out (Fashion-MNIST's CNNs: ~3 minutes a run)",
+    )
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--reuse", nargs="*", default=[],
+                    help="earlier yardstick JSONs: their fresh runs (same pair, LR, seed) "
+                         "are taken instead of run again")  # fmt: skip
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--table", default=None)
+    args = ap.parse_args(argv)
+    data = json.loads(Path(args.suite).read_text())
+    summary, runs = data["summary"], data["runs"]
+    pairs = [p for p in summary if p not in args.skip and p in TASKS]
+    jobs = [(p, "grid", summary[p]["grid_best"]["lr"], s, "cpu", False, 1)
+            for p in pairs for s in args.seeds]  # fmt: skip
+    done = {(r["pair"], round(r["param"], 9), r["seed"]): r
+            for f in args.reuse for r in json.loads(Path(f).read_text())["fresh_runs"]}  # fmt: skip
+    fresh = [done[k] for j in jobs if (k := (j[0], round(j[2], 9), j[3])) in done]
+    jobs = [j for j in jobs if (j[0], round(j[2], 9), j[3]) not in done]
+    fresh += list(_results(jobs, args.workers))
+    rows = report.yardstick_rows(summary, runs, fresh, pairs, args.seeds)
+    text = report.yardstick_table(rows, args.seeds)
+    print(text)
+    if args.json:
+        out = {"args": vars(args), "rows": rows, "fresh_runs": fresh}
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str))
+    if args.table:
+        Path(args.table).write_text(text)
+
+
+COMMANDS: dict[str, Callable[[list[str]], None]] = {
+    "run": run, "merge": merge, "report": report_, "yardstick": yardstick,
+}  # fmt: skip
+
+
+def main(argv: list[str]) -> None:
+    """``suite.py SUBCOMMAND ...``; with no subcommand, ``run`` (``suite.py --quick``)."""
+    if argv and argv[0] in COMMANDS:
+        COMMANDS[argv[0]](argv[1:])
+    else:
+        run(argv)
 
 
 if __name__ == "__main__":
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("TQDM_DISABLE", "1")  # torch-lr-finder's progress bar
-    main()
+    main(sys.argv[1:])
