@@ -12,14 +12,16 @@ run would have.
 >>> import torch
 >>> from onecycle import Learner, accuracy
 >>> from onecycle.data import Loader
->>> x = torch.randn(256, 2); y = (x[:, 0] > 0).long()
+>>> g = torch.Generator().manual_seed(0)
+>>> x = torch.randn(256, 2, generator=g); y = (x[:, 0] > 0).long()
+>>> _ = torch.manual_seed(0)  # the model's initial weights
 >>> stop = EarlyStopping("valid_loss", patience=1, min_delta=0.5)  # asks a lot
 >>> learn = Learner(torch.nn.Linear(2, 2), Loader(x, y, 32), Loader(x, y, 128),
 ...                 loss_func=torch.nn.functional.cross_entropy, metrics=[accuracy],
 ...                 cbs=[stop, SaveBest("accuracy")])
 >>> learn.fit_one_cycle(10, 0.1)
->>> len(learn.recorder.rows), stop.stopped_epoch  # no 0.5 better after epoch 0: stop
-(2, 1)
+>>> len(learn.recorder.rows), stop.stopped_epoch  # epoch 2 not 0.5 better than 1: stop
+(3, 2)
 """
 
 from __future__ import annotations
