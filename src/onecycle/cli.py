@@ -87,6 +87,10 @@ def _cmd_fit(args: argparse.Namespace) -> int:
         if acc is not None
         else "done"
     )
+    tta = final.get("tta")
+    if tta and tta["test_accuracy"] is not None:
+        print(f"test accuracy with test-time augmentation ({tta['views']}): "
+              f"{tta['test_accuracy']:.4f}")  # fmt: skip
     for kind, path in result.files.items():
         print(f"{kind}: {path}")
     return 0

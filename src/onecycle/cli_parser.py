@@ -78,7 +78,7 @@ def _add_data_args(f: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--model",
         default=None,
-        choices=["cnn", "airnet", "resnet", "cnn1d", "cnn1d-bn", "mlp"],
+        choices=["cnn", "airnet", "airnet-wide", "resnet", "cnn1d", "cnn1d-bn", "mlp"],
         help=f"zoo model (default: the recipe's: {_recipes('model')})",
     )
     g.add_argument(
@@ -94,8 +94,22 @@ def _add_data_args(f: argparse.ArgumentParser) -> None:
         default=None,
         help="train on a random subset of this many samples (quick runs)",
     )
-    g.add_argument("--crop-pad", type=int, default=0, help="random-crop augmentation padding")
-    g.add_argument("--hflip", action="store_true", help="random horizontal flips")
+    g.add_argument("--recipe", choices=["fast", "best"], default="fast",
+                   help="fast: the data set's recipe (default); best: the best accuracy in "
+                   "a short budget, with a wider model, crops, flips, more epochs and "
+                   "test-time augmentation (fashion-mnist)")  # fmt: skip
+    g.add_argument(
+        "--crop-pad",
+        type=int,
+        default=None,
+        help="random-crop augmentation padding (default: the recipe's, 0 = off)",
+    )
+    g.add_argument(
+        "--hflip",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="random horizontal flips (default: the recipe's)",
+    )
     g.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=None,
                    help="image models in channels_last memory format (default: the recipe's: "
                    f"{_recipes('channels_last')})")  # fmt: skip
@@ -256,6 +270,10 @@ def _add_run_args(f: argparse.ArgumentParser) -> None:
     g = f.add_argument_group("training")
     g.add_argument("--clip", type=float, default=None, help="clip the gradient norm")
     _add_amp_arg(g)
+    g.add_argument("--tta", choices=["flip", "flip+shift", "none"], default=None,
+                   help="also report the test accuracy with test-time augmentation (the "
+                   "outputs averaged over flipped / shifted images; default: the recipe's, "
+                   "flip for --recipe best)")  # fmt: skip
     g = f.add_argument_group("checkpoints and resume")
     g.add_argument(
         "--checkpoint-every",
@@ -307,8 +325,9 @@ def fit_config(args: argparse.Namespace):  # -> FitConfig
         return FitConfig(
             dataset=None if args.factory else args.dataset, data_dir=args.data_dir,
             download=args.download, factory=args.factory, model=args.model, opt=args.opt,
-            bs=args.bs, wd=args.wd, accumulate=args.accumulate, crop_pad=args.crop_pad,
-            hflip=args.hflip, train_samples=args.train_samples, seed=args.seed,
+            recipe=args.recipe, bs=args.bs, wd=args.wd, accumulate=args.accumulate,
+            crop_pad=args.crop_pad, hflip=args.hflip, train_samples=args.train_samples,
+            seed=args.seed,
             device=args.device, out=args.out, progress=False, amp=args.amp,
             channels_last=args.channels_last, label_smoothing=args.label_smoothing,
         )  # fmt: skip
@@ -327,6 +346,7 @@ def fit_config(args: argparse.Namespace):  # -> FitConfig
         progress=not args.no_progress, checkpoint_every=args.checkpoint_every, keep=args.keep,
         resume=args.resume, resume_from=args.resume_from, extend=args.extend, log=args.log,
         budget=args.budget, auto_budget=args.auto_budget, overwrite=args.overwrite,
+        recipe=args.recipe, tta=args.tta,
     )  # fmt: skip
 
 

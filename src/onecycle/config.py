@@ -30,7 +30,8 @@ from onecycle.distributed import check_device
 from onecycle.errors import ConfigError, check_finite, check_int, check_positive
 
 __all__ = [
-    "RECIPES", "SCHEDULES", "FitConfig", "check_out", "describe", "native_mixed_precision",
+    "BEST", "RECIPES", "SCHEDULES", "TTA_VIEWS", "FitConfig", "check_out", "describe",
+    "native_mixed_precision",
 ]  # fmt: skip
 
 log = logging.getLogger(__name__)
@@ -54,12 +55,25 @@ RECIPES: dict[str, dict[str, Any]] = {
     },
 }  # fmt: skip
 
+BEST: dict[str, dict[str, Any]] = {
+    "fashion-mnist": {
+        "model": "airnet-wide", "epochs": 14, "crop_pad": 2, "hflip": True, "tta": "flip",
+    },
+}  # fmt: skip
+"""``--recipe best``: what it changes in the data set's recipe, for the best accuracy in a
+short budget (docs/benchmarks.md, "The best recipe"): a wider model, random crops and
+flips, more epochs, and predictions averaged over the flipped image (``tta``)."""
+
+TTA_VIEWS = ("flip", "flip+shift")
+"""Test-time augmentation the command can report (``onecycle.tta``'s presets)."""
+
 
 @dataclass
 class FitConfig:
     """Everything one run depends on. ``None`` fields take the data set's recipe."""
 
     dataset: str | None = "mnist1d"
+    recipe: Literal["fast", "best"] = "fast"  # best: BEST's changes to the data set's recipe
     data_dir: str | None = None
     download: bool = False
     factory: str | None = None
@@ -91,8 +105,9 @@ class FitConfig:
     amp: bool | None = None  # None: the recipe's, where the hardware has it natively
     channels_last: bool | None = None  # image models in channels_last memory format
     label_smoothing: float | None = None  # cross-entropy's (None: the recipe's)
-    crop_pad: int = 0
-    hflip: bool = False
+    crop_pad: int | None = None  # random-crop padding (None: the recipe's, 0 = off)
+    hflip: bool | None = None  # random horizontal flips (None: the recipe's)
+    tta: str | None = None  # also report accuracy with test-time augmentation ("none": off)
     train_samples: int | None = None
     seed: int = 0
     device: str | None = None
@@ -112,7 +127,15 @@ class FitConfig:
 
     def resolved(self) -> FitConfig:
         """A copy with the recipe's values filled in and every field validated."""
+        if self.recipe not in ("fast", "best"):
+            raise ConfigError("recipe", self.recipe, "'fast' or 'best'")
         recipe = RECIPES.get(self.dataset or "", RECIPES["mnist1d"])
+        if self.recipe == "best":
+            if self.factory is not None or self.dataset not in BEST:
+                what = "--factory" if self.factory is not None else self.dataset
+                raise ConfigError("recipe", "best", f"'fast' for {what} (a 'best' recipe "
+                                  f"exists for {', '.join(BEST)})")  # fmt: skip
+            recipe = {**recipe, **BEST[self.dataset]}
         c = dataclasses.replace(self)
         if c.bs is None and c.global_bs is None and c.factory is None:
             # the same command gives the same run under torchrun: the recipe's batch is the
@@ -127,6 +150,14 @@ class FitConfig:
         for name in ("model", "opt", "lr_max", "bs", "wd", "channels_last", "label_smoothing"):
             if getattr(c, name) is None:
                 setattr(c, name, recipe[name])
+        c.crop_pad = check_int("crop_pad", recipe.get("crop_pad", 0) if c.crop_pad is None
+                               else c.crop_pad, minimum=0)  # fmt: skip
+        c.hflip = recipe.get("hflip", False) if c.hflip is None else c.hflip
+        if not isinstance(c.hflip, bool):
+            raise ConfigError("hflip", c.hflip, "True, False or None (the recipe's)")
+        c.tta = recipe.get("tta") if c.tta is None else (None if c.tta == "none" else c.tta)
+        if c.tta is not None and c.tta not in TTA_VIEWS:
+            raise ConfigError("tta", c.tta, f"one of {', '.join(TTA_VIEWS)}, 'none' or None")
         if c.div_final is None:
             c.div_final = 1e5 if c.schedule == "one-cycle" else 100.0
         if c.factory is None and c.dataset not in RECIPES:
@@ -224,6 +255,10 @@ def describe(c: FitConfig) -> str:
     wd = c.wd if isinstance(c.wd, str) else f"{c.wd:g}"
     extra = [f"accumulate {c.accumulate}"] if c.accumulate > 1 else []
     extra += [f"clip {c.clip:g}"] if c.clip else []
+    extra += [f"crop pad {c.crop_pad}"] if c.crop_pad else []
+    extra += ["flips"] if c.hflip else []
+    extra += [f"test-time augmentation {c.tta}"] if c.tta else []
+    data += " (best recipe)" if c.recipe == "best" and data else ""
     return ", ".join([f"config: {data}", f"model {c.model}", str(c.opt), f"lr_max {lr}",
                       f"batch {c.bs}", f"wd {wd}", length, sched, *extra,
                       f"amp {'on' if c.amp else 'off'}",

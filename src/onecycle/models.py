@@ -28,7 +28,8 @@ from torch import nn
 from onecycle.errors import ConfigError
 
 __all__ = [
-    "MODELS", "airnet", "cnn", "cnn1d", "cnn1d_bn", "count_params", "get_model", "mlp", "resnet",
+    "MODELS", "airnet", "airnet_wide", "cnn", "cnn1d", "cnn1d_bn", "count_params", "get_model",
+    "mlp", "resnet",
 ]  # fmt: skip
 
 
@@ -103,6 +104,16 @@ def airnet(
     )  # fmt: skip
 
 
+def airnet_wide(in_channels: int = 1, n_classes: int = 10, size: int = 28) -> nn.Sequential:
+    """``airnet`` at 1.5x the width (48, 96, 192 channels): the ``best`` recipe's model,
+    more accuracy for about twice the time per epoch.
+
+    >>> count_params(airnet_wide())
+    641050
+    """
+    return airnet(in_channels, n_classes, size, (48, 96, 192))
+
+
 def cnn1d(length: int = 40, n_classes: int = 10, width: int = 24) -> nn.Sequential:
     """A 1-D CNN for MNIST-1D: three strided conv-ReLU layers and a linear head.
 
@@ -161,10 +172,10 @@ def count_params(model: nn.Module) -> int:
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
-    "cnn": cnn, "airnet": airnet, "resnet": resnet, "cnn1d": cnn1d, "cnn1d-bn": cnn1d_bn,
-    "mlp": mlp,
+    "cnn": cnn, "airnet": airnet, "airnet-wide": airnet_wide, "resnet": resnet,
+    "cnn1d": cnn1d, "cnn1d-bn": cnn1d_bn, "mlp": mlp,
 }  # fmt: skip
-IMAGE_MODELS = ("cnn", "airnet", "resnet")
+IMAGE_MODELS = ("cnn", "airnet", "airnet-wide", "resnet")
 SEQUENCE_MODELS = ("cnn1d", "cnn1d-bn")
 
 
@@ -182,6 +193,7 @@ def get_model(name: str, input_shape: tuple[int, ...], n_classes: int) -> nn.Mod
         return MODELS[name](input_shape[0], n_classes, input_shape[-1])
     if name in SEQUENCE_MODELS:
         if len(input_shape) != 1:
-            raise ConfigError("model", name, "cnn, airnet, resnet or mlp for image data")
+            raise ConfigError("model", name, "cnn, airnet, airnet-wide, resnet or mlp for "
+                              "image data")  # fmt: skip
         return MODELS[name](input_shape[0], n_classes)
     return mlp(math.prod(input_shape), n_classes, 100 if not images else 256)

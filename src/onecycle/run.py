@@ -274,6 +274,7 @@ def _run_fit(cfg: FitConfig, stream: TextIO | None, t_start: float) -> RunResult
         _fit(learn, cfg, cbs)
     train_seconds = time.perf_counter() - t_train
     final = learn.validate() if learn.valid_data is not None else {}
+    tta = learn.validate(tta=cfg.tta) if cfg.tta and learn.valid_data is not None else None
     rec = learn.recorder
     metrics: dict[str, Any] = {
         "config": {k: v for k, v in dataclasses.asdict(cfg).items() if k != "extra"},
@@ -287,6 +288,13 @@ def _run_fit(cfg: FitConfig, stream: TextIO | None, t_start: float) -> RunResult
             "wall_seconds": time.perf_counter() - t_start,
             "optimizer_steps": len(rec.lrs),
             "weights_sha256": weights_sha256(learn.model),
+            "tta": None
+            if tta is None
+            else {
+                "views": cfg.tta,
+                "test_accuracy": tta.get("accuracy"),
+                "test_loss": tta.get("valid_loss"),
+            },
         },
         "versions": {"torch": torch.__version__, "onecycle": _version()},
         "world_size": D.world_size(),

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from onecycle import distributed as D
 from onecycle import schedules as S
 from onecycle.callbacks import Callback, GradientAccumulation, GradientClip, MixedPrecision
-from onecycle.config import RECIPES, FitConfig
+from onecycle.config import BEST, RECIPES, FitConfig
 from onecycle.errors import ConfigError
 from onecycle.learner import Learner, accuracy, adamw, sgd
 
@@ -204,11 +204,16 @@ class Recipe:
     amp: bool
     channels_last: bool
     label_smoothing: float
+    name: str = "fast"  # which of the data set's recipes: "fast" or "best"
+    crop_pad: int = 0
+    hflip: bool = False
+    tta: str | None = None  # the test-time augmentation it reports (learn.validate(tta=...))
 
     def config(self, **overrides: Any) -> FitConfig:
         """The ``FitConfig`` of ``onecycle fit --dataset NAME`` (``overrides``: any of its
         fields, e.g. ``seed=1``, ``train_samples=2000``), resolved; no output folder."""
         overrides.setdefault("out", None)
+        overrides.setdefault("recipe", self.name)
         return FitConfig(dataset=self.dataset, **overrides).resolved()
 
     def learner(self, **overrides: Any) -> Learner:
@@ -223,12 +228,21 @@ class Recipe:
         return learn
 
 
-def recipe(dataset: str) -> Recipe:
+def recipe(dataset: str, name: str = "fast") -> Recipe:
     """The recipe ``onecycle fit --dataset DATASET`` trains with (``Recipe``), and the
-    Learner built from it: ``recipe("mnist1d").learner()``."""
+    Learner built from it: ``recipe("mnist1d").learner()``; ``name="best"`` is
+    ``--recipe best`` (``onecycle.config.BEST``).
+
+    >>> r = recipe("fashion-mnist", "best")
+    >>> r.model, r.epochs, r.crop_pad, r.hflip, r.tta
+    ('airnet-wide', 14, 2, True, 'flip')
+    """
     if dataset not in RECIPES:
         raise ConfigError("dataset", dataset, f"one of {', '.join(RECIPES)}")
-    r = RECIPES[dataset]
+    if name not in ("fast", "best") or (name == "best" and dataset not in BEST):
+        raise ConfigError("name", name, f"'fast', or 'best' for {', '.join(BEST)}")
+    r = {**RECIPES[dataset], **(BEST[dataset] if name == "best" else {})}
     return Recipe(dataset, r["model"], r["opt"], float(r["lr_max"]), int(r["bs"]),
                   float(r["wd"]), int(r["epochs"]), bool(r["amp"]), bool(r["channels_last"]),
-                  float(r["label_smoothing"]))  # fmt: skip
+                  float(r["label_smoothing"]), name, int(r.get("crop_pad", 0)),
+                  bool(r.get("hflip", False)), r.get("tta"))  # fmt: skip
