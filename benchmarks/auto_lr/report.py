@@ -184,8 +184,8 @@ def merge(paths: list[str], legacy: int = 0, legacy_name: str = "auto_v3") -> di
         if "parts" in d:  # an earlier merge: its parts, then its runs
             parts.extend(d["parts"])
         else:
-            parts.append({"file": path, "args": d["args"], "seconds": d["seconds"],
-                          "torch": d["torch"]})  # fmt: skip
+            parts.append({"file": path, "args": d.get("args"), "seconds": d.get("seconds"),
+                          "torch": d.get("torch")})  # fmt: skip
         new = {key(r) for r in d["runs"]}
         runs = [r for r in runs if key(r) not in new]
         for r in d["runs"]:
