@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "auto_lr_max", "auto_wd", "fine_tune", "fit_clr", "fit_one_cycle", "fit_sgdr", "lr_find",
+    "steps_per_epoch",
 ]  # fmt: skip
 
 log = logging.getLogger("onecycle.learner")  # these are the Learner's methods
@@ -106,6 +107,12 @@ def lr_find(
         moms=moms, wd=wd, cbs=extra, valid_batches=valid_batches, metric=metric,
     )  # fmt: skip
     return learn.lr_find_result
+
+
+def steps_per_epoch(learn: Loop, cbs: Sequence[Callback] = ()) -> int:
+    """Optimizer steps in one epoch of ``train_data`` (``learn.steps_per_epoch(cbs)``, kept
+    here as a function for the callers that used it before it moved to ``Loop``)."""
+    return learn.steps_per_epoch(cbs)
 
 
 def auto_lr_max(
