@@ -38,6 +38,7 @@ from onecycle import inference, persist
 from onecycle import params as P
 from onecycle import schedules as S
 from onecycle import summary as summary_
+from onecycle import tta as T
 from onecycle.budget import TimeBudget, check_fit
 from onecycle.callbacks import (
     Callback,
@@ -55,7 +56,6 @@ from onecycle.errors import ConfigError, check_finite, check_int
 from onecycle.params import LR, sgd
 from onecycle.resume import fit_signature, resume_from
 from onecycle.scheduler import Scheduler, ScheduleSpec
-from onecycle.tta import TTA, evaluate
 
 if TYPE_CHECKING:
     from onecycle.range_test import RangeTestResult
@@ -363,7 +363,12 @@ class Loop:
         return stepped
 
     @torch.no_grad()
-    def _do_validate(self, data: Iterable[Any]) -> dict[str, float]:
+    def _do_validate(self, data: Iterable[Any], tta: T.TTA = None) -> dict[str, float]:
+        """Loss and metrics per sample; ``tta``: from outputs averaged over views."""
+        views = T.views(tta) if tta is not None else None  # checked before any batch
+        if views is not None and self.loss_func is None:
+            raise ConfigError("tta", tta, "None for a model that computes its own loss "
+                              "(loss_func=None): the loss needs the averaged outputs")  # fmt: skip
         self.model.eval()
         self._event("before_validate")
         total = torch.zeros((), dtype=torch.float64, device=self.device)
@@ -371,9 +376,14 @@ class Loop:
         n = 0
         for i, batch in enumerate(data):
             with self.autocast():
-                inputs, yb, pred, loss = B.forward(self.model, to_device(batch, self.device),
-                                                   self.split_batch, self.loss_func,
-                                                   ("valid_data", f"batch {i}"))  # fmt: skip
+                if views is None:
+                    inputs, yb, pred, loss = B.forward(self.model, to_device(batch, self.device),
+                                                       self.split_batch, self.loss_func,
+                                                       ("valid_data", f"batch {i}"))  # fmt: skip
+                else:
+                    inputs, yb = self.split_batch(to_device(batch, self.device))
+                    pred = T.outputs(self.model, inputs, views)
+                    loss = self.loss_func(pred, yb)  # type: ignore[misc]
             B.check_target(yb, self.metrics)
             bs = B.batch_size(inputs, yb)
             total += loss.detach().double() * bs
@@ -391,13 +401,13 @@ class Loop:
         self._event("after_validate")
         return results
 
-    def validate(self, data: Iterable[Any] | None = None, *, tta: TTA = None) -> dict[str, float]:
+    def validate(self, data: Iterable[Any] | None = None, *, tta: T.TTA = None) -> dict[str, float]:
         """Loss and metrics on ``data`` (default: ``valid_data``), averaged per sample;
         ``tta``: from the outputs averaged over views of each input (``onecycle.tta``)."""
         data = data if data is not None else self.valid_data
         if data is None:
             raise ConfigError("data", None, "validation batches (none given to the Learner)")
-        return self._do_validate(data) if tta is None else evaluate(self, data, tta)
+        return self._do_validate(data, tta)
 
     # --- predictions, saving, at a glance (onecycle.inference, persist, summary) --------------
 

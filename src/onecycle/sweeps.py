@@ -43,6 +43,12 @@ def _pick(
     return values[best], results, used
 
 
+def _probe_steps(learn: Loop, budget: float, total_steps: int, n: int) -> int:
+    """Each of ``n`` probes' steps: an equal share of ``budget`` x ``total_steps``, less its
+    held-back evaluation, at least ``MIN_PROBE_STEPS``."""
+    return max(MIN_PROBE_STEPS, int(budget * total_steps / n - EVAL_COST * held_count(learn)))
+
+
 def wd_range_test(
     learn: Loop,
     lr_max: float | Sequence[float],
@@ -59,8 +65,7 @@ def wd_range_test(
     total_steps = check_int("total_steps", total_steps)
     if not values:
         raise ConfigError("values", values, "at least one weight decay")
-    steps = max(MIN_PROBE_STEPS, int(budget * total_steps / len(values)
-                                      - EVAL_COST * held_count(learn)))  # fmt: skip
+    steps = _probe_steps(learn, budget, total_steps, len(values))
     wd, probes, used = _pick(
         learn, list(values),
         lambda v: probe(learn, lr_max, steps, moms=moms, wd=float(v), cbs=cbs),
@@ -120,8 +125,7 @@ def momentum_range_test(
     total_steps = check_int("total_steps", total_steps)
     if not values:
         raise ConfigError("values", values, "at least one (start, middle, end) momentum")
-    steps = max(MIN_PROBE_STEPS, int(budget * total_steps / len(values)
-                                      - EVAL_COST * held_count(learn)))  # fmt: skip
+    steps = _probe_steps(learn, budget, total_steps, len(values))
     m, probes, used = _pick(
         learn, [tuple(v) for v in values],
         lambda v: probe(learn, lr_max, steps, moms=v, wd=wd, cbs=cbs),

@@ -22,33 +22,19 @@ not always the same digit, and a reversed 1-D signal is usually another signal.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
-from contextlib import AbstractContextManager
-from typing import Any, Protocol
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from onecycle import batch as B
-from onecycle.data.loader import to_device
 from onecycle.errors import ConfigError
 
-__all__ = ["TTA", "evaluate", "hflip", "identity", "outputs", "shift", "views"]
+__all__ = ["TTA", "hflip", "identity", "outputs", "shift", "views"]
 
 View = Callable[[torch.Tensor], torch.Tensor]
 TTA = str | Sequence[View] | None
-
-
-class _Learner(Protocol):
-    """What test-time augmentation reads from a Learner."""
-
-    model: nn.Module
-    device: torch.device
-    loss_func: Callable[[Any, Any], torch.Tensor] | None
-    metrics: list[Callable[[Any, Any], torch.Tensor]]
-    split_batch: Callable[[Any], tuple[Any, Any]]
-    autocast: Callable[[], AbstractContextManager[Any]]
-    replicas: Any
 
 
 def identity(x: torch.Tensor) -> torch.Tensor:
@@ -110,42 +96,3 @@ def outputs(model: nn.Module, inputs: Any, tta: Sequence[View]) -> torch.Tensor:
         total = out if total is None else total + out
     assert total is not None
     return total / len(tta)
-
-
-@torch.no_grad()
-def evaluate(learn: _Learner, data: Iterable[Any], tta: TTA) -> dict[str, float]:
-    """Loss and metrics on ``data`` from the outputs averaged over the views, per sample
-    (summed over the process group's ranks, as ``validate``); the model in evaluation mode,
-    its mode put back afterwards."""
-    tta_views = views(tta)
-    if learn.loss_func is None:
-        raise ConfigError("tta", tta, "None for a model that computes its own loss "
-                          "(loss_func=None): the loss needs the averaged outputs")  # fmt: skip
-    was_training = learn.model.training
-    learn.model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=learn.device)
-    sums = [torch.zeros((), dtype=torch.float64, device=learn.device) for _ in learn.metrics]
-    n = 0
-    try:
-        for batch in data:
-            inputs, yb = learn.split_batch(to_device(batch, learn.device))
-            B.check_target(yb, learn.metrics)
-            with learn.autocast():
-                pred = outputs(learn.model, inputs, tta_views)
-                loss = learn.loss_func(pred, yb)
-            bs = B.batch_size(inputs, yb)
-            total += loss.detach().double() * bs
-            for i, m in enumerate(learn.metrics):
-                sums[i] += m(pred, yb).detach().double() * bs
-            n += bs
-    finally:
-        learn.model.train(was_training)
-    count = torch.tensor(float(n), dtype=torch.float64, device=learn.device)
-    total, *sums, count = learn.replicas.reduce_sums([total, *sums, count])
-    n = int(count.item())
-    if n == 0:
-        raise ConfigError("data", "an empty iterable", "at least one batch")
-    results = {"valid_loss": float(total) / n}
-    for m, s in zip(learn.metrics, sums):
-        results[getattr(m, "__name__", type(m).__name__)] = float(s) / n
-    return results
