@@ -1,24 +1,30 @@
-"""Fashion-MNIST test accuracy against training time, in units of E, side by side in one run.
+"""Fashion-MNIST test accuracy at equal training time, in units of E, side by side in one run.
 
 E is the time the hand-written yardstick loop (``benchmarks/overhead.py``'s: the yardstick
 CNN, 60k samples, batch 256, SGD Nesterov with ``torch.optim.lr_scheduler.OneCycleLR``)
 takes for one epoch, measured here, in this process: the median epoch of that arm's runs.
-The arms, each a 1cycle (or schedule-free) run whose final accuracy is its result:
+For each budget (default 1, 2, 5 and 10 E) every arm gets that much training time:
 
-- ``hand-written OneCycleLR``: that loop (max_lr 0.2, its defaults, L2 wd 5e-4), fp32;
-- ``previous recipe``: ``onecycle fit --dataset fashion-mnist --model cnn --no-amp
-  --no-channels-last --label-smoothing 0``, what the command ran before this recipe;
-- ``new recipe``: ``onecycle fit --dataset fashion-mnist`` with no other flags (and with
-  ``--epochs N`` for shorter budgets), several seeds;
-- ``schedule-free AdamW``: ``schedulefree.AdamWScheduleFree`` on the new recipe's model,
-  data path, bf16 and label smoothing, at its default LR and 10x, 5% warm-up, evaluated at
-  the averaged weights (``optimizer.eval()``) after recomputing batch-norm statistics on
-  50 training batches, as its README says (needs the optional ``schedulefree``).
+- ``hand-written OneCycleLR``: that loop (max_lr 0.2, its defaults, L2 wd 5e-4), fp32,
+  for as many epochs as the budget has E (one seed);
+- ``onecycle (fast recipe)``: ``onecycle fit --dataset fashion-mnist --epochs N`` at the
+  budgets up to 5 E, and ``onecycle (best recipe)``: ``... --recipe best --epochs N`` at
+  5 E and up (``--seeds`` seeds each); N is the most epochs that fit the budget, from the
+  recipe's epoch time measured at the start of this run (a two-epoch run of each);
+- ``schedule-free AdamW`` at its default LR (0.0025) and at 10x: ``AdamWScheduleFree`` on
+  the same recipe's model, augmentation, bf16, label smoothing and batch size, 5% warm-up,
+  evaluated at the averaged weights (``optimizer.eval()``) after recomputing batch-norm
+  statistics on 50 training batches, as its README says. It needs no schedule length: one
+  run per seed and recipe, read at each budget after the last epoch that fits it;
+- ``Prodigy + cosine``: ``prodigyopt.Prodigy`` (lr 1, its defaults, the recipe's weight
+  decay) with ``CosineAnnealingLR`` over the run, on the same models (one seed).
 
-Time counts training only (per-epoch evaluation is not timed, for every arm). Accuracy
-after each epoch is kept for the plot; what a budget reaches is its final accuracy.
+Time counts training only (evaluation after each epoch is not timed, for every arm); a run
+counts at a budget when its training time is within 5% of it (the clock's noise), and the
+summary says which did not. The schedule-free and Prodigy arms need the optional
+``schedulefree`` / ``prodigyopt`` (``make bench-deps``).
 
-    .venv/bin/python benchmarks/time_to_accuracy.py --json docs/results/time_to_accuracy.json \\
+    .venv/bin/python benchmarks/time_to_accuracy.py --json docs/results/time_to_accuracy_v2.json \\
         --plot docs/img/time_to_accuracy.png
 """
 
@@ -28,6 +34,7 @@ import argparse
 import contextlib
 import itertools
 import json
+import math
 import platform
 import statistics
 from collections.abc import Callable
@@ -37,12 +44,16 @@ import overhead  # benchmarks/overhead.py (a script's own folder is on sys.path)
 import torch
 import torch.nn.functional as F
 
-from onecycle.config import RECIPES, native_mixed_precision
+from onecycle.config import BEST, RECIPES, native_mixed_precision
 from onecycle.data import Loader, load_dataset
 from onecycle.models import get_model
 from onecycle.run import FitConfig, run_fit
 
-PREVIOUS = dict(model="cnn", amp=False, channels_last=False, label_smoothing=0.0)
+RECIPE = {
+    "fast": RECIPES["fashion-mnist"],
+    "best": {**RECIPES["fashion-mnist"], **BEST["fashion-mnist"]},
+}
+SLACK = 1.05  # a run counts at a budget when its training time is within 5% of it
 
 
 @torch.no_grad()
@@ -80,86 +91,153 @@ def hand_written(data: Any, epochs: int, seed: int) -> dict[str, Any]:
     return {"epoch_seconds": seconds, "acc_per_epoch": accs, "test_accuracy": accs[-1]}
 
 
-def cli_recipe(epochs: int, seed: int, **overrides: Any) -> dict[str, Any]:
-    """What ``onecycle fit --dataset fashion-mnist`` runs (plus ``overrides``)."""
-    cfg = FitConfig(dataset="fashion-mnist", epochs=epochs, seed=seed, out=None,
-                    progress=False, **overrides)  # fmt: skip
+def cli_recipe(recipe: str, epochs: int, seed: int) -> dict[str, Any]:
+    """What ``onecycle fit --dataset fashion-mnist [--recipe best] --epochs N`` runs."""
+    cfg = FitConfig(dataset="fashion-mnist", recipe=recipe, epochs=epochs, seed=seed,  # type: ignore[arg-type]
+                    out=None, progress=False)  # fmt: skip
     res = run_fit(cfg)
     rec = res.learner.recorder
+    final = res.metrics["final"]
     return {
         "epoch_seconds": list(rec.train_seconds),
         "acc_per_epoch": [row["accuracy"] for row in rec.rows],
-        "test_accuracy": res.metrics["final"]["test_accuracy"],
-        "config": {k: res.metrics["config"][k] for k in
-                   ("model", "amp", "channels_last", "label_smoothing", "lr_max", "bs", "wd")},
-    }  # fmt: skip
+        "test_accuracy": final["test_accuracy"],
+        "tta_accuracy": (final.get("tta") or {}).get("test_accuracy"),
+    }
 
 
-def schedule_free(data: Any, epochs: int, seed: int, lr: float) -> dict[str, Any]:
-    """AdamWScheduleFree on the new recipe's model, data path, bf16 and label smoothing."""
-    from schedulefree import AdamWScheduleFree
-
-    r = RECIPES["fashion-mnist"]
+def _model_and_data(recipe: str, data: Any, seed: int) -> tuple[torch.nn.Module, Loader]:
+    """The recipe's model (channels last) and training loader (its augmentation)."""
+    r = RECIPE[recipe]
     torch.manual_seed(seed)
     model = get_model(r["model"], data.input_shape, 10).to(memory_format=torch.channels_last)
-    loader = Loader(data.x_train, data.y_train, r["bs"], seed=seed)
-    total = epochs * len(loader)
-    opt = AdamWScheduleFree(model.parameters(), lr=lr, warmup_steps=max(1, total // 20),
-                            weight_decay=r["wd"])  # fmt: skip
-    bf16 = native_mixed_precision()
+    loader = Loader(data.x_train, data.y_train, r["bs"], seed=seed,
+                    crop_pad=r.get("crop_pad", 0), hflip=r.get("hflip", False))  # fmt: skip
+    return model, loader
 
-    def autocast() -> Any:
-        return torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
+
+def _autocast() -> Any:
+    return torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_mixed_precision())
+
+
+def other_optimizer(recipe: str, data: Any, epochs: int, seed: int, which: str,
+                    lr: float = 1.0) -> dict[str, Any]:  # fmt: skip
+    """``which``: "schedule-free" (AdamWScheduleFree at ``lr``, 5% warm-up, scored at its
+    averaged weights with batch-norm statistics recomputed) or "prodigy" (Prodigy with a
+    cosine over the run), on the recipe's model, data path, bf16 and label smoothing."""
+    r = RECIPE[recipe]
+    model, loader = _model_and_data(recipe, data, seed)
+    total = epochs * len(loader)
+    sched: Any = None
+    if which == "schedule-free":
+        from schedulefree import AdamWScheduleFree
+
+        opt: Any = AdamWScheduleFree(model.parameters(), lr=lr, weight_decay=r["wd"],
+                                     warmup_steps=max(1, total // 20))  # fmt: skip
+    else:
+        from prodigyopt import Prodigy
+
+        opt = Prodigy(model.parameters(), lr=lr, weight_decay=r["wd"])
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, total)
 
     def step(xb: torch.Tensor, yb: torch.Tensor) -> None:
-        with autocast():
+        with _autocast():
             out = model(xb)
         F.cross_entropy(out.float(), yb, label_smoothing=r["label_smoothing"]).backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
+        if sched is not None:
+            sched.step()
 
     def score() -> float:
+        if which != "schedule-free":
+            return evaluate(model, data.x_test, data.y_test, _autocast)
         opt.eval()  # the averaged weights; batch-norm statistics recomputed at them
         model.train()
-        with torch.no_grad(), autocast():
+        with torch.no_grad(), _autocast():
             for xb, _ in itertools.islice(loader, 50):
                 model(xb)
-        acc = evaluate(model, data.x_test, data.y_test, autocast)
+        acc = evaluate(model, data.x_test, data.y_test, _autocast)
         opt.train()
         return acc
 
-    opt.train()
+    if which == "schedule-free":
+        opt.train()
     return _timed_epochs(model, loader, epochs, step, score)
 
 
-def reach(runs: list[dict[str, Any]], target: float) -> dict[str, Any] | None:
-    """The cheapest run (in E) of ``runs`` whose final accuracy reaches ``target``."""
-    hits = [r for r in runs if r["test_accuracy"] >= target]
-    return min(hits, key=lambda r: r["train_E"]) if hits else None
+def at_budget(row: dict[str, Any], budget: float, E: float) -> float | None:
+    """A run's accuracy at ``budget`` E: a fixed-length run's final accuracy if it fits,
+    an anytime run's (schedule-free's) after its last epoch that fits; None if none."""
+    ends = list(itertools.accumulate(s / E for s in row["epoch_seconds"]))
+    if not row.get("anytime"):
+        return row["test_accuracy"] if ends[-1] <= budget * SLACK and row["budget"] == budget \
+            else None  # fmt: skip
+    fits = [i for i, t in enumerate(ends) if t <= budget * SLACK]
+    return row["acc_per_epoch"][fits[-1]] if fits else None
 
 
-def plot(rows: list[dict[str, Any]], E: float, path: str) -> None:
+def summarize(rows: list[dict[str, Any]], budgets: list[float], E: float) -> dict[str, Any]:
+    """Per arm and budget: the accuracy over seeds (mean, worst, best, seeds); per budget,
+    the best onecycle arm against the best schedule-free arm (by the worst seed)."""
+    out: dict[str, Any] = {}
+    for arm in dict.fromkeys(r["arm"] for r in rows):
+        s: dict[str, Any] = {}
+        for b in budgets:
+            accs = [a for r in rows if r["arm"] == arm and (a := at_budget(r, b, E)) is not None]
+            over = [r["seed"] for r in rows if r["arm"] == arm and not r.get("anytime")
+                    and r["budget"] == b and at_budget(r, b, E) is None]  # fmt: skip
+            if accs or over:
+                s[f"{b:g}E"] = {"mean": statistics.mean(accs) if accs else None,
+                                "worst": min(accs, default=None), "best": max(accs, default=None),
+                                "seeds": len(accs), "over_budget_seeds": over}  # fmt: skip
+        out[arm] = s
+    versus: dict[str, Any] = {}
+    for b in budgets:
+        key = f"{b:g}E"
+
+        def best_of(prefix: str, key: str = key) -> tuple[str, dict[str, Any]] | None:
+            cands = [(a, v[key]) for a, v in out.items() if a.startswith(prefix) and key in v
+                     and v[key]["seeds"]]  # fmt: skip
+            return max(cands, key=lambda c: c[1]["worst"]) if cands else None
+
+        ours, sf = best_of("onecycle"), best_of("schedule-free")
+        if ours and sf:
+            spread = max(ours[1]["best"] - ours[1]["worst"], sf[1]["best"] - sf[1]["worst"])
+            lead = ours[1]["mean"] - sf[1]["mean"]
+            versus[key] = {"onecycle": ours[0], "schedule_free": sf[0], "lead_mean": lead,
+                           "seed_spread": spread, "ahead": lead > spread,
+                           "worst_vs_best": ours[1]["worst"] - sf[1]["best"]}  # fmt: skip
+    return {"arms": out, "versus_schedule_free": versus}
+
+
+def plot(rows: list[dict[str, Any]], budgets: list[float], E: float, path: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 5))
-    colors: dict[str, Any] = {}
-    for r in rows:
-        x = list(itertools.accumulate(s / E for s in r["epoch_seconds"]))
-        label = None if r["arm"] in colors else r["arm"]
-        c = colors.setdefault(r["arm"], f"C{len(colors)}")
-        ax.plot(x, [100 * a for a in r["acc_per_epoch"]], "-", color=c, alpha=0.35, lw=1)
-        ax.plot(x[-1], 100 * r["test_accuracy"], "o", color=c, label=label)
-    for t in (92, 93, 94):
+    fig, ax = plt.subplots(figsize=(8.5, 5.2))
+    for i, arm in enumerate(dict.fromkeys(r["arm"] for r in rows)):
+        xs, lo, mid, hi = [], [], [], []
+        for b in budgets:
+            accs = [100 * a for r in rows if r["arm"] == arm
+                    and (a := at_budget(r, b, E)) is not None]  # fmt: skip
+            if accs:
+                xs.append(b), lo.append(min(accs)), hi.append(max(accs))
+                mid.append(statistics.mean(accs))
+        if not xs:
+            continue
+        ax.plot(xs, mid, "o-", color=f"C{i}", label=arm, lw=1.5, ms=4)
+        ax.fill_between(xs, lo, hi, color=f"C{i}", alpha=0.18, lw=0)
+    for t in (93, 94):
         ax.axhline(t, color="grey", lw=0.6, ls=":")
-    for e in (2, 6):
-        ax.axvline(e, color="grey", lw=0.6, ls="--")
-    ax.set_ylim(86, 95)
-    ax.set_xlabel("training time / E (E: one epoch of the hand-written yardstick loop)")
+    ax.set_xscale("log")
+    ax.set_xticks(budgets, [f"{b:g}E" for b in budgets])
+    ax.set_ylim(88, 95.5)
+    ax.set_xlabel("training time budget (E: one epoch of the hand-written yardstick loop)")
     ax.set_ylabel("Fashion-MNIST test accuracy (%)")
-    ax.set_title("Accuracy after each epoch (lines) and at the end of each run (dots)")
+    ax.set_title("Accuracy at equal training time: mean over seeds, band = worst to best seed")
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -169,75 +247,92 @@ def plot(rows: list[dict[str, Any]], E: float, path: str) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--seeds", type=int, default=3, help="seeds of the new recipe")
-    ap.add_argument("--hand-budgets", type=int, nargs="+", default=[4, 8])
-    ap.add_argument("--previous-budgets", type=int, nargs="+", default=[4])
-    ap.add_argument("--new-budgets", type=int, nargs="+", default=[3, 5],
-                    help="epochs of the new recipe (5: its default)")  # fmt: skip
+    ap.add_argument("--budgets", type=float, nargs="+", default=[1, 2, 5, 10],
+                    help="training time budgets in E")  # fmt: skip
+    ap.add_argument("--seeds", type=int, default=3,
+                    help="seeds of onecycle's recipes and of schedule-free AdamW")  # fmt: skip
     ap.add_argument("--sf-lrs", type=float, nargs="*", default=[0.0025, 0.025])
-    ap.add_argument("--sf-epochs", type=int, default=5)
+    ap.add_argument("--fast-up-to", type=float, default=5, help="the fast recipe's budgets")
+    ap.add_argument("--best-from", type=float, default=5, help="the best recipe's budgets")
+    ap.add_argument("--no-prodigy", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     data = load_dataset("fashion-mnist")
+    budgets = sorted(args.budgets)
     rows: list[dict[str, Any]] = []
 
-    def record(arm: str, epochs: int, seed: int, r: dict[str, Any]) -> None:
-        r.update(arm=arm, epochs=epochs, seed=seed, train_seconds=sum(r["epoch_seconds"]))
+    def record(arm: str, budget: float | None, seed: int, r: dict[str, Any],
+               anytime: bool = False) -> None:  # fmt: skip
+        r.update(arm=arm, budget=budget, seed=seed, anytime=anytime,
+                 train_seconds=sum(r["epoch_seconds"]), epochs=len(r["epoch_seconds"]))  # fmt: skip
         rows.append(r)
-        print(f"{arm:34s} {epochs:2d} ep  seed {seed}  acc {r['test_accuracy']:.4f}  "
-              f"train {r['train_seconds']:7.1f}s", flush=True)  # fmt: skip
+        print(
+            f"{arm:38s} {budget or 0:4g}E {r['epochs']:2d} ep  seed {seed}  acc "
+            f"{r['test_accuracy']:.4f}  train {r['train_seconds']:7.1f}s",
+            flush=True,
+        )
 
-    hand = args.hand_budgets
+    hand = [b for b in budgets if b == int(b)]
     # the yardstick runs first and last: E is measured at both ends of the run
-    record("hand-written OneCycleLR", hand[0], 0, hand_written(data, hand[0], 0))
-    for epochs in args.previous_budgets:
-        record("previous recipe", epochs, 0, cli_recipe(epochs, 0, **PREVIOUS))
-    for seed in range(args.seeds):
-        for epochs in args.new_budgets:
-            record("new recipe", epochs, seed, cli_recipe(epochs, seed))
-    for lr in args.sf_lrs:
-        record(f"schedule-free AdamW lr {lr:g}", args.sf_epochs, 0,
-               schedule_free(data, args.sf_epochs, 0, lr))  # fmt: skip
-    for epochs in hand[1:]:
-        record("hand-written OneCycleLR", epochs, 0, hand_written(data, epochs, 0))
+    record("hand-written OneCycleLR", hand[0], 0, hand_written(data, int(hand[0]), 0))
+    E0 = statistics.median(rows[0]["epoch_seconds"])
+    # each recipe's epoch time, in E, from a two-epoch run (its second epoch: warm)
+    ratio = {}
+    for recipe in ("fast", "best"):
+        r = cli_recipe(recipe, 2, 0)
+        ratio[recipe] = r["epoch_seconds"][-1] / E0
+        record(f"calibration ({recipe} recipe, 2 epochs)", None, 0, r)
 
-    yard_runs = [r for r in rows if r["arm"] == "hand-written OneCycleLR"]
-    E = statistics.median(s for r in yard_runs for s in r["epoch_seconds"])
-    first, last = (statistics.median(r["epoch_seconds"]) for r in (yard_runs[0], yard_runs[-1]))
+    def epochs(recipe: str, b: float) -> int:
+        return max(1, math.floor(b / ratio[recipe]))
+
+    plan = [(rc, b) for rc, ok in (("fast", lambda b: b <= args.fast_up_to),
+                                   ("best", lambda b: b >= args.best_from))
+            for b in budgets if ok(b)]  # fmt: skip
+    for seed in range(args.seeds):
+        for recipe, b in plan:
+            record(f"onecycle ({recipe} recipe)", b, seed, cli_recipe(recipe, epochs(recipe, b),
+                                                                     seed))  # fmt: skip
+    for recipe in ("fast", "best"):
+        top = max(b for rc, b in plan if rc == recipe)
+        for lr in args.sf_lrs:
+            name = f"schedule-free AdamW {'default' if lr == 0.0025 else f'lr {lr:g}'}"
+            for seed in range(args.seeds):
+                record(
+                    f"{name} ({recipe} model)",
+                    top,
+                    seed,
+                    other_optimizer(recipe, data, epochs(recipe, top), seed, "schedule-free", lr),
+                    anytime=True,
+                )
+        if not args.no_prodigy:
+            for b in [b for rc, b in plan if rc == recipe]:
+                record(f"Prodigy + cosine ({recipe} model)", b, 0, other_optimizer(
+                    recipe, data, epochs(recipe, b), 0, "prodigy"))  # fmt: skip
+    for b in hand[1:]:
+        record("hand-written OneCycleLR", b, 0, hand_written(data, int(b), 0))
+
+    yard = [r for r in rows if r["arm"] == "hand-written OneCycleLR"]
+    E = statistics.median(s for r in yard for s in r["epoch_seconds"])
+    first, last = (statistics.median(r["epoch_seconds"]) for r in (yard[0], yard[-1]))
     for r in rows:
         r["train_E"] = r["train_seconds"] / E
-    summary: dict[str, Any] = {}
-    for arm in dict.fromkeys(r["arm"] for r in rows):
-        runs = [r for r in rows if r["arm"] == arm]
-        s: dict[str, Any] = {}
-        for epochs in sorted({r["epochs"] for r in runs}):
-            rs = [r for r in runs if r["epochs"] == epochs]
-            accs = [r["test_accuracy"] for r in rs]
-            s[f"{epochs} epochs"] = {
-                "acc_mean": statistics.mean(accs), "acc_min": min(accs), "acc_max": max(accs),
-                "seeds": len(rs), "E_mean": statistics.mean(r["train_E"] for r in rs),
-            }  # fmt: skip
-        for target in (0.92, 0.93, 0.94):
-            # a budget reaches a target only if every seed run at it does
-            ok = [e for e in sorted({r["epochs"] for r in runs}) if all(
-                r["test_accuracy"] >= target for r in runs if r["epochs"] == e)]  # fmt: skip
-            s[f"reaches {target:.0%}"] = (
-                {"epochs": ok[0], "E": s[f"{ok[0]} epochs"]["E_mean"]} if ok else None)  # fmt: skip
-        summary[arm] = s
+    summary = summarize(rows, budgets, E)
     out = {
         "E_seconds": E, "E_first_run": first, "E_last_run": last, "threads": args.threads,
+        "epoch_E": ratio, "budgets": budgets, "seeds": args.seeds,
         "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
         "bf16_native": native_mixed_precision(), "rows": rows, "summary": summary,
     }  # fmt: skip
-    print(f"E = {E:.2f} s (first run {first:.2f}, last run {last:.2f})")
+    print(f"E = {E:.2f} s (first run {first:.2f}, last run {last:.2f}); epoch in E: {ratio}")
     print(json.dumps(summary, indent=1))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(out, f, indent=1)
     if args.plot:
-        plot(rows, E, args.plot)
+        plot(rows, budgets, E, args.plot)
 
 
 if __name__ == "__main__":

@@ -119,6 +119,42 @@ def test_a_winning_top_candidate_brings_in_the_lattice_point_above(monkeypatch, 
     assert res.candidates[0] == res.lr_max
 
 
+def test_probes_go_above_the_window_while_its_top_wins(monkeypatch):
+    monkeypatch.setattr(A, "lr_sweep", _flat_sweep)  # the window: the lattice from 0.316 down
+    monkeypatch.setattr(A, "probe", _fake_probe(lambda lr: 0.5 / (1 + lr)))  # higher: better
+    res = A.auto_lr_max(_learner(), 4000, budget=0.3)
+    top = A.DEFAULT_TOP["sgd"]
+    assert res.lr_max == res.candidates[0] and res.lr_max > top * 3  # two or more above
+    assert "above the window" in res.reason and res.trained
+    assert res.compute_ratio <= 0.3 + 1e-9  # as far as the budget goes, no further
+
+
+def test_a_point_above_that_loses_does_not_push_the_pick_down(monkeypatch):
+    top = A.DEFAULT_TOP["sgd"]
+
+    def score(lr: float) -> float:  # best at the window's top; the point above is worse
+        return 0.6 if lr > top * 1.01 else 0.2 + 0.1 * abs(math.log10(lr / top))
+
+    monkeypatch.setattr(A, "lr_sweep", _flat_sweep)
+    monkeypatch.setattr(A, "probe", _fake_probe(score))
+    res = A.auto_lr_max(_learner(), 4000, budget=0.3)
+    assert res.candidates[0] == pytest.approx(top * 10**0.5)  # it was tried...
+    assert res.lr_max == pytest.approx(top)  # ...and only says "not higher"
+
+
+def test_fine_tune_holds_its_auto_budget():
+    spent = {}
+    for budget in (0.1, 1.0):
+        learn = _learner()
+        learn.fine_tune(8, base_lr="auto", auto_budget=budget)
+        assert learn.auto_result is not None
+        spent[budget] = learn.auto_result.compute_ratio
+        assert spent[budget] <= budget + 1e-9
+    assert spent[1.0] > 0.3  # the budget reached the search (it was always 0.3)
+    with pytest.raises(ConfigError, match="auto_budget"):
+        _learner().fine_tune(1, base_lr=1e-3, auto_budget=0.1)
+
+
 def _flat_sweep(learn, *a, **kw) -> RangeTestResult:
     lrs = [1e-6 * (1e7 ** (i / 59)) for i in range(60)]
     res = RangeTestResult(lrs, [0.69] * 60, [0.69] * 60, "completed 60 steps", "exp", [1.0])
@@ -133,7 +169,9 @@ def test_a_flat_sweep_probes_the_default_lattice_instead_of_refusing(monkeypatch
     res = learn.auto_result
     assert res is not None and res.lr_max is not None
     top = A.DEFAULT_TOP["sgd"]
-    assert res.candidates[: A.MAX_CANDIDATES][0] in (top, top * 10**0.5)  # extended or not
+    assert any(math.isclose(c, top) for c in res.candidates)
+    above = [c for c in res.candidates if c > top * 1.01]  # extended while the top won
+    assert all(math.isclose(c, top * 10 ** (0.5 * (i + 1))) for i, c in enumerate(above[::-1]))
     assert "the lattice from" in res.reason
     assert learn.recorder.rows[-1]["accuracy"] > 0.9
 

@@ -128,6 +128,18 @@ def test_a_collapsed_run_is_run_again_exactly_at_the_next_lower_candidate(nan):
     assert max(learn.recorder.lrs) == pytest.approx(0.316, rel=1e-3)
 
 
+@pytest.mark.parametrize("trained", [True, False])
+def test_no_progress_by_the_warm_up_ends_a_run_only_where_a_probe_trained(trained):
+    total = 1000  # a plateau through the warm-up (250 steps), then the run leaves it
+    curve = [2.3] * 400 + _falls(600)
+    auto = AutoResult(1.0, "test", None, [1.0, 0.316], [], 0.0, total, trained=trained)
+    runs: list[int | None] = []
+    peak = fit_with_fallbacks(_learner(), lambda lr, extra: runs.append(
+        _feed(extra[0], curve) if extra else None), auto, total)  # fmt: skip
+    assert peak == (0.316 if trained else 1.0)
+    assert runs[0] == (round(0.25 * total) if trained else None)
+
+
 def test_the_lowest_candidate_runs_unguarded():
     learn, total = _learner(), 4 * 32
     auto = AutoResult(1.0, "test", None, [1.0], [], 0.0, total)

@@ -67,7 +67,7 @@ def _steps(task: Task, learn: Learner) -> int:
 def _one_cycle(task: Task, learn: Learner, lr: Any, wd: Any = None,
                auto_budget: float | None = None) -> None:  # fmt: skip
     if task.fine_tune:
-        learn.fine_tune(task.epochs, base_lr=lr, freeze_epochs=1)
+        learn.fine_tune(task.epochs, base_lr=lr, freeze_epochs=1, auto_budget=auto_budget)
     elif auto_budget is not None:
         learn.fit_one_cycle(task.epochs, lr, wd=wd, auto_budget=auto_budget)
     else:

@@ -278,7 +278,7 @@ def rank_by_probes(
     total, budget = out.total_steps, out.budget or BUDGET
     allowed = budget * total
     held = EVAL_COST * held_count(learn)
-    cands = list(window)
+    cands = sorted(window, reverse=True)
     steps = 0
     while len(cands) >= 2:
         room = allowed - out.steps_used - (len(cands) + 1) * held
@@ -313,21 +313,37 @@ def rank_by_probes(
         scores.update({lr: run(lr).loss for lr in cands[-2:]})
         out.candidates = cands
     best = min(cands, key=lambda lr: scores[lr])
+    above = 0  # the top candidate won: the lattice goes up while it keeps winning
+    while best == cands[0] and scores[best] < start - TRAINS * abs(start) and (
+            allowed - out.steps_used >= probe_cost(learn, steps)):  # fmt: skip
+        up = cands[0] * 10**0.5
+        cands.insert(0, up)
+        scores[up] = run(up).loss
+        above += 1
+        if not scores[up] < scores[best]:
+            break
+        best = up
+    out.candidates = cands
     if math.isinf(scores[best]):
         out.reason = (f"every probe diverged ({', '.join(f'{c:.3g}' for c in cands)}) in "
                       f"{steps} steps: give lr_max")  # fmt: skip
         return
     why = f"lowest held-back loss ({scores[best]:.4g}) of {len(cands)} probes of {steps} steps"
-    if len(cands) < len(window):
+    if above:
+        why += f" ({above} above the window: its top had won)"
+    elif len(cands) < len(window):
         why += f" (a budget of {budget:g} x {total} steps: {len(cands)} of {len(window)})"
     if scores[best] < start - TRAINS * abs(start):
-        peak = between(cands, [scores[c] for c in cands])
+        # a point above that lost only says "not higher": a probe's warm-up is too short
+        # to take what the run's can, so it must not push the pick down (``between``)
+        ranked = cands[1:] if above and best != cands[0] else cands
+        peak = between(ranked, [scores[c] for c in ranked])
         out.lr_max = peak
         out.reason = (f"{peak:.3g}: {why} at {best:.3g}, moved towards the neighbour that "
                       "probed next best" if peak != best else f"{best:.3g}: {why}")  # fmt: skip
         return
     ok = [c for c in cands if scores[c] <= start + TRAINS * abs(start)]
-    out.lr_max = max(ok or [best])
+    out.lr_max, out.trained = max(ok or [best]), False
     out.reason = (f"{out.lr_max:.3g}: no probe trained in {steps} steps (best held-back loss "
                   f"{scores[best]:.4g}, the model as it is {start:.4g}); the largest that did "
                   "not get worse is used, and the run is watched for collapse")  # fmt: skip

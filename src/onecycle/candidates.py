@@ -60,6 +60,8 @@ class AutoResult:
     forward passes (a third of a step per batch); ``compute_ratio`` divides by the
     ``total_steps`` of the run it serves. ``rollbacks``: runs abandoned because they
     collapsed (``onecycle.fallback``), each ``{"lr_max", "step", "reason"}``.
+    ``trained``: False when no candidate trained in the search (a plateau): the run is
+    then not expected to make progress by the end of its warm-up.
     """
 
     lr_max: float | None
@@ -78,6 +80,7 @@ class AutoResult:
     held_batches: int = 0
     start_loss: float | None = None
     reused_steps: int = 0
+    trained: bool = True
     train_data: Any = field(default=None, repr=False, compare=False)
 
     @property

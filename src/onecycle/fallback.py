@@ -16,8 +16,9 @@ A collapse is one of (``CollapseGuard``):
   5% below it, for ``SUSTAIN`` (5%) of the run's steps in a row: a catapult that comes
   back down is not a collapse;
 - no progress at all by the end of the warm-up (the smoothed loss never 1% below its
-  start), though the same peak trained in its probe; only when the warm-up is at least
-  four smoothing windows long.
+  start), though a probe trained (``AutoResult.trained``: on a plateau that no probe
+  left, a run may leave it only after its warm-up, as MNIST-1D's GRU under SGD does at
+  0.316); only when the warm-up is at least four smoothing windows long.
 
 The steps spent before a collapse are counted in ``AutoResult.compute_ratio`` and listed
 in ``AutoResult.rollbacks``; a warning says what happened. The lowest candidate has no
@@ -177,7 +178,7 @@ def fit_with_fallbacks(
         snap = learner_snapshot(learn)
         # where the attempt's files begin (a Checkpoint's ``written``); None: the last fit's
         marks = [len(cb.written) if hasattr(cb, "written") else None for cb in keepers]
-        guard = CollapseGuard(total_steps, pct_start)
+        guard = CollapseGuard(total_steps, pct_start if auto.trained else None)
         start = _continue(auto, peak, guard) if continues else 0
         try:
             fit(peak, [guard])

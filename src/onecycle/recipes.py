@@ -371,16 +371,18 @@ def fine_tune(
     lr_mult: float = 100.0,
     pct_start: float = 0.3,
     div: float = 5.0,
+    auto_budget: float | None = None,
     **kwargs: Any,
 ) -> None:
     """fastai's transfer-learning recipe: train the head frozen for ``freeze_epochs``
     (1cycle to ``base_lr``), then unfreeze and train ``epochs`` with discriminative LRs
     ``slice(base_lr/2/lr_mult, base_lr/2)``. ``base_lr="auto"``: chosen for the frozen
     phase by ``auto_lr_max`` (sweep and probes on the frozen model, budgeted against
-    both phases' steps); both phases are then watched as one run, and if it collapses in
-    either (``onecycle.fallback``) everything is put back and both run again from the
-    start with ``base_lr`` at the next lower candidate (``learn.auto_result.rollbacks``).
-    ``kwargs`` go to both ``fit_one_cycle`` calls."""
+    both phases' steps: at most ``auto_budget``, default 0.3, of them); both phases are
+    then watched as one run, and if it collapses in either (``onecycle.fallback``)
+    everything is put back and both run again from the start with ``base_lr`` at the
+    next lower candidate (``learn.auto_result.rollbacks``). ``kwargs`` go to both
+    ``fit_one_cycle`` calls."""
     if kwargs.get("budget") is not None:  # each of the two fits would get all of it
         raise ConfigError("budget", kwargs["budget"], "None in fine_tune: call fit_one_cycle "
                           "with a budget for each phase")  # fmt: skip
@@ -393,6 +395,8 @@ def fine_tune(
     frozen_pct = 0.99  # the frozen phase: nearly all warm-up (fastai's)
     if base_lr == "auto" and kwargs.get("resume") is not None:  # a new pick is not the run's
         raise ConfigError("base_lr", "auto", "a number when resuming (the run chose one)")
+    if auto_budget is not None and base_lr != "auto":
+        raise ConfigError("auto_budget", auto_budget, "None unless base_lr='auto'")
     cbs: Sequence[Callback] = kwargs.pop("cbs", ())
     learn.freeze()
     total = None  # the run's optimizer steps, with base_lr="auto"
@@ -405,8 +409,9 @@ def fine_tune(
         for g, v in zip(learn.opt.param_groups, learn.group_values(slice(1.0))):
             g["lr"] = v  # the sweep keeps these ratios: slice(base_lr) as trained below
         total = (freeze_epochs + epochs) * learn.steps_per_epoch(cbs)
+        budget = None if auto_budget is None else check_positive("auto_budget", auto_budget)
         base_lr = auto_lr_max(learn, total, pct_start=frozen_pct, moms=kwargs.get("moms"),
-                              cbs=cbs)[-1]  # fmt: skip
+                              cbs=cbs, budget=budget)[-1]  # fmt: skip
     base_lr = check_positive("base_lr", base_lr)
 
     def run(base_lr: float, extra: Sequence[Callback] = ()) -> None:
