@@ -278,9 +278,13 @@ def main() -> None:
     # the yardstick runs first and last: E is measured at both ends of the run
     record("hand-written OneCycleLR", hand[0], 0, hand_written(data, int(hand[0]), 0))
     E0 = statistics.median(rows[0]["epoch_seconds"])
+    plan = [(rc, b) for rc, ok in (("fast", lambda b: b <= args.fast_up_to),
+                                   ("best", lambda b: b >= args.best_from))
+            for b in budgets if ok(b)]  # fmt: skip
+    recipes = list(dict.fromkeys(rc for rc, _ in plan))
     # each recipe's epoch time, in E, from a two-epoch run (its second epoch: warm)
     ratio = {}
-    for recipe in ("fast", "best"):
+    for recipe in recipes:
         r = cli_recipe(recipe, 2, 0)
         ratio[recipe] = r["epoch_seconds"][-1] / E0
         record(f"calibration ({recipe} recipe, 2 epochs)", None, 0, r)
@@ -288,14 +292,11 @@ def main() -> None:
     def epochs(recipe: str, b: float) -> int:
         return max(1, math.floor(b / ratio[recipe]))
 
-    plan = [(rc, b) for rc, ok in (("fast", lambda b: b <= args.fast_up_to),
-                                   ("best", lambda b: b >= args.best_from))
-            for b in budgets if ok(b)]  # fmt: skip
     for seed in range(args.seeds):
         for recipe, b in plan:
             record(f"onecycle ({recipe} recipe)", b, seed, cli_recipe(recipe, epochs(recipe, b),
                                                                      seed))  # fmt: skip
-    for recipe in ("fast", "best"):
+    for recipe in recipes:
         top = max(b for rc, b in plan if rc == recipe)
         for lr in args.sf_lrs:
             name = f"schedule-free AdamW {'default' if lr == 0.0025 else f'lr {lr:g}'}"

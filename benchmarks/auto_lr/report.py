@@ -284,7 +284,7 @@ def plot(rep: dict[str, Any], path: str) -> None:
             xs.append(1 + (statistics.median(comps) if comps else b))
             ys.append(allg["within"][a])
             ax.annotate(f"budget {b:g}", (xs[-1], ys[-1]), textcoords="offset points",
-                        xytext=(6, -10), fontsize=8)  # fmt: skip
+                        xytext=(6, 6 if len(xs) % 2 else -12), fontsize=8)  # fmt: skip
     ax.plot(xs, ys, "o-", color="C0", label='lr_max="auto" at three budgets')
     ax.plot([9], [n], "s", color="k", label="grid: 9 runs (the target itself)")
     for i, a in enumerate(LR_FREE):  # all at one run; spread a little to be seen apart
