@@ -9,8 +9,9 @@ For each budget (default 1, 2, 5 and 10 E) every arm gets that much training tim
   for as many epochs as the budget has E (one seed);
 - ``onecycle (fast recipe)``: ``onecycle fit --dataset fashion-mnist --epochs N`` at the
   budgets up to 5 E, and ``onecycle (best recipe)``: ``... --recipe best --epochs N`` at
-  5 E and up (``--seeds`` seeds each); N is the most epochs that fit the budget, from the
-  recipe's epoch time measured at the start of this run (a two-epoch run of each);
+  5 E and up (``--seeds`` seeds each); N is the most epochs that fit the budget (with
+  the 5% slack below), from the recipe's epoch time in E measured at the start of this
+  run (the second epoch of a two-epoch run of each, over the yardstick's warm epoch);
 - ``schedule-free AdamW`` at its default LR (0.0025) and at 10x: ``AdamWScheduleFree`` on
   the same recipe's model, augmentation, bf16, label smoothing and batch size, 5% warm-up,
   evaluated at the averaged weights (``optimizer.eval()``) after recomputing batch-norm
@@ -173,13 +174,17 @@ def at_budget(row: dict[str, Any], budget: float, E: float) -> float | None:
     if not row.get("anytime"):
         return row["test_accuracy"] if ends[-1] <= budget * SLACK and row["budget"] == budget \
             else None  # fmt: skip
+    if budget > row["budget"]:  # an anytime run is read only up to the budget it ran for
+        return None
     fits = [i for i, t in enumerate(ends) if t <= budget * SLACK]
     return row["acc_per_epoch"][fits[-1]] if fits else None
 
 
-def summarize(rows: list[dict[str, Any]], budgets: list[float], E: float) -> dict[str, Any]:
+def summarize(rows: list[dict[str, Any]], budgets: list[float], E: float,
+              seeds: int) -> dict[str, Any]:  # fmt: skip
     """Per arm and budget: the accuracy over seeds (mean, worst, best, seeds); per budget,
-    the best onecycle arm against the best schedule-free arm (by the worst seed)."""
+    the best onecycle arm against the best schedule-free arm (by the worst seed), of the
+    arms with all ``seeds`` seeds within the budget."""
     out: dict[str, Any] = {}
     for arm in dict.fromkeys(r["arm"] for r in rows):
         s: dict[str, Any] = {}
@@ -198,7 +203,7 @@ def summarize(rows: list[dict[str, Any]], budgets: list[float], E: float) -> dic
 
         def best_of(prefix: str, key: str = key) -> tuple[str, dict[str, Any]] | None:
             cands = [(a, v[key]) for a, v in out.items() if a.startswith(prefix) and key in v
-                     and v[key]["seeds"]]  # fmt: skip
+                     and v[key]["seeds"] == seeds]  # fmt: skip
             return max(cands, key=lambda c: c[1]["worst"]) if cands else None
 
         ours, sf = best_of("onecycle"), best_of("schedule-free")
@@ -233,6 +238,7 @@ def plot(rows: list[dict[str, Any]], budgets: list[float], E: float, path: str) 
     for t in (93, 94):
         ax.axhline(t, color="grey", lw=0.6, ls=":")
     ax.set_xscale("log")
+    ax.minorticks_off()
     ax.set_xticks(budgets, [f"{b:g}E" for b in budgets])
     ax.set_ylim(88, 95.5)
     ax.set_xlabel("training time budget (E: one epoch of the hand-written yardstick loop)")
@@ -257,7 +263,21 @@ def main() -> None:
     ap.add_argument("--no-prodigy", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None)
+    ap.add_argument("--from-json", default=None, metavar="PATH",
+                    help="train nothing: summarise and plot a run saved with --json")  # fmt: skip
     args = ap.parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        saved["summary"] = summarize(saved["rows"], saved["budgets"], saved["E_seconds"],
+                                     saved["seeds"])  # fmt: skip
+        print(json.dumps(saved["summary"], indent=1))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(saved, f, indent=1)
+        if args.plot:
+            plot(saved["rows"], saved["budgets"], saved["E_seconds"], args.plot)
+        return
     torch.set_num_threads(args.threads)
     data = load_dataset("fashion-mnist")
     budgets = sorted(args.budgets)
@@ -275,9 +295,11 @@ def main() -> None:
         )
 
     hand = [b for b in budgets if b == int(b)]
+    if len(hand) > 2 and hand[0] == 1:  # the first run plans in E: two epochs, one warm
+        hand = [hand[1], hand[0], *hand[2:]]
     # the yardstick runs first and last: E is measured at both ends of the run
     record("hand-written OneCycleLR", hand[0], 0, hand_written(data, int(hand[0]), 0))
-    E0 = statistics.median(rows[0]["epoch_seconds"])
+    E0 = statistics.median(rows[0]["epoch_seconds"][1:] or rows[0]["epoch_seconds"])
     plan = [(rc, b) for rc, ok in (("fast", lambda b: b <= args.fast_up_to),
                                    ("best", lambda b: b >= args.best_from))
             for b in budgets if ok(b)]  # fmt: skip
@@ -290,7 +312,7 @@ def main() -> None:
         record(f"calibration ({recipe} recipe, 2 epochs)", None, 0, r)
 
     def epochs(recipe: str, b: float) -> int:
-        return max(1, math.floor(b / ratio[recipe]))
+        return max(1, math.floor(b * SLACK / ratio[recipe]))  # as the anytime arms are read
 
     for seed in range(args.seeds):
         for recipe, b in plan:
@@ -320,7 +342,7 @@ def main() -> None:
     first, last = (statistics.median(r["epoch_seconds"]) for r in (yard[0], yard[-1]))
     for r in rows:
         r["train_E"] = r["train_seconds"] / E
-    summary = summarize(rows, budgets, E)
+    summary = summarize(rows, budgets, E, args.seeds)
     out = {
         "E_seconds": E, "E_first_run": first, "E_last_run": last, "threads": args.threads,
         "epoch_E": ratio, "budgets": budgets, "seeds": args.seeds,

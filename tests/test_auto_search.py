@@ -124,7 +124,8 @@ def test_probes_go_above_the_window_while_its_top_wins(monkeypatch):
     monkeypatch.setattr(A, "probe", _fake_probe(lambda lr: 0.5 / (1 + lr)))  # higher: better
     res = A.auto_lr_max(_learner(), 4000, budget=0.3)
     top = A.DEFAULT_TOP["sgd"]
-    assert res.lr_max == res.candidates[0] and res.lr_max > top * 3  # two or more above
+    assert res.lr_max == res.candidates[0] and res.lr_max > top * 3  # one or more above
+    assert res.lr_max in A.lattice(res.lr_max * (1 + 1e-9), 1)  # lattice points, exactly
     assert "above the window" in res.reason and res.trained
     assert res.compute_ratio <= 0.3 + 1e-9  # as far as the budget goes, no further
 
@@ -206,7 +207,7 @@ def test_probes_where_nothing_trains_run_the_largest_that_did_not_get_worse(monk
 
     monkeypatch.setattr(A, "probe", probe)
     res = A.auto_lr_max(_learner(), 2000)
-    assert "no probe trained" in res.reason
+    assert "no probe trained" in res.reason and not res.trained
     assert res.lr_max == max(c for c in res.candidates if c <= 0.5)
 
 
@@ -231,7 +232,7 @@ def test_when_nothing_trains_the_largest_that_did_not_get_worse_runs(
     monkeypatch.setattr(PS, "advance", fake)
     res = A.auto_lr_max(_learner(), 2000)
     assert res.lr_max == pytest.approx(top / 10**0.5 if worse else top), res.candidates
-    assert "no candidate had trained" in res.reason
+    assert "no candidate had trained" in res.reason and not res.trained
     assert any("no candidate had trained" in r.message for r in caplog.records)
 
 

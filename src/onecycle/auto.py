@@ -8,8 +8,10 @@ loop (the run's update rule: decoupled weight decay, the callbacks marked
 - ``"probes"`` (the default): a short 1cycle of each candidate (its own warm-up, peak
   and anneal: ``PROBE_FRAC`` of the run at the default budget) from the same weights and
   batches, scored on samples held back from training that no probe trains on
-  (``rank_by_probes``). The pick lies between lattice points (``between``). A probe
-  meets its peak; that is what ranks peaks.
+  (``rank_by_probes``). When the highest candidate wins, the lattice point above it is
+  probed, and so on while it keeps winning and the budget has room. The pick lies
+  between lattice points (``between``). A probe meets its peak; that is what ranks
+  peaks.
 - ``"prefixes"``: prefixes of the run itself, continued as the run
   (``onecycle.prefix_search``); measured on the suite it ranks worse at the default
   budget, and is kept to be developed, not the default.
@@ -29,9 +31,11 @@ Steps common to both:
 2. **Pick**: the lowest held-back loss. Nothing is refused while some candidate stays
    finite: if none trained (no score ``TRAINS`` below the model's as it is: a plateau,
    or a model already trained), the largest candidate that did not get worse is the
-   pick, with a warning, and the run's collapse guard (``onecycle.fallback``) falls back
-   to the next lower candidate if it makes no progress. Only when every candidate, and
-   two lattice points below them, diverged is there no ``lr_max``.
+   pick, with a warning (``AutoResult.trained`` False), and the run's collapse guard
+   (``onecycle.fallback``) falls back to the next lower candidate if the run's loss is
+   not finite, or falls and comes back to its start; it does not ask for progress by
+   the end of the warm-up (a run may leave a plateau later). Only when every
+   candidate, and two lattice points below them, diverged is there no ``lr_max``.
 
 ``budget`` (``auto_budget`` in ``fit_one_cycle``, ``--auto-budget`` in the CLI; default
 ``BUDGET``) is what the search may spend *beyond* the run, as a fraction of the run's
@@ -269,7 +273,11 @@ def rank_by_probes(
     neighbour that probed next best (``between``). Each probe gets ``PROBE_FRAC`` of the
     run, scaled by ``out.budget / BUDGET``, within what the budget leaves; fewer
     candidates (the lowest go first) when even ``MIN_PROBE_STEPS`` does not fit, and the
-    sweep's recommendation (or the lattice's second point) when not even two do.
+    sweep's recommendation (or the lattice's second point) when not even two do. When
+    the highest candidate probes best, the point above it is probed too, while it keeps
+    winning, the budget has room and it is at most ``END_LR``; a point above that loses
+    only says "not higher" and is left out of ``between`` (a probe's short warm-up cannot
+    take what a run's can).
 
     Nothing is refused while a probe stays finite: if none trained (a plateau, or a
     model already trained), the largest candidate whose probe did not end worse than
@@ -315,8 +323,9 @@ def rank_by_probes(
     best = min(cands, key=lambda lr: scores[lr])
     above = 0  # the top candidate won: the lattice goes up while it keeps winning
     while best == cands[0] and scores[best] < start - TRAINS * abs(start) and (
-            allowed - out.steps_used >= probe_cost(learn, steps)):  # fmt: skip
-        up = cands[0] * 10**0.5
+            allowed - out.steps_used >= probe_cost(learn, steps)) and (
+            cands[0] * 10**0.5 <= END_LR * (1 + 1e-9)):  # fmt: skip
+        up = lattice(cands[0] * 10**0.5 * (1 + 1e-9), 1)[0]  # the lattice point, exactly
         cands.insert(0, up)
         scores[up] = run(up).loss
         above += 1

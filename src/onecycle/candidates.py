@@ -126,7 +126,7 @@ class AutoResult:
                                      for k, v in p.scores.items()}} for p in self.prefixes],
             "rungs": self.rungs, "budget": self.budget, "held_samples": self.held_samples,
             "held_batches": self.held_batches, "start_loss": self.start_loss,
-            "reused_steps": self.reused_steps,
+            "reused_steps": self.reused_steps, "trained": self.trained,
             "steps_used": self.steps_used, "total_steps": self.total_steps,
             "compute_ratio": self.compute_ratio, "rollbacks": self.rollbacks,
             "range_test": self.range_test.to_dict() if self.range_test else None,

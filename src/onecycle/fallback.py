@@ -73,7 +73,8 @@ class CollapseGuard(Callback):
     ``fired`` is then the reason and ``step`` the optimizer step.
 
     ``pct_start``: the warm-up's share of the run (the "no progress" check runs at its
-    end); None skips that check (schedules without a warm-up). Under DDP the loss is the
+    end); None skips that check (schedules without a warm-up, and runs whose search saw
+    no probe train: ``AutoResult.trained``). Under DDP the loss is the
     mean over the ranks, so every rank fires at the same step.
 
     One guard watches one run of ``total_steps``, which may be several fits in a row

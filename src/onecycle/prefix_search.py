@@ -221,10 +221,10 @@ def search(learn: Loop, out: AutoResult, cands: list[float], p: Plan, n_epoch: i
                           f"(x ({best.steps}/{total})^{HORIZON_BETA:g}, to the nearest "
                           "candidate)")  # fmt: skip
     else:  # a plateau (nothing moved yet: the largest that stays finite moves first) or a
-        # model already trained (the run's guard falls back lower when it makes no progress)
+        # model already trained (the run's guard falls back lower if it collapses)
         ok = [q for q in order if math.isfinite(q.score) and q.score <= start + TRAINS * abs(start)]
         pick = max(ok or [best], key=lambda q: q.lr_max)
-        out.lr_max = pick.lr_max
+        out.lr_max, out.trained = pick.lr_max, False
         out.reason = (f"{pick.lr_max:.3g}: no candidate had trained {rung} (best held-back loss "
                       f"{best.score:.4g}, untrained {start:.4g}); the largest that did not get "
                       "worse is used, and the run is watched for collapse")  # fmt: skip
