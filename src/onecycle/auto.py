@@ -286,7 +286,7 @@ def rank_by_probes(
     total, budget = out.total_steps, out.budget or BUDGET
     allowed = budget * total
     held = EVAL_COST * held_count(learn)
-    cands = sorted(window, reverse=True)
+    cands = list(window)  # highest first, as ``candidates`` and ``lattice`` give them
     steps = 0
     while len(cands) >= 2:
         room = allowed - out.steps_used - (len(cands) + 1) * held
@@ -319,13 +319,12 @@ def rank_by_probes(
     if all(math.isinf(v) for v in scores.values()):  # everything diverged: lower, once
         cands = [*cands, *lattice(min(cands) / 10**0.5 * (1 + 1e-9), 2)]
         scores.update({lr: run(lr).loss for lr in cands[-2:]})
-        out.candidates = cands
     best = min(cands, key=lambda lr: scores[lr])
     above = 0  # the top candidate won: the lattice goes up while it keeps winning
-    while best == cands[0] and scores[best] < start - TRAINS * abs(start) and (
-            allowed - out.steps_used >= probe_cost(learn, steps)) and (
-            cands[0] * 10**0.5 <= END_LR * (1 + 1e-9)):  # fmt: skip
+    while best == cands[0] and scores[best] < start - TRAINS * abs(start):
         up = lattice(cands[0] * 10**0.5 * (1 + 1e-9), 1)[0]  # the lattice point, exactly
+        if up > END_LR * (1 + 1e-9) or allowed - out.steps_used < probe_cost(learn, steps):
+            break
         cands.insert(0, up)
         scores[up] = run(up).loss
         above += 1
