@@ -398,3 +398,39 @@ def test_cli_auto_run_killed_and_resumed_ends_on_the_same_weights_without_search
     m = json.loads((tmp_path / "cut" / "metrics.json").read_text())
     assert m["auto"]["lr_max"] == ref["auto"]["lr_max"]
     assert m["final"]["weights_sha256"] == ref["final"]["weights_sha256"]
+
+
+def test_a_probe_in_another_data_order_keeps_its_held_back_samples():
+    learn = _learner()
+    a, b = (A.probe(learn, 0.1, 16, order=k) for k in (0, 1))
+    assert a.loss != b.loss  # another order of the same data...
+    s0, s1 = (A.probe(learn, 0.1, 0, order=k) for k in (0, 1))
+    assert s0.batch_losses == s1.batch_losses  # ...scored on the same held-back samples
+    assert A.probe(learn, 0.1, 16, order=1) == b  # one order, one probe: repeatable
+    with pytest.raises(ConfigError, match="order"):
+        A.probe(learn, 0.1, 16, order=-1)
+
+
+def test_the_probes_rank_by_the_mean_over_data_orders():
+    learn = _learner()
+    res = A.auto_lr_max(learn, 4000, budget=0.3)
+    assert {p.orders for p in res.probes} == {A.ORDERS} and "x 2 data orders" in res.reason
+    p = res.probes[0]
+    runs = [A.probe(learn, p.lr_max, p.steps, order=k) for k in range(A.ORDERS)]
+    assert p.loss == pytest.approx(sum(r.loss for r in runs) / A.ORDERS)
+    assert res.compute_ratio <= 0.3 + 1e-9
+
+
+def test_short_probes_and_other_loaders_get_one_order():
+    short = A.auto_lr_max(_learner(), 400, budget=0.1)  # a probe of 5 steps: not halved
+    assert short.probes and {p.orders for p in short.probes} == {1}
+    learn = _learner()
+    learn.train_data = list(learn.train_data)  # batches with one order only
+    res = A.auto_lr_max(learn, 4000, budget=0.3)
+    assert res.probes and {p.orders for p in res.probes} == {1}
+
+
+def test_averaged_is_inf_when_any_order_diverged():
+    ok = A.ProbeResult(0.1, 8, 0.3, batch_losses=(0.3,))
+    bad = A.ProbeResult(0.1, 8, math.inf)
+    assert math.isinf(A.averaged([ok, bad]).loss) and A.averaged([ok, bad]).orders == 2

@@ -6,10 +6,11 @@ loop (the run's update rule: decoupled weight decay, the callbacks marked
 ``affects_update``), everything restored afterwards. Two ways to rank (``METHOD``):
 
 - ``"probes"`` (the default): a short 1cycle of each candidate (its own warm-up, peak
-  and anneal: ``PROBE_FRAC`` of the run at the default budget) from the same weights and
-  batches, scored on samples held back from training that no probe trains on
-  (``rank_by_probes``). When the highest candidate wins, the lattice point above it is
-  probed, and so on while it keeps winning and the budget has room. The pick lies
+  and anneal: ``PROBE_FRAC`` of the run at the default budget, split over ``ORDERS``
+  orders of the data whose scores are averaged) from the same weights, scored on samples
+  held back from training that no probe trains on (``rank_by_probes``). When the
+  highest candidate wins, the lattice point above it is probed, and so on while it
+  keeps winning and the budget has room. The pick lies
   between lattice points (``between``). A probe meets its peak; that is what ranks
   peaks.
 - ``"prefixes"``: prefixes of the run itself, continued as the run
@@ -61,8 +62,8 @@ weight decays or momentum ranges, compared on held-back loss.
 >>> auto = auto_lr_max(learn, total_steps=400)
 >>> torch.equal(learn.model[0].weight, before), auto.compute_ratio <= BUDGET
 (True, True)
->>> min(auto.candidates) <= auto.lr_max <= max(auto.candidates), len(auto.probes)
-(True, 3)
+>>> min(auto.candidates) <= auto.lr_max <= max(auto.candidates), {p.orders for p in auto.probes}
+(True, {2})
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from onecycle import schedules as S
@@ -99,7 +101,15 @@ from onecycle.prefix_search import (  # HORIZON_BETA, KEEP, horizon: read as aut
     search,
 )
 from onecycle.prefixes import held_loss
-from onecycle.probes import EVAL_COST, ProbeResult, held_count, lr_sweep, probe, probe_cost
+from onecycle.probes import (
+    EVAL_COST,
+    ProbeResult,
+    held_count,
+    lr_sweep,
+    probe,
+    probe_cost,
+    reorderable,
+)
 from onecycle.range_test import RangeTestResult
 from onecycle.scheduler import momentum_key
 from onecycle.sweeps import momentum_range_test, too_close, wd_range_test
@@ -122,6 +132,14 @@ DEFAULT_TOP = {"sgd": 10**-0.5, "adaptive": 10**-1.5}
 PROBE_FRAC = 0.04
 """A probe's length at the default budget, as a fraction of the run (v4/v5's, read off the
 calibration pairs, docs/results/auto_lr_history.md), in proportion to the budget."""
+ORDERS = 2
+"""Data orders per probe: each candidate's probe runs ``ORDERS`` times at ``1/ORDERS`` of
+its length, in as many orders of the training data (``probe(order=k)``), from the same
+weights, and its held-back losses are averaged. Measured on the suite (v6.2,
+docs/results/auto_lr_v6.md): the seed-to-seed spread of the gap between two neighbouring
+candidates is 3-30x the held-back batches' own noise, so the noise to average is the
+trajectory's. A loader with one order (``probes.reorderable``), or a probe that would
+fall under ``MIN_PROBE_STEPS``, gets one order."""
 METHOD = "probes"
 """The search that ranks the candidates: ``"probes"`` (short 1cycles that reach their
 peak; the default: on the suite's calibration and seen pairs, prefixes of 3-9% of the run
@@ -253,6 +271,25 @@ def auto_lr_max(
     return out
 
 
+def averaged(results: Sequence[ProbeResult]) -> ProbeResult:
+    """One score for a candidate probed in several data orders (same LR, same steps, the
+    same held-back batches): the mean held-back loss (infinite if any order diverged),
+    batch by batch and over the batches, and the mean metrics.
+
+    >>> a = ProbeResult(0.1, 8, 0.3, batch_losses=(0.2, 0.4))
+    >>> b = ProbeResult(0.1, 8, 0.5, batch_losses=(0.4, 0.6))
+    >>> r = averaged([a, b]); round(r.loss, 6), [round(v, 6) for v in r.batch_losses], r.orders
+    (0.4, [0.3, 0.5], 2)
+    """
+    first, n = results[0], len(results)
+    if any(math.isinf(r.loss) for r in results):
+        return replace(first, loss=math.inf, metrics={}, batch_losses=(), orders=n)
+    losses = tuple(sum(v) / n for v in zip(*(r.batch_losses for r in results)))
+    metrics = {k: sum(r.metrics.get(k, 0.0) for r in results) / n for k in first.metrics}
+    return replace(first, loss=sum(r.loss for r in results) / n, metrics=metrics,
+                   batch_losses=losses, orders=n)  # fmt: skip
+
+
 def rank_by_probes(
     learn: Loop,
     out: AutoResult,
@@ -273,7 +310,9 @@ def rank_by_probes(
     neighbour that probed next best (``between``). Each probe gets ``PROBE_FRAC`` of the
     run, scaled by ``out.budget / BUDGET``, within what the budget leaves; fewer
     candidates (the lowest go first) when even ``MIN_PROBE_STEPS`` does not fit, and the
-    sweep's recommendation (or the lattice's second point) when not even two do. When
+    sweep's recommendation (or the lattice's second point) when not even two do. Each
+    probe runs in ``ORDERS`` data orders at that fraction of its length, scores averaged
+    (``averaged``): one order where its length would fall under ``MIN_PROBE_STEPS``. When
     the highest candidate probes best, the point above it is probed too, while it keeps
     winning, the budget has room and it is at most ``END_LR``; a point above that loses
     only says "not higher" and is left out of ``between`` (a probe's short warm-up cannot
@@ -287,11 +326,17 @@ def rank_by_probes(
     allowed = budget * total
     held = EVAL_COST * held_count(learn)
     cands = list(window)  # highest first, as ``candidates`` and ``lattice`` give them
+    length = round(PROBE_FRAC * total * budget / BUDGET)  # a probe's steps, all orders
+    orders = ORDERS if reorderable(learn) else 1
     steps = 0
     while len(cands) >= 2:
-        room = allowed - out.steps_used - (len(cands) + 1) * held
-        want = max(MIN_PROBE_STEPS, round(PROBE_FRAC * total * budget / BUDGET))
-        steps = min(want, math.floor(room / len(cands)))
+        for k in dict.fromkeys((orders if length >= orders * MIN_PROBE_STEPS else 1, 1)):
+            room = allowed - out.steps_used - held - len(cands) * k * held
+            want = max(MIN_PROBE_STEPS, round(length / k))
+            steps = min(want, math.floor(room / (len(cands) * k)))
+            if steps >= MIN_PROBE_STEPS:
+                orders = k
+                break
         if steps >= MIN_PROBE_STEPS:
             break
         cands = cands[:-1]
@@ -306,9 +351,11 @@ def rank_by_probes(
         return
 
     def run(lr: float) -> ProbeResult:
-        r = probe(learn, [lr * g for g in ratios], steps, moms=moms, wd=wd, pct_start=pct_start,
-                  div=div, div_final=div_final, cbs=cbs)  # fmt: skip
-        out.steps_used += probe_cost(learn, steps)
+        rs = [probe(learn, [lr * g for g in ratios], steps, moms=moms, wd=wd,
+                    pct_start=pct_start, div=div, div_final=div_final, cbs=cbs, order=k)
+              for k in range(orders)]  # fmt: skip
+        r = rs[0] if orders == 1 else averaged(rs)
+        out.steps_used += orders * probe_cost(learn, steps)
         out.probes.append(r)
         return r
 
@@ -323,7 +370,7 @@ def rank_by_probes(
     above = 0  # the top candidate won: the lattice goes up while it keeps winning
     while best == cands[0] and scores[best] < start - TRAINS * abs(start):
         up = lattice(cands[0] * 10**0.5 * (1 + 1e-9), 1)[0]  # the lattice point, exactly
-        if up > END_LR * (1 + 1e-9) or allowed - out.steps_used < probe_cost(learn, steps):
+        if up > END_LR * (1 + 1e-9) or allowed - out.steps_used < orders * probe_cost(learn, steps):
             break
         cands.insert(0, up)
         scores[up] = run(up).loss
@@ -337,6 +384,8 @@ def rank_by_probes(
                       f"{steps} steps: give lr_max")  # fmt: skip
         return
     why = f"lowest held-back loss ({scores[best]:.4g}) of {len(cands)} probes of {steps} steps"
+    if orders > 1:
+        why += f" x {orders} data orders"
     if above:
         why += f" ({above} above the window: its top had won)"
     elif len(cands) < len(window):
@@ -352,7 +401,8 @@ def rank_by_probes(
         return
     ok = [c for c in cands if scores[c] <= start + TRAINS * abs(start)]
     out.lr_max, out.trained = max(ok or [best]), False
-    out.reason = (f"{out.lr_max:.3g}: no probe trained in {steps} steps (best held-back loss "
+    length = f"{steps} steps" + (f" x {orders} data orders" if orders > 1 else "")
+    out.reason = (f"{out.lr_max:.3g}: no probe trained in {length} (best held-back loss "
                   f"{scores[best]:.4g}, the model as it is {start:.4g}); the largest that did "
                   "not get worse is used, and the run is watched for collapse")  # fmt: skip
     log.warning("lr_max=auto: %s", out.reason)

@@ -46,13 +46,16 @@ if TYPE_CHECKING:
     from onecycle.loop import Loop
 
 __all__ = [
-    "ProbeResult", "held_count", "learner_snapshot", "lr_sweep", "probe", "probe_cost", "side_run",
+    "ProbeResult", "held_count", "learner_snapshot", "lr_sweep", "probe", "probe_cost",
+    "reorderable", "side_run",
 ]  # fmt: skip
 
 # Held-back batches per probe score (fewer on tiny data sets: a tenth of an epoch).
 HELD_BATCHES = 8
 # A held-back batch costs a forward pass: about a third of a training step.
 EVAL_COST = 1 / 3
+# A probe's other data orders: its ``Loader``'s seed moved this far on per order.
+ORDER_STRIDE = 1000
 
 # the Learner's loop state that a side run (sweep or probe) may change and must put back
 _LOOP_STATE = (
@@ -66,7 +69,9 @@ _LOOP_STATE = (
 class ProbeResult:
     """One short run: its hyper-parameters, its length, and its held-back loss (inf if it
     diverged) and metrics; ``batch_losses``: the loss on each held-back batch (the same
-    batches for every probe of a Learner, so two probes compare batch by batch)."""
+    batches for every probe of a Learner, so two probes compare batch by batch).
+    ``orders``: how many data orders it was run in, ``steps`` each, its scores averaged
+    (``onecycle.auto.rank_by_probes``)."""
 
     lr_max: float
     steps: int
@@ -75,13 +80,14 @@ class ProbeResult:
     moms: tuple[float, float, float] | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     batch_losses: tuple[float, ...] = ()
+    orders: int = 1
 
     def to_dict(self) -> dict[str, Any]:
         loss = None if math.isinf(self.loss) else self.loss
         moms = list(self.moms) if self.moms else None
         return {"lr_max": self.lr_max, "steps": self.steps, "loss": loss, "wd": self.wd,
                 "moms": moms, "metrics": self.metrics,
-                "batch_losses": list(self.batch_losses)}  # fmt: skip
+                "batch_losses": list(self.batch_losses), "orders": self.orders}  # fmt: skip
 
 
 def learner_snapshot(learn: Loop) -> Snapshot:
@@ -281,6 +287,16 @@ def _set_aside(data: Any, n_held: int) -> tuple[Any, list[Any]]:
     return data, []
 
 
+def reorderable(learn: Loop) -> bool:
+    """Whether ``probe(order=k)`` has other data orders for ``learn``: its training data
+    is a ``Loader`` that can set the held-back samples aside."""
+    data = learn.train_data
+    if not isinstance(data, Loader):
+        return False
+    n = len(data.x) if data.indices is None else len(data.indices)
+    return (held_count(learn) + 1) * data.batch_size * data.world_size <= n
+
+
 def held_count(learn: Loop) -> int:
     return max(1, min(HELD_BATCHES, len(learn.train_data) // 10))  # type: ignore[arg-type]
 
@@ -296,14 +312,19 @@ def probe(
     div: float = 25.0,
     div_final: float = 1e5,
     cbs: Sequence[Callback] = (),
+    order: int = 0,
 ) -> ProbeResult:
     """A short 1cycle of ``steps`` optimizer steps at ``lr_max`` (a float, or one per param
     group), everything restored afterwards; scored by the loss on held-back training
     batches: with ``onecycle.data.Loader``, the samples of its next few batches, set
     aside for every epoch of the probe; with another loader, its first few batches,
     skipped in the probe's first epoch. ``steps=0``: the held-back loss of the weights
-    as they are."""
+    as they are. ``order``: which order of the training data the probe trains in: 0 is
+    the loader's own, ``k`` another one, the same for every probe with that ``k``, on the
+    same held-back samples (a ``Loader`` whose samples could be set aside: its seed moved
+    ``ORDER_STRIDE * k`` on; any other loader has only its own order)."""
     steps = check_int("steps", steps, minimum=0)
+    order = check_int("order", order, minimum=0)
     lrs = learn.group_values(lr_max if not isinstance(lr_max, Sequence) else list(lr_max),
                              "lr_max")  # fmt: skip
     m = tuple(moms if moms is not None else learn.moms)
@@ -312,6 +333,8 @@ def probe(
         assert learn.opt is not None
         data = learn.train_data
         rest, held = _set_aside(data, n_held)
+        if order and held and isinstance(rest, Loader):  # ``rest``: a new Loader, its own
+            rest.seed += ORDER_STRIDE * order  # seed drawing the order (never the user's)
         cb = _Probe(steps, n_held, held)
         spec: dict[str, Any] = {"lr": [S.one_cycle(v, div, div_final, pct_start) for v in lrs]}
         if momentum_key(learn.opt) is not None:

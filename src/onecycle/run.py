@@ -355,7 +355,8 @@ def auto_report(auto: AutoResult) -> str:
         for p in auto.probes:
             wd = "-" if p.wd is None else f"{p.wd:g}"
             loss = "diverged" if p.loss == float("inf") else f"{p.loss:.4f}"
-            lines.append(f"  {p.lr_max:>9.3g}  {wd:>7}  {p.steps:>5}  {loss}")
+            steps = f"{p.orders}x{p.steps}" if p.orders > 1 else str(p.steps)  # x data orders
+            lines.append(f"  {p.lr_max:>9.3g}  {wd:>7}  {steps:>5}  {loss}")
     what = f"wd={auto.wd:g}" if auto.wd is not None else (
         f"lr_max={auto.lr_max:.3g}" if auto.lr_max is not None else "no lr_max")  # fmt: skip
     cost = (
