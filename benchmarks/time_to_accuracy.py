@@ -223,7 +223,8 @@ def plot(rows: list[dict[str, Any]], budgets: list[float], E: float, path: str) 
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8.5, 5.2))
-    for i, arm in enumerate(dict.fromkeys(r["arm"] for r in rows)):
+    curves = {}
+    for arm in dict.fromkeys(r["arm"] for r in rows):
         xs, lo, mid, hi = [], [], [], []
         for b in budgets:
             accs = [100 * a for r in rows if r["arm"] == arm
@@ -231,10 +232,15 @@ def plot(rows: list[dict[str, Any]], budgets: list[float], E: float, path: str) 
             if accs:
                 xs.append(b), lo.append(min(accs)), hi.append(max(accs))
                 mid.append(statistics.mean(accs))
-        if not xs:
-            continue
-        ax.plot(xs, mid, "o-", color=f"C{i}", label=arm, lw=1.5, ms=4)
-        ax.fill_between(xs, lo, hi, color=f"C{i}", alpha=0.18, lw=0)
+        if xs:
+            curves[arm] = xs, lo, mid, hi
+    for i, (arm, (xs, lo, mid, hi)) in enumerate(curves.items()):  # the best model's dashed
+        ax.plot(xs, mid, "o--" if "best" in arm else "o-", color=f"C{i % 10}", label=arm,
+                lw=1.5, ms=4)  # fmt: skip
+        ax.fill_between(xs, lo, hi, color=f"C{i % 10}", alpha=0.18, lw=0)
+        if len(xs) == 1:  # a band needs two budgets: the seed range as a bar
+            ax.errorbar(xs, mid, yerr=[[mid[0] - lo[0]], [hi[0] - mid[0]]], color=f"C{i % 10}",
+                        capsize=3, lw=1)  # fmt: skip
     for t in (93, 94):
         ax.axhline(t, color="grey", lw=0.6, ls=":")
     ax.set_xscale("log")
