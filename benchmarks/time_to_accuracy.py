@@ -68,6 +68,29 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, autocast:
     return correct / len(x)
 
 
+TTA_VIEWS = ("flip", "flip+shift")  # onecycle.tta's presets, for models trained with flips
+
+
+@torch.no_grad()
+def evaluate_tta(model: torch.nn.Module, data: Any) -> dict[str, float]:
+    """Test accuracy without test-time augmentation ("none") and with each of TTA_VIEWS
+    (the logits averaged over the views, as ``Learner.validate(tta=...)``)."""
+    from onecycle import tta
+
+    model.eval()
+    out = {}
+    for name in ("none", *TTA_VIEWS):
+        views = [tta.identity] if name == "none" else tta.views(name)
+        correct = 0
+        for i in range(0, len(data.x_test), 1000):
+            with _autocast():
+                logits = tta.outputs(model, data.x_test[i : i + 1000], views)
+            correct += int((logits.argmax(1) == data.y_test[i : i + 1000]).sum())
+        out[name] = correct / len(data.x_test)
+    model.train()
+    return out
+
+
 def _timed_epochs(
     model: torch.nn.Module, loader: Loader, epochs: int, step: Callable[[Any, Any], None],
     score: Callable[[], float],
@@ -92,8 +115,9 @@ def hand_written(data: Any, epochs: int, seed: int) -> dict[str, Any]:
     return {"epoch_seconds": seconds, "acc_per_epoch": accs, "test_accuracy": accs[-1]}
 
 
-def cli_recipe(recipe: str, epochs: int, seed: int) -> dict[str, Any]:
-    """What ``onecycle fit --dataset fashion-mnist [--recipe best] --epochs N`` runs."""
+def cli_recipe(recipe: str, epochs: int, seed: int, data: Any) -> dict[str, Any]:
+    """What ``onecycle fit --dataset fashion-mnist [--recipe best] --epochs N`` runs; a
+    recipe that trains with flips is also scored with each of TTA_VIEWS (``tta``)."""
     cfg = FitConfig(dataset="fashion-mnist", recipe=recipe, epochs=epochs, seed=seed,  # type: ignore[arg-type]
                     out=None, progress=False)  # fmt: skip
     res = run_fit(cfg)
@@ -104,6 +128,7 @@ def cli_recipe(recipe: str, epochs: int, seed: int) -> dict[str, Any]:
         "acc_per_epoch": [row["accuracy"] for row in rec.rows],
         "test_accuracy": final["test_accuracy"],
         "tta_accuracy": (final.get("tta") or {}).get("test_accuracy"),
+        **({"tta": evaluate_tta(res.learner.model, data)} if RECIPE[recipe].get("hflip") else {}),
     }
 
 
@@ -150,21 +175,26 @@ def other_optimizer(recipe: str, data: Any, epochs: int, seed: int, which: str,
         if sched is not None:
             sched.step()
 
-    def score() -> float:
+    def averaged(fn: Callable[[], Any]) -> Any:
         if which != "schedule-free":
-            return evaluate(model, data.x_test, data.y_test, _autocast)
+            return fn()
         opt.eval()  # the averaged weights; batch-norm statistics recomputed at them
         model.train()
         with torch.no_grad(), _autocast():
             for xb, _ in itertools.islice(loader, 50):
                 model(xb)
-        acc = evaluate(model, data.x_test, data.y_test, _autocast)
+        out = fn()
         opt.train()
-        return acc
+        return out
 
     if which == "schedule-free":
         opt.train()
-    return _timed_epochs(model, loader, epochs, step, score)
+    res = _timed_epochs(model, loader, epochs, step,
+                        lambda: averaged(lambda: evaluate(model, data.x_test, data.y_test,
+                                                          _autocast)))  # fmt: skip
+    if r.get("hflip"):  # the final weights with test-time augmentation, as the recipe's
+        res["tta"] = averaged(lambda: evaluate_tta(model, data))
+    return res
 
 
 def at_budget(row: dict[str, Any], budget: float, E: float) -> float | None:
@@ -180,22 +210,37 @@ def at_budget(row: dict[str, Any], budget: float, E: float) -> float | None:
     return row["acc_per_epoch"][fits[-1]] if fits else None
 
 
+def _stats(accs: list[float]) -> dict[str, Any]:
+    return {"mean": statistics.mean(accs) if accs else None, "worst": min(accs, default=None),
+            "best": max(accs, default=None), "seeds": len(accs)}  # fmt: skip
+
+
+def _last_fits(row: dict[str, Any], budget: float, E: float) -> bool:
+    """Whether a run's last epoch ends within ``budget`` (its final weights are read)."""
+    return sum(row["epoch_seconds"]) / E <= budget * SLACK
+
+
 def summarize(rows: list[dict[str, Any]], budgets: list[float], E: float,
               seeds: int) -> dict[str, Any]:  # fmt: skip
-    """Per arm and budget: the accuracy over seeds (mean, worst, best, seeds); per budget,
-    the best onecycle arm against the best schedule-free arm (by the worst seed), of the
-    arms with all ``seeds`` seeds within the budget."""
+    """Per arm and budget: the accuracy over seeds (mean, worst, best, seeds), and with
+    each test-time augmentation where the runs have it (``tta``: only runs read after
+    their last epoch); per budget, the best onecycle arm against the best schedule-free
+    arm (by the worst seed, without TTA), of the arms with all ``seeds`` seeds within it."""
     out: dict[str, Any] = {}
     for arm in dict.fromkeys(r["arm"] for r in rows):
         s: dict[str, Any] = {}
         for b in budgets:
-            accs = [a for r in rows if r["arm"] == arm and (a := at_budget(r, b, E)) is not None]
+            runs = [
+                (r, a) for r in rows if r["arm"] == arm and (a := at_budget(r, b, E)) is not None
+            ]
+            accs = [a for _, a in runs]
             over = [r["seed"] for r in rows if r["arm"] == arm and not r.get("anytime")
                     and r["budget"] == b and at_budget(r, b, E) is None]  # fmt: skip
             if accs or over:
-                s[f"{b:g}E"] = {"mean": statistics.mean(accs) if accs else None,
-                                "worst": min(accs, default=None), "best": max(accs, default=None),
-                                "seeds": len(accs), "over_budget_seeds": over}  # fmt: skip
+                s[f"{b:g}E"] = {**_stats(accs), "over_budget_seeds": over}
+                last = [r["tta"] for r, _ in runs if "tta" in r and _last_fits(r, b, E)]
+                if last:
+                    s[f"{b:g}E"]["tta"] = {v: _stats([t[v] for t in last]) for v in last[0]}
         out[arm] = s
     versus: dict[str, Any] = {}
     for b in budgets:
@@ -313,7 +358,7 @@ def main() -> None:
     # each recipe's epoch time, in E, from a two-epoch run (its second epoch: warm)
     ratio = {}
     for recipe in recipes:
-        r = cli_recipe(recipe, 2, 0)
+        r = cli_recipe(recipe, 2, 0, data)
         ratio[recipe] = r["epoch_seconds"][-1] / E0
         record(f"calibration ({recipe} recipe, 2 epochs)", None, 0, r)
 
@@ -323,7 +368,7 @@ def main() -> None:
     for seed in range(args.seeds):
         for recipe, b in plan:
             record(f"onecycle ({recipe} recipe)", b, seed, cli_recipe(recipe, epochs(recipe, b),
-                                                                     seed))  # fmt: skip
+                                                                     seed, data))  # fmt: skip
     for recipe in recipes:
         top = max(b for rc, b in plan if rc == recipe)
         for lr in args.sf_lrs:

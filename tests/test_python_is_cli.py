@@ -109,9 +109,9 @@ def test_the_best_recipe_reports_its_test_time_augmentation_and_python_trains_th
     import json
 
     final = json.loads((tmp_path / "metrics.json").read_text())["final"]
-    assert final["tta"]["views"] == "flip" and 0 <= final["tta"]["test_accuracy"] <= 1
-    assert "test-time augmentation (flip)" in out.getvalue()
+    assert final["tta"]["views"] == "flip+shift" and 0 <= final["tta"]["test_accuracy"] <= 1
+    assert "test-time augmentation (flip+shift)" in out.getvalue()
     learn = onecycle.recipe("fashion-mnist", "best").learner(train_samples=1000)
     learn.fit_one_cycle(1, 0.2)
     assert weights_sha256(learn.model) == final["weights_sha256"]
-    assert learn.validate(tta="flip")["accuracy"] == final["tta"]["test_accuracy"]
+    assert learn.validate(tta="flip+shift")["accuracy"] == final["tta"]["test_accuracy"]

@@ -273,7 +273,7 @@ def _add_run_args(f: argparse.ArgumentParser) -> None:
     g.add_argument("--tta", choices=["flip", "flip+shift", "none"], default=None,
                    help="also report the test accuracy with test-time augmentation (the "
                    "outputs averaged over flipped / shifted images; default: the recipe's, "
-                   "flip for --recipe best)")  # fmt: skip
+                   "flip+shift for --recipe best)")  # fmt: skip
     g = f.add_argument_group("checkpoints and resume")
     g.add_argument(
         "--checkpoint-every",
