@@ -20,6 +20,10 @@ For each budget (default 1, 2, 5 and 10 E) every arm gets that much training tim
 - ``Prodigy + cosine``: ``prodigyopt.Prodigy`` (lr 1, its defaults, the recipe's weight
   decay) with ``CosineAnnealingLR`` over the run, on the same models (one seed).
 
+Every run on a model trained with flips (the best recipe's) is also scored after its last
+epoch without and with each test-time augmentation of ``onecycle.tta`` (``tta``: "none",
+"flip", "flip+shift"; schedule-free at its averaged weights), for every arm alike.
+
 Time counts training only (evaluation after each epoch is not timed, for every arm); a run
 counts at a budget when its training time is within 5% of it (the clock's noise), and the
 summary says which did not. The schedule-free and Prodigy arms need the optional
@@ -128,6 +132,7 @@ def cli_recipe(recipe: str, epochs: int, seed: int, data: Any) -> dict[str, Any]
         "acc_per_epoch": [row["accuracy"] for row in rec.rows],
         "test_accuracy": final["test_accuracy"],
         "tta_accuracy": (final.get("tta") or {}).get("test_accuracy"),
+        "tta_views": (final.get("tta") or {}).get("views"),  # the recipe's preset
         **({"tta": evaluate_tta(res.learner.model, data)} if RECIPE[recipe].get("hflip") else {}),
     }
 
@@ -180,6 +185,7 @@ def other_optimizer(recipe: str, data: Any, epochs: int, seed: int, which: str,
             return fn()
         opt.eval()  # the averaged weights; batch-norm statistics recomputed at them
         model.train()
+        loader.set_epoch(loader.epoch)  # on the same 50 batches each time (the epoch's first)
         with torch.no_grad(), _autocast():
             for xb, _ in itertools.islice(loader, 50):
                 model(xb)
@@ -217,7 +223,7 @@ def _stats(accs: list[float]) -> dict[str, Any]:
 
 def _last_fits(row: dict[str, Any], budget: float, E: float) -> bool:
     """Whether a run's last epoch ends within ``budget`` (its final weights are read)."""
-    return sum(row["epoch_seconds"]) / E <= budget * SLACK
+    return list(itertools.accumulate(s / E for s in row["epoch_seconds"]))[-1] <= budget * SLACK
 
 
 def summarize(rows: list[dict[str, Any]], budgets: list[float], E: float,
@@ -239,8 +245,9 @@ def summarize(rows: list[dict[str, Any]], budgets: list[float], E: float,
             if accs or over:
                 s[f"{b:g}E"] = {**_stats(accs), "over_budget_seeds": over}
                 last = [r["tta"] for r, _ in runs if "tta" in r and _last_fits(r, b, E)]
-                if last:
-                    s[f"{b:g}E"]["tta"] = {v: _stats([t[v] for t in last]) for v in last[0]}
+                views = [v for v in (last[0] if last else []) if all(v in t for t in last)]
+                if views:
+                    s[f"{b:g}E"]["tta"] = {v: _stats([t[v] for t in last]) for v in views}
         out[arm] = s
     versus: dict[str, Any] = {}
     for b in budgets:

@@ -135,17 +135,18 @@ def test_no_progress_by_the_warm_up_ends_a_run_only_where_a_probe_trained(traine
     auto = AutoResult(1.0, "test", None, [1.0, 0.316], [], 0.0, total, trained=trained)
     runs: list[int | None] = []
     peak = fit_with_fallbacks(_learner(), lambda lr, extra: runs.append(
-        _feed(extra[0], curve) if extra else None), auto, total)  # fmt: skip
+        _feed(extra[0], curve)), auto, total)  # fmt: skip
     assert peak == (0.316 if trained else 1.0)
     assert runs[0] == (round(0.25 * total) if trained else None)
 
 
-def test_the_lowest_candidate_runs_unguarded():
+def test_the_lowest_candidate_is_only_watched():
     learn, total = _learner(), 4 * 32
     auto = AutoResult(1.0, "test", None, [1.0], [], 0.0, total)
     fit_with_fallbacks(learn, lambda lr, extra: learn.fit_one_cycle(4, lr, cbs=[Saboteur(0.5),
                        *extra]), auto, total)  # fmt: skip
     assert auto.rollbacks == [] and auto.lr_max == 1.0  # collapsed, and left for the user to see
+    assert not auto.stalled  # it trained before it collapsed
 
 
 def test_an_abandoned_runs_checkpoints_are_removed(tmp_path):
@@ -260,3 +261,34 @@ def test_fine_tune_fallback_removes_both_phases_checkpoints(tmp_path):
     assert fourth == second  # the rerun's frozen phase wrote its own, under the same names
     # (the two phases write the same names: their epochs and steps both start at 0)
     assert {p.name for p in checkpoints(tmp_path)} == {p.name for p in ck.written}
+
+
+@pytest.mark.parametrize("lowest", [False, True])
+def test_a_run_that_never_trains_is_said_loudly(lowest, caplog):
+    total = 1000  # a plateau no probe left (trained=False): nothing fires, nothing reruns
+    cands = [1.0] if lowest else [1.0, 0.316]
+    flat = AutoResult(1.0, "test", None, cands, [], 0.0, total, trained=False)
+    with caplog.at_level("WARNING", logger="onecycle"):
+        peak = fit_with_fallbacks(_learner(), lambda lr, extra: _feed(extra[0], [2.3] * total),
+                                  flat, total)  # fmt: skip
+    assert peak == 1.0 and flat.rollbacks == [] and flat.stalled
+    assert flat.to_dict()["stalled"] and "never trained" in repr(flat)
+    assert any("never trained" in r.message for r in caplog.records)
+    trains = AutoResult(1.0, "test", None, cands, [], 0.0, total, trained=False)
+    fit_with_fallbacks(_learner(), lambda lr, extra: _feed(extra[0], _falls(total)), trains,
+                       total)  # fmt: skip
+    assert not trains.stalled
+
+
+def test_the_lowest_candidate_is_watched_in_a_real_run():
+    def full_batch() -> Learner:  # one batch per step: the loss moves only if it trains
+        learn = _learner()
+        learn.train_data = Loader(learn.train_data.x, learn.train_data.y, 1024)
+        return learn
+
+    for lr, stalled in ((1e-7, True), (0.1, False)):
+        learn, total = full_batch(), 40
+        auto = AutoResult(lr, "test", None, [lr], [], 0.0, total, trained=False)
+        run = learn.fit_one_cycle
+        fit_with_fallbacks(learn, lambda p, extra, run=run: run(40, p, cbs=extra), auto, total)
+        assert auto.stalled == stalled and len(learn.recorder.lrs) == total

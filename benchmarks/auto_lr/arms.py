@@ -123,6 +123,7 @@ def run_auto(
         "compute_ratio": auto.compute_ratio, "train_steps": total,
         "auto_seconds": wall - clock.seconds, "train_seconds": clock.seconds,
         "candidates": auto.candidates, "rollbacks": auto.rollbacks,
+        "trained": auto.trained, "stalled": auto.stalled,
         "probes": [p.to_dict() for p in auto.probes],
         "prefixes": auto.to_dict().get("prefixes"), "rungs": auto.rungs,
         "start_loss": auto.start_loss, "held_samples": auto.held_samples,

@@ -61,7 +61,9 @@ class AutoResult:
     ``total_steps`` of the run it serves. ``rollbacks``: runs abandoned because they
     collapsed (``onecycle.fallback``), each ``{"lr_max", "step", "reason"}``.
     ``trained``: False when no candidate trained in the search (a plateau): the run is
-    then not expected to make progress by the end of its warm-up.
+    then not expected to make progress by the end of its warm-up. ``stalled``: the run
+    never trained (its training loss never fell 1% below its start; a warning said so):
+    its result is not what the model can do.
     """
 
     lr_max: float | None
@@ -81,6 +83,7 @@ class AutoResult:
     start_loss: float | None = None
     reused_steps: int = 0
     trained: bool = True
+    stalled: bool = False
     train_data: Any = field(default=None, repr=False, compare=False)
 
     @property
@@ -99,6 +102,8 @@ class AutoResult:
         parts.append(f"search cost {self.compute_ratio:.1%} of the run")
         if self.rollbacks:
             parts.append(f"{len(self.rollbacks)} rollback(s)")
+        if self.stalled:
+            parts.append("the run never trained")
         return f"AutoResult({', '.join(parts)})\n  reason: {self.reason}"
 
     def prefix(self, lr_max: float) -> Prefix | None:
@@ -126,7 +131,7 @@ class AutoResult:
                                      for k, v in p.scores.items()}} for p in self.prefixes],
             "rungs": self.rungs, "budget": self.budget, "held_samples": self.held_samples,
             "held_batches": self.held_batches, "start_loss": self.start_loss,
-            "reused_steps": self.reused_steps, "trained": self.trained,
+            "reused_steps": self.reused_steps, "trained": self.trained, "stalled": self.stalled,
             "steps_used": self.steps_used, "total_steps": self.total_steps,
             "compute_ratio": self.compute_ratio, "rollbacks": self.rollbacks,
             "range_test": self.range_test.to_dict() if self.range_test else None,

@@ -24,6 +24,12 @@ The steps spent before a collapse are counted in ``AutoResult.compute_ratio`` an
 in ``AutoResult.rollbacks``; a warning says what happened. The lowest candidate has no
 fallback: a collapse there is left for the user to see.
 
+A run that never trained (its smoothed training loss never fell 1% below its start, e.g.
+on a plateau that no candidate left: a plain CNN without normalisation under SGD) is not
+run again for that reason (a lower peak leaves a plateau later, not sooner), but it is
+not silent either: ``AutoResult.stalled`` is set and a warning says that the result is
+not what the model can do. The lowest candidate is watched for this too.
+
 >>> import torch
 >>> from onecycle import Learner
 >>> from onecycle.data import Loader
@@ -77,6 +83,8 @@ class CollapseGuard(Callback):
     no probe train: ``AutoResult.trained``). Under DDP the loss is the
     mean over the ranks, so every rank fires at the same step.
 
+    ``fire=False``: the guard only watches (``progressed``), it never ends the fit.
+
     One guard watches one run of ``total_steps``, which may be several fits in a row
     (``fine_tune``'s frozen and unfrozen phases): nothing is reset between them, so the
     starting level stays the run's and ``step`` counts from its first step.
@@ -84,9 +92,11 @@ class CollapseGuard(Callback):
 
     order = 1  # after NonFiniteGuard
 
-    def __init__(self, total_steps: int, pct_start: float | None = 0.25) -> None:
+    def __init__(self, total_steps: int, pct_start: float | None = 0.25, *,
+                 fire: bool = True) -> None:  # fmt: skip
         self.total = check_int("total_steps", total_steps)
         self.pct_start = pct_start
+        self.fire = fire  # False: only watch (``progressed``), never end the fit
         self.window = max(MIN_WINDOW, round(WINDOW * self.total))
         self.sustain = max(MIN_SUSTAIN, round(SUSTAIN * self.total))
         self.fired: str | None = None
@@ -100,8 +110,18 @@ class CollapseGuard(Callback):
             raise ConfigError("cbs", "CollapseGuard", f"a new guard for a new run: {done}")
 
     def _fire(self, why: str) -> None:
+        if not self.fire:
+            return
         self.fired = why
         raise Collapsed(why)
+
+    @property
+    def progressed(self) -> bool | None:
+        """Whether the smoothed training loss has been ``PROGRESS`` (1%) below its start
+        (None: too few steps watched to say)."""
+        if not math.isfinite(self._start) or not math.isfinite(self._best):
+            return None
+        return self._start - self._best >= PROGRESS * (abs(self._start) or 1.0)
 
     def replay(self, losses: Sequence[float]) -> None:
         """Take the training losses of steps already run (the search's prefix that this
@@ -170,7 +190,9 @@ def fit_with_fallbacks(
     ``pct_start`` are those of the whole attempt (``CollapseGuard``). A callback with a
     ``discard_fit()`` method (``Checkpoint``) is asked to remove what it wrote for an
     abandoned attempt: from ``written[since]`` on, all of the attempt's fits, when it
-    keeps a ``written`` list."""
+    keeps a ``written`` list. The lowest candidate runs with a guard that only watches;
+    a run that finishes without its training loss ever 1% below its start sets
+    ``auto.stalled``, with a warning."""
     assert auto.lr_max is not None
     peak = auto.lr_max
     lower = sorted((c for c in auto.candidates if c < peak * (1 - 1e-9)), reverse=True)
@@ -186,6 +208,7 @@ def fit_with_fallbacks(
         except NonFiniteLossError as e:  # NonFiniteGuard stopped it first
             guard.fired = str(e).split(":")[0]  # "non-finite loss (nan) at epoch 0, ..."
         if guard.fired is None:
+            _check_progress(auto, guard, peak)
             return peak
         snap.restore()
         for cb, mark in zip(keepers, marks):
@@ -200,10 +223,27 @@ def fit_with_fallbacks(
         peak = nxt
         auto.lr_max = peak
         auto.reason += f"; run again at {peak:.3g}"
+    watch = CollapseGuard(total_steps, None, fire=False)  # the lowest: nothing lower
     if continues:
-        _continue(auto, peak, None)
-    fit(peak, [])  # the lowest candidate: nothing lower to fall back to
+        _continue(auto, peak, watch)
+    fit(peak, [watch])
+    _check_progress(auto, watch, peak)
     return peak
+
+
+def _check_progress(auto: AutoResult, guard: CollapseGuard, peak: float) -> None:
+    """A run that never trained is said loudly (``AutoResult.stalled``). (A run that
+    continues a prefix trained with gradient accumulation is not watched: its losses are
+    not one per step.)"""
+    if guard.progressed is False:
+        auto.stalled = True
+        why = ("no peak the search tried trains it with this optimizer" if not auto.trained
+               else "the search's probes trained, this run did not")  # fmt: skip
+        log.warning("lr_max=auto: the run at %.3g never trained (its training loss never fell "
+                    "%.0f%% below %.4g): unless the model was trained already, %s, and this "
+                    "result is not what the model can do; try an adaptive optimizer, another "
+                    "initialisation or a longer run, or give lr_max", peak, 100 * PROGRESS,
+                    guard._start, why)  # fmt: skip
 
 
 def _continue(auto: AutoResult, peak: float, guard: CollapseGuard | None) -> int:
