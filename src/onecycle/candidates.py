@@ -62,7 +62,7 @@ class AutoResult:
     collapsed (``onecycle.fallback``), each ``{"lr_max", "step", "reason"}``.
     ``trained``: False when no candidate trained in the search (a plateau): the run is
     then not expected to make progress by the end of its warm-up. ``stalled``: the run
-    never trained (its training loss never fell 1% below its start; a warning said so):
+    never trained (its training loss never fell 5% below its start; a warning said so):
     its result is not what the model can do.
     """
 

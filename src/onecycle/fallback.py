@@ -24,7 +24,8 @@ The steps spent before a collapse are counted in ``AutoResult.compute_ratio`` an
 in ``AutoResult.rollbacks``; a warning says what happened. The lowest candidate has no
 fallback: a collapse there is left for the user to see.
 
-A run that never trained (its smoothed training loss never fell 1% below its start, e.g.
+A run that never trained (its smoothed training loss never fell ``FELL``, 5%, below its
+start: 1% is within the batch noise of a model that only learns to answer uniformly; e.g.
 on a plateau that no candidate left: a plain CNN without normalisation under SGD) is not
 run again for that reason (a lower peak leaves a plateau later, not sooner), but it is
 not silent either: ``AutoResult.stalled`` is set and a warning says that the result is
@@ -117,11 +118,11 @@ class CollapseGuard(Callback):
 
     @property
     def progressed(self) -> bool | None:
-        """Whether the smoothed training loss has been ``PROGRESS`` (1%) below its start
-        (None: too few steps watched to say)."""
+        """Whether the smoothed training loss has been ``FELL`` (5%) below its start: the
+        run trained (None: too few steps watched to say)."""
         if not math.isfinite(self._start) or not math.isfinite(self._best):
             return None
-        return self._start - self._best >= PROGRESS * (abs(self._start) or 1.0)
+        return self._start - self._best >= FELL * (abs(self._start) or 1.0)
 
     def replay(self, losses: Sequence[float]) -> None:
         """Take the training losses of steps already run (the search's prefix that this
@@ -191,7 +192,7 @@ def fit_with_fallbacks(
     ``discard_fit()`` method (``Checkpoint``) is asked to remove what it wrote for an
     abandoned attempt: from ``written[since]`` on, all of the attempt's fits, when it
     keeps a ``written`` list. The lowest candidate runs with a guard that only watches;
-    a run that finishes without its training loss ever 1% below its start sets
+    a run that finishes without its training loss ever 5% below its start sets
     ``auto.stalled``, with a warning."""
     assert auto.lr_max is not None
     peak = auto.lr_max
@@ -242,7 +243,7 @@ def _check_progress(auto: AutoResult, guard: CollapseGuard, peak: float) -> None
         log.warning("lr_max=auto: the run at %.3g never trained (its training loss never fell "
                     "%.0f%% below %.4g): unless the model was trained already, %s, and this "
                     "result is not what the model can do; try an adaptive optimizer, another "
-                    "initialisation or a longer run, or give lr_max", peak, 100 * PROGRESS,
+                    "initialisation or a longer run, or give lr_max", peak, 100 * FELL,
                     guard._start, why)  # fmt: skip
 
 
