@@ -49,7 +49,7 @@ import overhead  # benchmarks/overhead.py (a script's own folder is on sys.path)
 import torch
 import torch.nn.functional as F
 
-from onecycle.config import BEST, RECIPES, native_mixed_precision
+from onecycle.config import BEST, RECIPES, TTA_VIEWS, native_mixed_precision
 from onecycle.data import Loader, load_dataset
 from onecycle.models import get_model
 from onecycle.run import FitConfig, run_fit
@@ -70,9 +70,6 @@ def evaluate(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, autocast:
             correct += int((model(x[i : i + 1000]).argmax(1) == y[i : i + 1000]).sum())
     model.train()
     return correct / len(x)
-
-
-TTA_VIEWS = ("flip", "flip+shift")  # onecycle.tta's presets, for models trained with flips
 
 
 @torch.no_grad()
@@ -127,12 +124,13 @@ def cli_recipe(recipe: str, epochs: int, seed: int, data: Any) -> dict[str, Any]
     res = run_fit(cfg)
     rec = res.learner.recorder
     final = res.metrics["final"]
+    tta = final.get("tta") or {}
     return {
         "epoch_seconds": list(rec.train_seconds),
         "acc_per_epoch": [row["accuracy"] for row in rec.rows],
         "test_accuracy": final["test_accuracy"],
-        "tta_accuracy": (final.get("tta") or {}).get("test_accuracy"),
-        "tta_views": (final.get("tta") or {}).get("views"),  # the recipe's preset
+        "tta_accuracy": tta.get("test_accuracy"),
+        "tta_views": tta.get("views"),  # the recipe's preset
         **({"tta": evaluate_tta(res.learner.model, data)} if RECIPE[recipe].get("hflip") else {}),
     }
 
@@ -203,10 +201,15 @@ def other_optimizer(recipe: str, data: Any, epochs: int, seed: int, which: str,
     return res
 
 
+def _ends(row: dict[str, Any], E: float) -> list[float]:
+    """When each epoch of a run ends, in E of training time."""
+    return list(itertools.accumulate(s / E for s in row["epoch_seconds"]))
+
+
 def at_budget(row: dict[str, Any], budget: float, E: float) -> float | None:
     """A run's accuracy at ``budget`` E: a fixed-length run's final accuracy if it fits,
     an anytime run's (schedule-free's) after its last epoch that fits; None if none."""
-    ends = list(itertools.accumulate(s / E for s in row["epoch_seconds"]))
+    ends = _ends(row, E)
     if not row.get("anytime"):
         return row["test_accuracy"] if ends[-1] <= budget * SLACK and row["budget"] == budget \
             else None  # fmt: skip
@@ -223,7 +226,7 @@ def _stats(accs: list[float]) -> dict[str, Any]:
 
 def _last_fits(row: dict[str, Any], budget: float, E: float) -> bool:
     """Whether a run's last epoch ends within ``budget`` (its final weights are read)."""
-    return list(itertools.accumulate(s / E for s in row["epoch_seconds"]))[-1] <= budget * SLACK
+    return _ends(row, E)[-1] <= budget * SLACK
 
 
 def summarize(rows: list[dict[str, Any]], budgets: list[float], E: float,
