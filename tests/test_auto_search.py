@@ -5,6 +5,7 @@ run continuing the pick's prefix bit for bit, the validation split)."""
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -434,3 +435,90 @@ def test_averaged_is_inf_when_any_order_diverged():
     ok = A.ProbeResult(0.1, 8, 0.3, batch_losses=(0.3,))
     bad = A.ProbeResult(0.1, 8, math.inf)
     assert math.isinf(A.averaged([ok, bad]).loss) and A.averaged([ok, bad]).orders == 2
+
+
+# --- the duel (budget 1.0: the probes' pick and its neighbours as prefixes past the peak) ---
+
+
+def test_the_default_budget_never_duels():
+    learn = _learner()
+    learn.fit_one_cycle(6, "auto")
+    auto = learn.auto_result
+    assert auto.prefixes == [] and auto.held_batches == 0 and "duel" not in auto.reason
+
+
+def _duel_run(**kw) -> Learner:
+    learn = _learner(**kw)
+    learn.fit_one_cycle(6, "auto", auto_budget=1.0)
+    auto = learn.auto_result
+    assert auto is not None and "duel of prefixes" in auto.reason, auto.reason
+    (rung,) = auto.rungs
+    assert rung >= PS.DUEL_MIN * 0.25 * auto.total_steps
+    assert all(p.steps == rung for p in auto.prefixes)
+    lrs = sorted(p.lr_max for p in auto.prefixes)
+    assert len(lrs) == PS.DUEL_K
+    assert all(math.isclose(b / a, 10**0.5) for a, b in itertools.pairwise(lrs))
+    assert auto.lr_max == min(auto.prefixes, key=lambda p: p.score).lr_max
+    assert auto.compute_ratio <= 1.0 + 1e-9
+    return learn
+
+
+def test_a_duel_continues_the_winners_prefix_bit_for_bit_on_a_small_split():
+    learn = _duel_run()
+    auto = learn.auto_result
+    assert auto.reused_steps == auto.rungs[0] and auto.held_batches == 1  # 2% of 1024: a batch
+    ref = _learner()  # a plain run at the winner, on the same split
+    ref.train_data, _ = validation_split(ref.train_data, auto.held_batches)
+    ref.fit_one_cycle(6, auto.lr_max)
+    for a, b in zip(learn.model.parameters(), ref.model.parameters()):
+        assert torch.equal(a, b)
+    assert learn.recorder.losses == ref.recorder.losses
+
+
+def _duel_with(monkeypatch, score_of, probe_pick=0.1):
+    """A budget-1.0 search whose probes pick ``probe_pick`` and whose duel scores
+    ``score_of(lr)`` (nothing trains)."""
+    monkeypatch.setattr(A, "probe", _fake_probe(lambda lr: 0.1 if lr == probe_pick else 0.5))
+    adv, calls = _fake_advance(lambda lr, to: score_of(lr))
+    monkeypatch.setattr(PS, "advance", adv)
+    learn = _learner()
+    res = A.auto_lr_max(learn, budget=1.0, n_epoch=6)
+    return res, calls
+
+
+def test_the_duel_picks_its_lowest_score_around_the_probes_pick(monkeypatch):
+    scores = {0.316: 0.2, 0.1: 0.3, 0.032: 0.4}
+    res, calls = _duel_with(monkeypatch, lambda lr: scores[round(lr, 3)])
+    assert sorted(round(lr, 4) for lr, _ in calls) == [0.0316, 0.1, 0.3162]
+    assert math.isclose(res.lr_max, 10**-0.5) and res.trained and len(res.prefixes) == 3
+
+
+@pytest.mark.parametrize("score", [0.7, math.inf])
+def test_a_duel_where_nothing_trained_or_everything_diverged_keeps_the_probes_pick(
+    monkeypatch, score
+):
+    monkeypatch.setattr(PS, "held_loss", lambda learn, held: 0.7)  # the model as it is
+    res, _ = _duel_with(monkeypatch, lambda lr: score)
+    assert math.isclose(res.lr_max, 0.1) and res.prefixes == [] and res.held_batches == 0
+    assert ("none trained" if score == 0.7 else "all diverged") in res.reason
+    assert "the probes' pick stands" in res.reason
+
+
+def test_a_resumed_duel_run_reads_its_pick_and_split_and_ends_on_the_whole_runs_weights(
+    tmp_path, monkeypatch
+):
+    whole = _learner()
+    whole.fit_one_cycle(6, "auto", auto_budget=1.0)
+    rung = whole.auto_result.rungs[0]
+    learn = _learner()
+    with pytest.raises(KeyboardInterrupt):
+        learn.fit_one_cycle(6, "auto", auto_budget=1.0,
+                            cbs=[Checkpoint(tmp_path, every=10), _Stop(rung + 20)])  # fmt: skip
+    monkeypatch.setattr(A, "auto_lr_max", lambda *a, **k: pytest.fail("searched again"))
+    again = _learner()
+    again.fit_one_cycle(6, "auto", auto_budget=1.0, cbs=[Checkpoint(tmp_path, every=10)],
+                        resume="auto")  # fmt: skip
+    assert again.auto_result.lr_max == whole.auto_result.lr_max
+    assert again.auto_result.held_batches == whole.auto_result.held_batches > 0
+    for a, b in zip(whole.model.parameters(), again.model.parameters()):
+        assert torch.equal(a, b)

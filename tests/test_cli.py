@@ -255,13 +255,16 @@ def test_fit_lr_max_auto_searches_then_trains_at_the_pick(tmp_path, capsys):
 
 def test_fit_auto_budget_sets_what_the_search_spends(tmp_path):
     args = ["fit", "--lr-max", "auto", "--epochs", "6", "--no-progress"]
-    assert main([*args, "--auto-budget", "0.1", "--out", str(tmp_path / "a")]) == 0
-    assert main([*args, "--auto-budget", "1.0", "--out", str(tmp_path / "b")]) == 0
-    small, large = (json.loads((tmp_path / d / "metrics.json").read_text())["auto"]
-                    for d in "ab")  # fmt: skip
-    assert small["compute_ratio"] <= 0.1 + 1e-9 < large["compute_ratio"] <= 1.0 + 1e-9
-    steps = [max((p["steps"] for p in a["probes"]), default=0) for a in (small, large)]
+    for d, budget in zip("abc", ("0.1", "0.3", "1.0")):
+        assert main([*args, "--auto-budget", budget, "--out", str(tmp_path / d)]) == 0
+    small, default, large = (json.loads((tmp_path / d / "metrics.json").read_text())["auto"]
+                             for d in "abc")  # fmt: skip
+    assert small["compute_ratio"] <= 0.1 + 1e-9 < default["compute_ratio"] <= 0.3 + 1e-9
+    assert 0.3 < large["compute_ratio"] <= 1.0 + 1e-9
+    steps = [max((p["steps"] for p in a["probes"]), default=0) for a in (small, default)]
     assert steps[0] < steps[1]  # a larger budget buys longer probes
+    assert not default["prefixes"] and len(large["prefixes"]) == 3  # and at 1.0 a duel
+    assert "duel of prefixes" in large["reason"]
 
 
 def test_fit_auto_budget_without_auto_is_a_usage_error(capsys):

@@ -43,7 +43,11 @@ Steps common to both:
 steps: the sweep, every probe (or prefix but the pick's, and every branch), every
 held-back evaluation (a third of a step per batch). Probes lengthen with it; a short run
 gets fewer candidates, never an error (``plan`` sizes the prefixes' rungs the same way).
-``AutoResult.compute_ratio`` reports the cost.
+``AutoResult.compute_ratio`` reports the cost. A budget with room for it (about 0.65
+and up; 1.0 is what was measured) buys **a duel** after cheaper probes
+(``prefix_search.duel``): the probes' pick and its two lattice neighbours as prefixes
+of the run to 30% of it, past the warm-up's peak, scored after a cool-down on a small
+split held back from training; the run continues the winner's prefix.
 
 ``wd_range_test`` and ``momentum_range_test`` are Smith's other two sweeps
 (arXiv:1803.09820, section 4): short 1cycle probes at the chosen ``lr_max`` with a few
@@ -91,16 +95,20 @@ from onecycle.candidates import (
 )
 from onecycle.errors import ConfigError, check_int, check_range
 from onecycle.prefix_search import (  # HORIZON_BETA, KEEP, horizon: read as auto.X too
+    DUEL_K,
+    DUEL_MIN,
+    DUEL_PROBES,
     HORIZON_BETA,  # noqa: F401
     KEEP,  # noqa: F401
     Plan,
+    duel,
     held_batches,
     horizon,  # noqa: F401
     plan,
     scoring_batches,
     search,
 )
-from onecycle.prefixes import held_loss
+from onecycle.prefixes import BRANCH, held_loss
 from onecycle.probes import (
     EVAL_COST,
     ProbeResult,
@@ -217,8 +225,13 @@ def auto_lr_max(
     total_steps = check_int("total_steps", total_steps)
     n_sched = n_epoch if n_epoch is not None else math.ceil(total_steps / max(1, per_epoch))
     evals = EVAL_COST * len(held)
+    # a budget with room for a duel past the warm-up's peak (``prefix_search.duel``): the
+    # sweep and probes get DUEL_PROBES of the run, the duel the rest
+    duel_min = (DUEL_K - 1 + DUEL_K * BRANCH) * DUEL_MIN * pct_start  # the shortest duel
+    dueling = method == "probes" and n_epoch is not None and budget - DUEL_PROBES >= duel_min
+    search_budget = DUEL_PROBES if dueling else budget
     p = plan(total_steps, budget, evals) if method == "prefixes" else Plan(
-        sweep_steps(budget * total_steps), MAX_CANDIDATES, ())  # fmt: skip
+        sweep_steps(search_budget * total_steps), MAX_CANDIDATES, ())  # fmt: skip
     out = AutoResult(None, "", None, [], [], 0.0, total_steps, budget=budget,
                      held_batches=len(held) if not scored_on else 0,
                      held_samples=sum(len(b[1]) for b in held) if not scored_on else 0,
@@ -239,7 +252,9 @@ def auto_lr_max(
         kind = "adaptive" if adaptive else "sgd"
         if not window:
             if res is None:
-                why = f"no room for one in a budget of {budget:g} x {total_steps} steps"
+                why = f"no room for one in a budget of {search_budget:g} x {total_steps} steps" + (
+                    " (the probes' share: a duel gets the rest)" if dueling else ""
+                )
             elif res.recommended is not None and res.recommended.lr is None:
                 why = res.recommended.reason
             else:
@@ -249,8 +264,15 @@ def auto_lr_max(
             window = lattice(DEFAULT_TOP[kind], max(p.k, 2))
         if method == "probes":
             rank_by_probes(learn, out, window, res, ratios, moms=moms, wd=wd,
-                           pct_start=pct_start, div=div, div_final=div_final, cbs=cbs)  # fmt: skip
+                           pct_start=pct_start, div=div, div_final=div_final, cbs=cbs,
+                           budget=search_budget)  # fmt: skip
             out.reason = "; ".join([out.reason, *notes]) if notes else out.reason
+            if dueling and out.lr_max is not None:
+                assert n_epoch is not None
+                learn.train_data = data
+                duel(learn, out, n_epoch=n_epoch, make_spec=make_spec, ratios=ratios, wd=wd,
+                     end_mom=end_mom, cbs=cbs, pct_start=pct_start,
+                     budget=budget)  # fmt: skip
             return out
         if p.k == 0:  # no room for any prefix: the sweep's reading, or the default top
             rec = res.recommended.lr if res is not None and res.recommended else None
@@ -303,6 +325,7 @@ def rank_by_probes(
     div: float,
     div_final: float,
     cbs: Sequence[Callback],
+    budget: float | None = None,
 ) -> None:
     """The candidates ranked by short probes (``probe``: a 1cycle of their own, warm-up,
     peak and anneal, from the same weights and batches, scored on held-back samples no
@@ -322,7 +345,7 @@ def rank_by_probes(
     model already trained), the largest candidate whose probe did not end worse than
     the model as it is runs, with a warning; if every probe diverged, two lattice points
     below are probed once more before giving up (``lr_max`` None)."""
-    total, budget = out.total_steps, out.budget or BUDGET
+    total, budget = out.total_steps, budget or out.budget or BUDGET
     allowed = budget * total
     held = EVAL_COST * held_count(learn)
     cands = list(window)  # highest first, as ``candidates`` and ``lattice`` give them

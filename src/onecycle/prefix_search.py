@@ -23,14 +23,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from onecycle.callbacks import Callback
-from onecycle.candidates import MAX_CANDIDATES, TRAINS, AutoResult, lattice, sweep_steps
-from onecycle.prefixes import BRANCH, MIN_BRANCH, Prefix, advance, validation_split
-from onecycle.probes import held_count
+from onecycle.candidates import (
+    END_LR,
+    MAX_CANDIDATES,
+    TRAINS,
+    AutoResult,
+    lattice,
+    sweep_steps,
+)
+from onecycle.data.loader import Loader
+from onecycle.prefixes import BRANCH, MIN_BRANCH, Prefix, advance, held_loss, validation_split
+from onecycle.probes import EVAL_COST, held_count
 
 if TYPE_CHECKING:
     from onecycle.loop import Loop
 
-__all__ = ["HORIZON_BETA", "Plan", "held_batches", "horizon", "plan", "scoring_batches", "search"]
+__all__ = ["HORIZON_BETA", "Plan", "duel", "duel_cost", "held_batches", "horizon", "plan",
+           "scoring_batches", "search"]  # fmt: skip
 
 log = logging.getLogger("onecycle.auto")  # the messages users know from lr_max="auto"
 
@@ -47,6 +56,26 @@ EXTEND = True
 HORIZON_BETA = 0.0
 """The horizon correction's exponent (``horizon``): set on the suite's calibration and seen
 pairs from the rung scores of an uncorrected search (docs/results/auto_lr_v6.md)."""
+
+
+DUEL_K, DUEL_RUNG, DUEL_MIN, DUEL_PROBES, DUEL_SPLIT = 3, 0.3, 0.8, 0.1, 0.02
+# The duel (``duel``, at budgets with room for it): the probes' pick and its two lattice
+# neighbours, each a prefix of the run to DUEL_RUNG of it (past the warm-up's peak at
+# pct_start = 0.25; at least DUEL_MIN x pct_start, where the LR is at 90% of its peak),
+# scored after a cool-down branch. Read off prefix-fidelity runs of the suite's
+# calibration and seen pairs (docs/results/auto_lr_v6.md, v6.3): around the probes' pick
+# the three ranked as the full runs do on 13 of 16 at 30% of the run, 11 at 20%, 8 at 10%
+# and 11 at 50%. The probes before a duel get the budget DUEL_PROBES (the duel corrects
+# them); the split it scores on is at most DUEL_SPLIT of the samples (at least a batch),
+# since the run continues the winner's prefix without them (a 10% split cost MNIST-1D's
+# CNN a point, v6.3a).
+
+
+def duel_cost(rung: int, evals: float) -> float:
+    """Steps beyond the run of a duel to ``rung``: every prefix but the winner's (the run
+    continues it), every branch and held-back evaluation (the model as it is included)."""
+    branch = max(MIN_BRANCH, round(BRANCH * rung))
+    return (DUEL_K - 1) * rung + DUEL_K * branch + evals * (DUEL_K + 1)
 
 
 def held_batches(learn: Loop) -> int:
@@ -230,3 +259,71 @@ def search(learn: Loop, out: AutoResult, cands: list[float], p: Plan, n_epoch: i
                       "worse is used, and the run is watched for collapse")  # fmt: skip
         log.warning("lr_max=auto: %s", out.reason)
     out.reuse(out.lr_max)
+
+
+def duel(learn: Loop, out: AutoResult, *, n_epoch: int,
+         make_spec: Callable[[list[float]], Mapping[str, Any]], ratios: list[float],
+         wd: float | None, end_mom: float | None, cbs: Sequence[Callback], pct_start: float,
+         budget: float) -> bool:  # fmt: skip
+    """After the probes (``auto.rank_by_probes``) picked ``out.lr_max``: the lattice point
+    nearest it and the points either side of it each train as a prefix of the real run to
+    ``DUEL_RUNG`` of its steps (less, down to ``DUEL_MIN`` x ``pct_start``, if ``budget``
+    x the run's steps, the probes' included, has no room for more), are scored by a
+    cool-down branch on a validation split held back from the training data (at most
+    ``DUEL_SPLIT`` of the samples), and the lowest held-back loss is the pick; the run
+    continues its prefix, on the training data less the split (``out.train_data``). When
+    no prefix trained (a plateau at the rung too) or all diverged, the probes' pick
+    stands. Returns False, changing only ``out.reason`` and the steps spent, when there is
+    no duel. Short probes rank peaks for a probe's length; a prefix past the warm-up's
+    peak, cooled down, ranks them more as the whole run does."""
+    assert out.lr_max is not None
+    data = learn.train_data
+    n_b = held_batches(learn)
+    if isinstance(data, Loader):  # a small split: the run goes on without it
+        n_b = max(1, min(n_b, math.floor(DUEL_SPLIT * data.n_samples / data.batch_size)))
+    rest, held, scored_on = scoring_batches(learn, n_b)
+    learn.train_data = rest
+    try:
+        total = n_epoch * learn.steps_per_epoch(cbs)
+        evals = EVAL_COST * len(held)
+        room = budget * out.total_steps - out.steps_used
+        rung = round(DUEL_RUNG * total)
+        while rung > 0 and duel_cost(rung, evals) > room:
+            rung -= 1
+        if rung < max(MIN_PREFIX, math.ceil(DUEL_MIN * pct_start * total)):
+            out.reason += (f"; no duel (a budget of {budget:g} x {out.total_steps} steps leaves "
+                           "no room for prefixes to the warm-up's peak)")  # fmt: skip
+            return False
+        k = round(2 * math.log10(out.lr_max))
+        cands = [c for c in (10 ** ((k + d) / 2) for d in (1, 0, -1)) if c <= END_LR * (1 + 1e-9)]
+        start = held_loss(learn, held)
+        used = evals
+        prefixes = [Prefix(c) for c in cands]
+        for q in prefixes:
+            peaks = [q.lr_max * r for r in ratios]
+            advance(learn, q, rung, n_epoch=n_epoch, lrs=peaks, spec=make_spec(peaks),
+                    total=total, held=held, wd=wd, end_mom=end_mom, cbs=cbs)  # fmt: skip
+            used += rung + max(MIN_BRANCH, round(BRANCH * rung)) + evals
+    finally:
+        learn.train_data = data
+    out.steps_used += used
+    scores = ", ".join(f"{q.lr_max:.3g}: {q.score:.4g}" for q in prefixes)
+    ok = [q for q in prefixes if math.isfinite(q.score)]
+    best = min(ok, key=lambda q: q.score) if ok else None
+    if best is None or not best.score < start - TRAINS * abs(start):
+        why = "all diverged" if best is None else "none trained"
+        out.reason += (f"; a duel of prefixes of {rung} steps ({scores}; untrained "
+                       f"{start:.4g}): {why}, the probes' pick stands")  # fmt: skip
+        return False
+    out.prefixes, out.rungs, out.start_loss = prefixes, [rung], start
+    out.candidates = sorted({*out.candidates, *cands}, reverse=True)
+    out.train_data, out.total_steps = rest, total
+    out.held_batches = 0 if scored_on else len(held)
+    out.held_samples = 0 if scored_on else sum(len(b[1]) for b in held)
+    out.reason = (f"{best.lr_max:.3g}: lowest held-back loss of a duel of prefixes of "
+                  f"{rung} steps ({100 * rung / total:.0f}% of the run) and a cool-down "
+                  f"({scores}; untrained {start:.4g}), around the probes' {out.lr_max:.3g} "
+                  f"[{out.reason}]" + (f"; {scored_on}" if scored_on else ""))  # fmt: skip
+    out.lr_max = best.lr_max
+    out.reuse(best.lr_max)
+    return True

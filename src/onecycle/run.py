@@ -340,8 +340,16 @@ def auto_report(auto: AutoResult) -> str:
         rt = auto.range_test
         lines.append(f"range test: {len(rt.lrs)} steps, {rt.lrs[0]:.3g} to {rt.lrs[-1]:.3g} "
                      f"({rt.stop_reason})")  # fmt: skip
+    if auto.probes:
+        lines.append(f"  {'lr_max':>9}  {'wd':>7}  {'steps':>5}  held-back loss")
+        for p in auto.probes:
+            wd = "-" if p.wd is None else f"{p.wd:g}"
+            loss = "diverged" if p.loss == float("inf") else f"{p.loss:.4f}"
+            steps = f"{p.orders}x{p.steps}" if p.orders > 1 else str(p.steps)  # x data orders
+            lines.append(f"  {p.lr_max:>9.3g}  {wd:>7}  {steps:>5}  {loss}")
     if auto.prefixes:
-        lines.append(f"search: {len(auto.prefixes)} candidates on prefixes of this run, "
+        what = "a duel of" if auto.probes else "search:"
+        lines.append(f"{what} {len(auto.prefixes)} candidates on prefixes of this run, "
                      f"{auto.held_samples} samples held back for scoring")  # fmt: skip
         rungs = sorted({s for p in auto.prefixes for s in p.scores})
         lines.append(f"  {'lr_max':>9}  " + "  ".join(f"{f'@{r}':>9}" for r in rungs))
@@ -350,13 +358,6 @@ def auto_report(auto: AutoResult) -> str:
                      if r in p.scores else "-" for r in rungs]  # fmt: skip
             mark = "  <- picked" if p.lr_max == auto.lr_max else ""
             lines.append(f"  {p.lr_max:>9.3g}  " + "  ".join(f"{c:>9}" for c in cells) + mark)
-    if auto.probes:
-        lines.append(f"  {'lr_max':>9}  {'wd':>7}  {'steps':>5}  held-back loss")
-        for p in auto.probes:
-            wd = "-" if p.wd is None else f"{p.wd:g}"
-            loss = "diverged" if p.loss == float("inf") else f"{p.loss:.4f}"
-            steps = f"{p.orders}x{p.steps}" if p.orders > 1 else str(p.steps)  # x data orders
-            lines.append(f"  {p.lr_max:>9.3g}  {wd:>7}  {steps:>5}  {loss}")
     what = f"wd={auto.wd:g}" if auto.wd is not None else (
         f"lr_max={auto.lr_max:.3g}" if auto.lr_max is not None else "no lr_max")  # fmt: skip
     cost = (
