@@ -460,6 +460,8 @@ def _duel_run(**kw) -> Learner:
     assert all(math.isclose(b / a, 10**0.5) for a, b in itertools.pairwise(lrs))
     assert auto.lr_max == min(auto.prefixes, key=lambda p: p.score).lr_max
     assert auto.compute_ratio <= 1.0 + 1e-9
+    # a rollback only goes lower: the prefixes above the winner are not kept
+    assert all((p.state is None) == (p.lr_max > auto.lr_max) for p in auto.prefixes)
     return learn
 
 

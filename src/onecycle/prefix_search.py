@@ -326,4 +326,7 @@ def duel(learn: Loop, out: AutoResult, *, n_epoch: int,
                   f"[{out.reason}]" + (f"; {scored_on}" if scored_on else ""))  # fmt: skip
     out.lr_max = best.lr_max
     out.reuse(best.lr_max)
+    for q in prefixes:  # a rollback only goes lower: the memory of those above goes now
+        if q.lr_max > best.lr_max:
+            q.state = None
     return True
