@@ -175,7 +175,8 @@ def _add_fit_args(f: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--auto-budget", type=float, default=None, metavar="FRACTION",
         help="with --lr-max auto: what the search may spend beyond the run, as a fraction "
-        "of the run's optimizer steps (default 0.3; 1.0 searches longer and better)",
+        "of the run's optimizer steps (default 0.3; from about 0.65, e.g. 1.0, the probes' "
+        "pick and its neighbours also duel as prefixes of the run to 30%% of it)",
     )  # fmt: skip
     _add_schedule_args(f)
     _add_run_args(f)
