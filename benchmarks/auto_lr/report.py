@@ -201,8 +201,9 @@ def _within(task: Any, arm: dict[str, Any] | None) -> bool:
     return bool(arm) and arm["mean"] is not None and task.within_target(arm["gap"])
 
 
-def counts(summary: dict[str, Any]) -> dict[str, Any]:
-    """Per pair and per group: what ``counts_table`` and ``plot`` show."""
+def counts(summary: dict[str, Any], main: str = "auto") -> dict[str, Any]:
+    """Per pair and per group: what ``counts_table`` and ``plot`` show. The picks, their
+    spread and the comparison with schedule-free AdamW are those of the arm ``main``."""
     pairs: dict[str, Any] = {}
     for pair, p in summary.items():
         task, arms = TASKS[pair], p["arms"]
@@ -211,7 +212,7 @@ def counts(summary: dict[str, Any]) -> dict[str, Any]:
             arms[a] for a in ("sf_adamw", "sf_adamw_10x") if arms.get(a, {}).get("mean") is not None
         ]
         best_sf = max(sf, key=lambda a: sign * a["mean"]) if sf else None
-        auto = arms.get("auto")
+        auto = arms.get(main)
         ties_sf = None
         if auto and best_sf:
             ties_sf = auto["mean"] is not None and sign * (auto["mean"] - best_sf["mean"]) >= -max(
@@ -236,14 +237,15 @@ def counts(summary: dict[str, Any]) -> dict[str, Any]:
             "spread_x2": sum(1 for v in mine if v["spread"] is not None and v["spread"] <= 2),
             "ties_sf_adamw": sum(1 for v in mine if v["ties_sf_adamw"]),
         }  # fmt: skip
-    return {"pairs": pairs, "groups": groups}
+    return {"pairs": pairs, "groups": groups, "main": main}
 
 
 def counts_table(rep: dict[str, Any], summary: dict[str, Any]) -> str:
     """Every pair x the auto arms (``auto_v5``: the version before, where it ran) and three
     learning-rate-free arms, within target in bold; then the counts per group."""
     cols = ["auto_v5", "auto_b0.1", "auto", "auto_b1", "sf_adamw", "sf_adamw_10x", "prodigy_probe"]
-    lines = ["| pair | group | grid best | " + " | ".join(cols) + " | auto picks | spread | "
+    main = rep.get("main", "auto")
+    lines = ["| pair | group | grid best | " + " | ".join(cols) + f" | {main} picks | spread | "
              "compute (0.1 / 0.3 / 1.0) |", "|---" * (len(cols) + 6) + "|"]  # fmt: skip
     for pair, v in rep["pairs"].items():
         arms = summary[pair]["arms"]
@@ -256,7 +258,7 @@ def counts_table(rep: dict[str, Any], summary: dict[str, Any]) -> str:
         lines.append(f"| {pair} | {v['group']} | {gb['score']:.4g} @ {gb['lr']:.3g} | "
                      + " | ".join(cells) + f" | {picks} | {spread} | {comp} |")  # fmt: skip
     lines += ["", "| group | pairs | " + " | ".join(["auto_v5", *AUTO, *LR_FREE]) +
-              " | auto spread <= x2 | auto ties/beats sf AdamW |",
+              f" | {main} spread <= x2 | {main} ties/beats sf AdamW |",
               "|---" * (len(AUTO) + len(LR_FREE) + 5) + "|"]  # fmt: skip
     for g, c in rep["groups"].items():
         w = c["within"]

@@ -276,6 +276,9 @@ def report_(argv: list[str]) -> None:
     ap.add_argument("--table", default=None)
     ap.add_argument("--json", default=None)
     ap.add_argument("--plot", default=None)
+    ap.add_argument("--arm", default="auto",
+                    help="the auto arm whose picks, spread and schedule-free comparison the "
+                    "table and counts show (default auto: the default budget)")  # fmt: skip
     args = ap.parse_args(argv)
     if args.counts:
         if not args.plot:
@@ -283,7 +286,7 @@ def report_(argv: list[str]) -> None:
         report.plot(json.loads(Path(args.suite).read_text()), args.plot)
         return
     summary = json.loads(Path(args.suite).read_text())["summary"]
-    rep = report.counts(summary)
+    rep = report.counts(summary, args.arm)
     text = report.counts_table(rep, summary)
     print(text)
     if args.table:
