@@ -286,7 +286,7 @@ def duel(learn: Loop, out: AutoResult, *, n_epoch: int,
     try:
         total = n_epoch * learn.steps_per_epoch(cbs)
         evals = EVAL_COST * len(held)
-        room = budget * out.total_steps - out.steps_used
+        room = budget * total - out.steps_used  # the run's steps on the split: its ratio
         rung = round(DUEL_RUNG * total)
         while rung > 0 and duel_cost(rung, evals) > room:
             rung -= 1
