@@ -95,20 +95,19 @@ from onecycle.candidates import (
 )
 from onecycle.errors import ConfigError, check_int, check_range
 from onecycle.prefix_search import (  # HORIZON_BETA, KEEP, horizon: read as auto.X too
-    DUEL_K,
-    DUEL_MIN,
     DUEL_PROBES,
     HORIZON_BETA,  # noqa: F401
     KEEP,  # noqa: F401
     Plan,
     duel,
+    duel_fits,
     held_batches,
     horizon,  # noqa: F401
     plan,
     scoring_batches,
     search,
 )
-from onecycle.prefixes import BRANCH, held_loss
+from onecycle.prefixes import held_loss
 from onecycle.probes import (
     EVAL_COST,
     ProbeResult,
@@ -227,8 +226,7 @@ def auto_lr_max(
     evals = EVAL_COST * len(held)
     # a budget with room for a duel past the warm-up's peak (``prefix_search.duel``): the
     # sweep and probes get DUEL_PROBES of the run, the duel the rest
-    duel_min = (DUEL_K - 1 + DUEL_K * BRANCH) * DUEL_MIN * pct_start  # the shortest duel
-    dueling = method == "probes" and n_epoch is not None and budget - DUEL_PROBES >= duel_min
+    dueling = method == "probes" and n_epoch is not None and duel_fits(budget, pct_start)
     search_budget = DUEL_PROBES if dueling else budget
     p = plan(total_steps, budget, evals) if method == "prefixes" else Plan(
         sweep_steps(search_budget * total_steps), MAX_CANDIDATES, ())  # fmt: skip

@@ -32,14 +32,14 @@ from onecycle.candidates import (
     sweep_steps,
 )
 from onecycle.data.loader import Loader
-from onecycle.prefixes import BRANCH, MIN_BRANCH, Prefix, advance, held_loss, validation_split
+from onecycle.prefixes import BRANCH, Prefix, advance, branch_steps, held_loss, validation_split
 from onecycle.probes import EVAL_COST, held_count
 
 if TYPE_CHECKING:
     from onecycle.loop import Loop
 
-__all__ = ["HORIZON_BETA", "Plan", "duel", "duel_cost", "held_batches", "horizon", "plan",
-           "scoring_batches", "search"]  # fmt: skip
+__all__ = ["HORIZON_BETA", "Plan", "duel", "duel_cost", "duel_fits", "held_batches", "horizon",
+           "plan", "scoring_batches", "search"]  # fmt: skip
 
 log = logging.getLogger("onecycle.auto")  # the messages users know from lr_max="auto"
 
@@ -74,8 +74,13 @@ DUEL_K, DUEL_RUNG, DUEL_MIN, DUEL_PROBES, DUEL_SPLIT = 3, 0.3, 0.8, 0.1, 0.02
 def duel_cost(rung: int, evals: float) -> float:
     """Steps beyond the run of a duel to ``rung``: every prefix but the winner's (the run
     continues it), every branch and held-back evaluation (the model as it is included)."""
-    branch = max(MIN_BRANCH, round(BRANCH * rung))
-    return (DUEL_K - 1) * rung + DUEL_K * branch + evals * (DUEL_K + 1)
+    return (DUEL_K - 1) * rung + DUEL_K * branch_steps(rung) + evals * (DUEL_K + 1)
+
+
+def duel_fits(budget: float, pct_start: float) -> bool:
+    """Whether ``budget`` holds the probes' share (``DUEL_PROBES``) and the shortest duel
+    (prefixes to ``DUEL_MIN`` x ``pct_start`` of the run, their branches included)."""
+    return budget - DUEL_PROBES >= (DUEL_K - 1 + DUEL_K * BRANCH) * DUEL_MIN * pct_start
 
 
 def held_batches(learn: Loop) -> int:
@@ -101,7 +106,7 @@ def _cost(k: int, rungs: Sequence[int], sweep: int, evals: float, extend: bool =
     """Steps beyond the run: the sweep, every prefix but the pick's, every branch and
     held-back pass (the untrained model's included), and room for the extension upward
     (``EXTEND``: one more prefix on the first rung, or, with two, one from the start)."""
-    branch = [max(MIN_BRANCH, round(BRANCH * r)) for r in rungs]
+    branch = [branch_steps(r) for r in rungs]
     n = [k] + [min(k, KEEP)] * (len(rungs) - 1)
     cost = sweep + evals * (1 + sum(n))
     prev = 0
@@ -201,7 +206,7 @@ def search(learn: Loop, out: AutoResult, cands: list[float], p: Plan, n_epoch: i
         peaks = [pre.lr_max * r for r in ratios]
         score = advance(learn, pre, to, n_epoch=n_epoch, lrs=peaks, spec=make_spec(peaks),
                         total=total, held=held, wd=wd, end_mom=end_mom, cbs=cbs)  # fmt: skip
-        branch = min(max(MIN_BRANCH, round(BRANCH * to)), total - to)
+        branch = min(branch_steps(to), total - to)
         out.steps_used += (to - before) + branch + evals
         return score
 
@@ -303,7 +308,7 @@ def duel(learn: Loop, out: AutoResult, *, n_epoch: int,
             peaks = [q.lr_max * r for r in ratios]
             advance(learn, q, rung, n_epoch=n_epoch, lrs=peaks, spec=make_spec(peaks),
                     total=total, held=held, wd=wd, end_mom=end_mom, cbs=cbs)  # fmt: skip
-            used += rung + max(MIN_BRANCH, round(BRANCH * rung)) + evals
+            used += rung + branch_steps(rung) + evals
     finally:
         learn.train_data = data
     out.steps_used += used

@@ -56,13 +56,19 @@ from onecycle.scheduler import Scheduler, momentum_key
 if TYPE_CHECKING:
     from onecycle.loop import Loop
 
-__all__ = ["BRANCH", "Prefix", "advance", "held_loss", "validation_split"]
+__all__ = ["BRANCH", "Prefix", "advance", "branch_steps", "held_loss", "validation_split"]
 
 BRANCH = 0.25
 """The fraction of a prefix that its cool-down branch anneals over (at least
 ``MIN_BRANCH`` steps): Hägele et al. found a cool-down of 10-20% of the steps matches a
 full cosine; a quarter ranks peaks in our fidelity runs (docs/results/auto_lr_v6.md)."""
 MIN_BRANCH = 2
+
+
+def branch_steps(to: int) -> int:
+    """The cool-down branch's steps for a prefix of ``to`` steps: ``BRANCH`` of it, at
+    least ``MIN_BRANCH`` (``advance`` caps it at the steps the run has left)."""
+    return max(MIN_BRANCH, round(BRANCH * to))
 
 
 @dataclass
@@ -185,7 +191,7 @@ def advance(
         raise ConfigError("to", to, f"a step in [{prefix.steps}, {total}]")
     if not held:
         raise ConfigError("held", "no batches", "held-back batches to score on")
-    n_branch = max(MIN_BRANCH, round(BRANCH * to)) if branch is None else branch
+    n_branch = branch_steps(to) if branch is None else branch
     n_branch = min(n_branch, total - to)
     seg = _Segment(to, n_branch, held, end_mom)
     with side_run(learn, cbs):
