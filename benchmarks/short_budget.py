@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import itertools
 import json
 from typing import Any
 
@@ -58,10 +57,10 @@ class TailAverage(Callback):
     def after_step(self, learn: Any) -> None:
         self.step += 1
         total = learn.n_epoch * learn.n_iter
+        ps = [p.detach().float() for p in learn.model.parameters()]
         for f in self.fracs:
             if self.step > total * (1 - f):
                 self.n[f] += 1
-                ps = [p.detach().float() for p in learn.model.parameters()]
                 if f not in self.mean:
                     self.mean[f] = [p.clone() for p in ps]
                 for m, p in zip(self.mean[f], ps, strict=True):
@@ -70,9 +69,9 @@ class TailAverage(Callback):
 
 def one_cycle(name: str, epochs: int, seed: int) -> dict[str, Any]:
     learn = onecycle.recipe("fashion-mnist").learner(seed=seed, **VARIANTS[name])
-    lr_max = VARIANTS[name].get("lr_max", learn.run_config["lr_max"])
+    cfg = learn.run_config  # the recipe with the variant's change, resolved
     cbs = [TailAverage(TAILS)] if name == "tail-avg" else []
-    learn.fit_one_cycle(epochs, lr_max, pct_start=VARIANTS[name].get("pct_start", 0.25), cbs=cbs)
+    learn.fit_one_cycle(epochs, cfg["lr_max"], pct_start=cfg["pct_start"], cbs=cbs)
     row: dict[str, Any] = {"accuracy": learn.validate()["accuracy"]}
     if cbs:
         final = copy.deepcopy(learn.model.state_dict())
@@ -80,10 +79,7 @@ def one_cycle(name: str, epochs: int, seed: int) -> dict[str, Any]:
             with torch.no_grad():
                 for p, m in zip(learn.model.parameters(), mean, strict=True):
                     p.copy_(m)
-                learn.model.train()
-                with learn.autocast():
-                    for xb, _ in itertools.islice(learn.train_data, 50):
-                        learn.model(xb)
+            T.recompute_bn(learn.model, learn.train_data, learn.autocast)
             row[f"accuracy_tail{f}"] = learn.validate()["accuracy"]
             learn.model.load_state_dict(final)
     return row

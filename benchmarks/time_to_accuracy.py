@@ -149,6 +149,15 @@ def _autocast() -> Any:
     return torch.autocast("cpu", dtype=torch.bfloat16, enabled=native_mixed_precision())
 
 
+def recompute_bn(model: torch.nn.Module, batches: Any, autocast: Callable[[], Any]) -> None:
+    """Batch-norm statistics recomputed at the model's weights, in training mode, on the
+    first 50 batches of ``batches`` (as schedule-free's README says)."""
+    model.train()
+    with torch.no_grad(), autocast():
+        for xb, _ in itertools.islice(batches, 50):
+            model(xb)
+
+
 def other_optimizer(recipe: str, data: Any, epochs: int, seed: int, which: str,
                     lr: float = 1.0) -> dict[str, Any]:  # fmt: skip
     """``which``: "schedule-free" (AdamWScheduleFree at ``lr``, 5% warm-up, scored at its
@@ -182,11 +191,8 @@ def other_optimizer(recipe: str, data: Any, epochs: int, seed: int, which: str,
         if which != "schedule-free":
             return fn()
         opt.eval()  # the averaged weights; batch-norm statistics recomputed at them
-        model.train()
         loader.set_epoch(loader.epoch)  # on the same 50 batches each time (the epoch's first)
-        with torch.no_grad(), _autocast():
-            for xb, _ in itertools.islice(loader, 50):
-                model(xb)
+        recompute_bn(model, loader, _autocast)
         out = fn()
         opt.train()
         return out
