@@ -10,7 +10,7 @@ times (Learner / hand-written). Target: <= 1.02.
     # the fast recipe (airnet, channels_last, bf16 autocast, label smoothing, decoupled wd)
     .venv/bin/python benchmarks/overhead.py --dataset fashion-mnist --recipe fast \
         --train-samples 20000 --repeats 5
-    # the best recipe (airnet-wide, and random crops and flips in the loader on both sides)
+    # the best recipe (the same, with random crops and flips in the loader on both sides)
     .venv/bin/python benchmarks/overhead.py --dataset fashion-mnist --recipe best \
         --train-samples 20000 --repeats 5
 

@@ -14,6 +14,15 @@ the gap at 2E"; the JSON holds every run. Needs ``schedulefree`` (``make bench-d
 
     .venv/bin/python benchmarks/short_budget.py --seeds 10 11 --epochs 2 \\
         --json docs/results/short_budget.json
+
+``--recipe best`` runs the best recipe's variants instead (``BEST_VARIANTS``), each for
+its own number of epochs, chosen so that every variant takes about 10E on the 2-core
+machine (the narrow model's epoch is ~0.57E, the wide one's ~0.95E), with the test
+accuracy also read with the recipe's test-time augmentation; no schedule-free runs
+(``time_to_accuracy.py`` compares the chosen recipe with them at 10E):
+
+    .venv/bin/python benchmarks/short_budget.py --recipe best --seeds 10 11 --threads 1 \\
+        --json docs/results/best_recipe_explore.json
 """
 
 from __future__ import annotations
@@ -28,7 +37,8 @@ import torch
 
 import onecycle
 from onecycle.callbacks import Callback
-from onecycle.data import load_dataset
+from onecycle.data import Loader, load_dataset
+from onecycle.data.loader import random_crop
 
 VARIANTS: dict[str, dict[str, Any]] = {
     "fast recipe (SGD 0.2)": {},
@@ -43,7 +53,40 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "pct_start 0.1": {"pct_start": 0.1},
     "tail-avg": {},
 }
+ALTERNATE = "alternate flips"  # not a FitConfig field: the loader's flips alternate
+# --recipe best: (changes to the best recipe, epochs); about 10E each on the 2-core machine
+BEST_VARIANTS: dict[str, tuple[dict[str, Any], int]] = {
+    "airnet, 18 epochs (the best recipe)": ({}, 18),
+    "airnet, 18 epochs, wd 2.5e-3": ({"wd": 2.5e-3}, 18),
+    "airnet-wide, 11 epochs (the best recipe before)": ({"model": "airnet-wide"}, 11),
+    "airnet-wide, 11 epochs, alternate flips, label smoothing 0.2": (
+        {"model": "airnet-wide", "label_smoothing": 0.2, ALTERNATE: True}, 11),
+}  # fmt: skip
 TAILS = (0.05, 0.1, 0.25)
+
+
+class AlternateFlips(Loader):
+    """airbench's alternating flip: each image is flipped in every other epoch (its first
+    epoch's flip drawn at random), the random crops as ``Loader``'s."""
+
+    def _augment_batch(self, xb: torch.Tensor, idx: torch.Tensor, epoch: int,
+                       gen: torch.Generator) -> torch.Tensor:  # fmt: skip
+        if not hasattr(self, "phase"):
+            g = torch.Generator().manual_seed(self.seed * 31 + 7)
+            self.phase = torch.randint(0, 2, (len(self.x),), generator=g).to(self.device)
+        xb = random_crop(xb, self.crop_pad, gen)
+        mask = ((self.phase[idx] + epoch) % 2).bool().view(-1, 1, 1, 1)
+        return torch.where(mask, xb.flip(-1), xb)
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        epoch, order = self.epoch, self._order(self.epoch)
+        for b in range(self.batches_done, len(self)):
+            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
+            gen = self._generator(epoch, 1 + b * self.world_size + self.rank, self.device)
+            self.batches_done = b + 1
+            yield self._augment_batch(self.x.index_select(0, idx), idx, epoch, gen), \
+                self.y.index_select(0, idx)  # fmt: skip
+        self.epoch, self.batches_done = epoch + 1, 0
 
 
 class TailAverage(Callback):
@@ -67,12 +110,19 @@ class TailAverage(Callback):
                     m.add_(p - m, alpha=1 / self.n[f])
 
 
-def one_cycle(name: str, epochs: int, seed: int) -> dict[str, Any]:
-    learn = onecycle.recipe("fashion-mnist").learner(seed=seed, **VARIANTS[name])
+def one_cycle(name: str, epochs: int, seed: int, recipe: str = "fast") -> dict[str, Any]:
+    changes = dict(VARIANTS[name] if recipe == "fast" else BEST_VARIANTS[name][0])
+    alternate = changes.pop(ALTERNATE, False)
+    learn = onecycle.recipe("fashion-mnist", recipe).learner(seed=seed, **changes)
+    if alternate:
+        learn.train_data.__class__ = AlternateFlips
     cfg = learn.run_config  # the recipe with the variant's change, resolved
     cbs = [TailAverage(TAILS)] if name == "tail-avg" else []
     learn.fit_one_cycle(epochs, cfg["lr_max"], pct_start=cfg["pct_start"], cbs=cbs)
     row: dict[str, Any] = {"accuracy": learn.validate()["accuracy"]}
+    if cfg["tta"]:
+        row["accuracy_tta"] = learn.validate(tta=cfg["tta"])["accuracy"]
+        row["seconds"] = sum(learn.recorder.train_seconds)
     if cbs:
         final = copy.deepcopy(learn.model.state_dict())
         for f, mean in cbs[0].mean.items():
@@ -91,9 +141,17 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--sf-epochs", type=int, default=4, help="schedule-free's run, read per epoch")
     p.add_argument("--sf-lr", type=float, default=0.025)
-    p.add_argument("--only", nargs="*", default=list(VARIANTS), choices=list(VARIANTS))
+    p.add_argument("--only", nargs="*", default=None, choices=[*VARIANTS, *BEST_VARIANTS])
+    p.add_argument("--recipe", choices=["fast", "best"], default="fast")
+    p.add_argument("--threads", type=int, default=None, help="torch's threads (default: its)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.recipe == "best":
+        best(a)
+        return
+    a.only = a.only or list(VARIANTS)
     rows: list[dict[str, Any]] = []
     data = load_dataset("fashion-mnist")
     for seed in a.seeds:
@@ -112,6 +170,25 @@ def main() -> None:
     print(f"\naccuracy at {a.epochs} epochs, seeds {a.seeds}")
     for arm, accs in at.items():
         print(f"  {arm:28s} " + " ".join(f"{x:.2f}" for x in accs))
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"args": vars(a), "torch": torch.__version__, "runs": rows}, f, indent=1)
+
+
+def best(a: argparse.Namespace) -> None:
+    """--recipe best: each of BEST_VARIANTS for its own epochs, with and without TTA."""
+    rows = []
+    for seed in a.seeds:
+        for name in a.only or list(BEST_VARIANTS):
+            epochs = BEST_VARIANTS[name][1]
+            rows.append({"arm": name, "epochs": epochs, "seed": seed,
+                         **one_cycle(name, epochs, seed, "best")})  # fmt: skip
+            print(json.dumps(rows[-1]), flush=True)
+    print(f"\nthe best recipe's variants, seeds {a.seeds}: accuracy (with TTA)")
+    for name in dict.fromkeys(r["arm"] for r in rows):
+        accs = [f"{100 * r['accuracy']:.2f} ({100 * r['accuracy_tta']:.2f})" for r in rows
+                if r["arm"] == name]  # fmt: skip
+        print(f"  {name:62s} " + "  ".join(accs))
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"args": vars(a), "torch": torch.__version__, "runs": rows}, f, indent=1)

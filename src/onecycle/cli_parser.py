@@ -96,7 +96,7 @@ def _add_data_args(f: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--recipe", choices=["fast", "best"], default="fast",
                    help="fast: the data set's recipe (default); best: the best accuracy in "
-                   "a short budget, with a wider model, crops, flips, more epochs and "
+                   "a short budget, with crops, flips, more epochs and "
                    "test-time augmentation (fashion-mnist)")  # fmt: skip
     g.add_argument(
         "--crop-pad",

@@ -235,7 +235,7 @@ def recipe(dataset: str, name: str = "fast") -> Recipe:
 
     >>> r = recipe("fashion-mnist", "best")
     >>> r.model, r.epochs, r.crop_pad, r.hflip, r.tta
-    ('airnet-wide', 14, 2, True, 'flip+shift')
+    ('airnet', 25, 2, True, 'flip+shift')
     """
     if dataset not in RECIPES:
         raise ConfigError("dataset", dataset, f"one of {', '.join(RECIPES)}")
