@@ -18,7 +18,8 @@ the gap at 2E"; the JSON holds every run. Needs ``schedulefree`` (``make bench-d
 ``--recipe best`` runs the best recipe's variants instead (``BEST_VARIANTS``), each for
 its own number of epochs, chosen so that every variant takes about 10E on the 2-core
 machine (the narrow model's epoch is ~0.57E, the wide one's ~0.95E), with the test
-accuracy also read with the recipe's test-time augmentation; no schedule-free runs
+accuracy also read with the recipe's test-time augmentation (and at the tail averages);
+no schedule-free runs
 (``time_to_accuracy.py`` compares the chosen recipe with them at 10E):
 
     .venv/bin/python benchmarks/short_budget.py --recipe best --seeds 10 11 --threads 1 \\
@@ -56,7 +57,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
 ALTERNATE = "alternate flips"  # not a FitConfig field: the loader's flips alternate
 # --recipe best: (changes to the best recipe, epochs); about 10E each on the 2-core machine
 BEST_VARIANTS: dict[str, tuple[dict[str, Any], int]] = {
-    "airnet, 18 epochs (the best recipe)": ({}, 18),
+    "airnet, 18 epochs": ({}, 18),
     "airnet, 18 epochs, wd 2.5e-3": ({"wd": 2.5e-3}, 18),
     "airnet-wide, 11 epochs (the best recipe before)": ({"model": "airnet-wide"}, 11),
     "airnet-wide, 11 epochs, alternate flips, label smoothing 0.2": (
@@ -117,7 +118,7 @@ def one_cycle(name: str, epochs: int, seed: int, recipe: str = "fast") -> dict[s
     if alternate:
         learn.train_data.__class__ = AlternateFlips
     cfg = learn.run_config  # the recipe with the variant's change, resolved
-    cbs = [TailAverage(TAILS)] if name == "tail-avg" else []
+    cbs = [TailAverage(TAILS)] if name == "tail-avg" or recipe == "best" else []
     learn.fit_one_cycle(epochs, cfg["lr_max"], pct_start=cfg["pct_start"], cbs=cbs)
     row: dict[str, Any] = {"accuracy": learn.validate()["accuracy"]}
     if cfg["tta"]:
@@ -131,6 +132,8 @@ def one_cycle(name: str, epochs: int, seed: int, recipe: str = "fast") -> dict[s
                     p.copy_(m)
             T.recompute_bn(learn.model, learn.train_data, learn.autocast)
             row[f"accuracy_tail{f}"] = learn.validate()["accuracy"]
+            if cfg["tta"]:
+                row[f"accuracy_tail{f}_tta"] = learn.validate(tta=cfg["tta"])["accuracy"]
             learn.model.load_state_dict(final)
     return row
 
