@@ -70,24 +70,14 @@ class AlternateFlips(Loader):
     """airbench's alternating flip: each image is flipped in every other epoch (its first
     epoch's flip drawn at random), the random crops as ``Loader``'s."""
 
-    def _augment_batch(self, xb: torch.Tensor, idx: torch.Tensor, epoch: int,
-                       gen: torch.Generator) -> torch.Tensor:  # fmt: skip
+    def _augment(self, xb: torch.Tensor, gen: torch.Generator, idx: torch.Tensor,
+                 epoch: int) -> torch.Tensor:  # fmt: skip
         if not hasattr(self, "phase"):
             g = torch.Generator().manual_seed(self.seed * 31 + 7)
             self.phase = torch.randint(0, 2, (len(self.x),), generator=g).to(self.device)
         xb = random_crop(xb, self.crop_pad, gen)
         mask = ((self.phase[idx] + epoch) % 2).bool().view(-1, 1, 1, 1)
         return torch.where(mask, xb.flip(-1), xb)
-
-    def __iter__(self):  # type: ignore[no-untyped-def]
-        epoch, order = self.epoch, self._order(self.epoch)
-        for b in range(self.batches_done, len(self)):
-            idx = order[b * self.batch_size : (b + 1) * self.batch_size]
-            gen = self._generator(epoch, 1 + b * self.world_size + self.rank, self.device)
-            self.batches_done = b + 1
-            yield self._augment_batch(self.x.index_select(0, idx), idx, epoch, gen), \
-                self.y.index_select(0, idx)  # fmt: skip
-        self.epoch, self.batches_done = epoch + 1, 0
 
 
 class TailAverage(Callback):

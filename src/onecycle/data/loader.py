@@ -244,12 +244,16 @@ class Loader:
             if augment:
                 # one generator per batch: a resumed epoch draws exactly what it would have
                 gen = self._generator(epoch, 1 + b * self.world_size + self.rank, self.device)
-                xb = self._augment(xb, gen)
+                xb = self._augment(xb, gen, idx, epoch)
             self.batches_done = b + 1
             yield xb, self.y.index_select(0, idx)
         self.epoch, self.batches_done = epoch + 1, 0
 
-    def _augment(self, xb: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    def _augment(
+        self, xb: torch.Tensor, gen: torch.Generator, idx: torch.Tensor, epoch: int
+    ) -> torch.Tensor:
+        # idx (the batch's samples) and epoch: for augmentations that depend on them
+        # (benchmarks/short_budget.py's alternating flips)
         if self.crop_pad:
             xb = random_crop(xb, self.crop_pad, gen)
         if self.hflip:
